@@ -1,0 +1,20 @@
+//! Warren's sandbox: runs one process tree isolated in namespaces, limited by cgroups, metered,
+//! with its output streamed to the caller while it runs.
+//!
+//! Usable without the rest of Warren:
+//!
+//! ```no_run
+//! use warren_sandbox::{Sandbox, SandboxConfig, RunSpec, CollectOutput};
+//! let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+//! let spec = RunSpec::command(["/bin/echo", "hello"]);
+//! let result = sandbox.run(&spec, &mut CollectOutput::default(), None).unwrap();
+//! assert_eq!(result.stdout, b"hello\n");
+//! ```
+#![deny(missing_docs)]
+
+mod api;
+
+pub use api::*;
+mod run;
+
+pub use run::{AbortHandle, Sandbox, SandboxError, SpecError};
