@@ -15,4 +15,5 @@ pub mod bytes;
 pub mod limits;
 pub mod result;
 pub mod stats;
+pub mod task;
 pub mod units;
