@@ -14,6 +14,7 @@
 pub mod bytes;
 pub mod limits;
 pub mod result;
+pub mod schedule;
 pub mod stats;
 pub mod task;
 pub mod units;
