@@ -1,0 +1,408 @@
+//! [`Client`]: one coordinator, its endpoints as methods.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, Url};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use warren_core::task::{TaskId, TaskPage, TaskSpec, TaskState, TaskView, WorkerView};
+
+use crate::error::{describe, Error, Result};
+use crate::output::Output;
+
+/// The coordinator a client talks to when none is named.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// How long to wait for a TCP (and TLS) connection before calling the coordinator unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest error body quoted in an [`Error::Api`].
+const MAX_QUOTED_BODY: usize = 512;
+
+/// A client of one Warren coordinator. Cheap to clone; clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+/// Filters and paging for [`Client::tasks`] (`GET /v1/tasks`). Unset fields are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks of this owner.
+    pub owner: Option<String>,
+    /// Only tasks that ran on this worker.
+    pub worker: Option<String>,
+    /// At most this many tasks in the page.
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+impl TaskQuery {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(state) = self.state {
+            pairs.push(("state", state.name().to_string()));
+        }
+        if let Some(owner) = &self.owner {
+            pairs.push(("owner", owner.clone()));
+        }
+        if let Some(worker) = &self.worker {
+            pairs.push(("worker", worker.clone()));
+        }
+        if let Some(limit) = self.limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        if let Some(after) = &self.after {
+            pairs.push(("after", after.clone()));
+        }
+        pairs
+    }
+}
+
+/// The answer to `POST /v1/tasks`.
+#[derive(Deserialize)]
+struct Created {
+    id: TaskId,
+}
+
+/// `GET /v1/workers` answers a list, bare or under `workers`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WorkerList {
+    Bare(Vec<WorkerView>),
+    Wrapped { workers: Vec<WorkerView> },
+}
+
+/// The error body of the API: `{"error": "...", "field": "..."}` (or `message`).
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    #[serde(default, alias = "message")]
+    error: Option<String>,
+    #[serde(default)]
+    field: Option<String>,
+}
+
+impl Client {
+    /// A client of the coordinator at `server` (`http://host:port`, `https://...`, or a bare
+    /// `host:port`, which means `http://`). A path in the URL is kept as a prefix of every
+    /// endpoint.
+    pub fn new(server: &str) -> Result<Client> {
+        let base = parse_base(server)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("warren-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| Error::Unreachable {
+                url: server.to_string(),
+                reason: describe(&source),
+                source,
+            })?;
+        Ok(Client {
+            http,
+            base,
+            token: None,
+        })
+    }
+
+    /// The same client, sending `token` as a bearer token with every request (needed when the
+    /// coordinator listens beyond loopback).
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The coordinator's base URL, as requests are built from it.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// Submits a task (`POST /v1/tasks`); the coordinator answers once it is stored.
+    pub async fn submit(&self, spec: &TaskSpec) -> Result<TaskId> {
+        let created: Created = self.call(Method::POST, "v1/tasks", &[], Some(spec)).await?;
+        Ok(created.id)
+    }
+
+    /// Submits a task and waits until it has finished (`POST /v1/tasks?wait=true`, then
+    /// [`Client::wait`] for as long as the coordinator's bounded wait returns it unfinished).
+    pub async fn submit_and_wait(&self, spec: &TaskSpec) -> Result<TaskView> {
+        let view: TaskView = self
+            .call(
+                Method::POST,
+                "v1/tasks",
+                &[("wait", "true".into())],
+                Some(spec),
+            )
+            .await?;
+        if view.state.is_terminal() {
+            return Ok(view);
+        }
+        self.wait(view.id).await
+    }
+
+    /// The task as it is now (`GET /v1/tasks/{id}`).
+    pub async fn task(&self, id: TaskId) -> Result<TaskView> {
+        self.call(Method::GET, &format!("v1/tasks/{id}"), &[], None::<&()>)
+            .await
+    }
+
+    /// Waits until the task has finished and returns it (`GET /v1/tasks/{id}?wait=true`,
+    /// repeated while the coordinator's bounded wait returns it unfinished).
+    pub async fn wait(&self, id: TaskId) -> Result<TaskView> {
+        loop {
+            let view: TaskView = self
+                .call(
+                    Method::GET,
+                    &format!("v1/tasks/{id}"),
+                    &[("wait", "true".into())],
+                    None::<&()>,
+                )
+                .await?;
+            if view.state.is_terminal() {
+                return Ok(view);
+            }
+        }
+    }
+
+    /// Follows the task's output from its first byte (`GET /v1/tasks/{id}/output`). The stream
+    /// ends when the task ends; it works the same after the task has finished.
+    pub async fn output(&self, id: TaskId) -> Result<Output> {
+        let path = format!("v1/tasks/{id}/output");
+        let request = format!("GET /{path}");
+        let response = self
+            .send(Method::GET, &path, &[], None::<&()>)?
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let response = self.execute(&request, response).await?;
+        Ok(Output::new(request, response))
+    }
+
+    /// Asks to cancel the task (`POST /v1/tasks/{id}/cancel`): a waiting task becomes
+    /// CANCELLED; a running one is aborted by its worker and ends DONE with status `abort`.
+    pub async fn cancel(&self, id: TaskId) -> Result<()> {
+        let path = format!("v1/tasks/{id}/cancel");
+        let request = format!("POST /{path}");
+        let builder = self.send(Method::POST, &path, &[], None::<&()>)?;
+        self.execute(&request, builder).await?;
+        Ok(())
+    }
+
+    /// One page of tasks (`GET /v1/tasks`), newest first unless the coordinator says otherwise.
+    pub async fn tasks(&self, query: &TaskQuery) -> Result<TaskPage> {
+        self.call(Method::GET, "v1/tasks", &query.pairs(), None::<&()>)
+            .await
+    }
+
+    /// Every worker the coordinator knows (`GET /v1/workers`).
+    pub async fn workers(&self) -> Result<Vec<WorkerView>> {
+        let list: WorkerList = self
+            .call(Method::GET, "v1/workers", &[], None::<&()>)
+            .await?;
+        Ok(match list {
+            WorkerList::Bare(workers) | WorkerList::Wrapped { workers } => workers,
+        })
+    }
+
+    /// Checks that the coordinator answers (`GET /healthz`).
+    pub async fn health(&self) -> Result<()> {
+        let builder = self.send(Method::GET, "healthz", &[], None::<&()>)?;
+        self.execute("GET /healthz", builder).await?;
+        Ok(())
+    }
+
+    /// The coordinator's version document (`GET /v1/version`), as it sends it.
+    pub async fn version(&self) -> Result<serde_json::Value> {
+        self.call(Method::GET, "v1/version", &[], None::<&()>).await
+    }
+
+    /// Sends a request and decodes its JSON answer.
+    async fn call<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<T> {
+        let request = describe_request(&method, path, query);
+        let builder = self.send(method, path, query, body)?;
+        let response = self.execute(&request, builder).await?;
+        let bytes = response.bytes().await.map_err(|e| Error::Protocol {
+            request: request.clone(),
+            reason: format!("reading the body: {}", describe(&e)),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
+            request,
+            reason: format!("{e} in {}", quote(&bytes)),
+        })
+    }
+
+    /// Builds a request for `path` below the base URL.
+    fn send<B: serde::Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<RequestBuilder> {
+        let url = self.base.join(path).map_err(|e| Error::InvalidUrl {
+            url: format!("{}{path}", self.base),
+            reason: e.to_string(),
+        })?;
+        let mut builder = self.http.request(method, url);
+        if !query.is_empty() {
+            builder = builder.query(query);
+        }
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        if let Some(token) = &self.token {
+            builder = builder.bearer_auth(token);
+        }
+        Ok(builder)
+    }
+
+    /// Sends the request, turning transport failures and error statuses into [`Error`]s.
+    async fn execute(&self, request: &str, builder: RequestBuilder) -> Result<Response> {
+        let response = builder.send().await.map_err(|source| Error::Unreachable {
+            url: self.base.as_str().trim_end_matches('/').to_string(),
+            reason: describe(&source),
+            source,
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        let message = match serde_json::from_slice::<ApiErrorBody>(&body) {
+            Ok(ApiErrorBody {
+                error: Some(error),
+                field: Some(field),
+            }) if !error.contains(&field) => {
+                format!("`{field}`: {error}")
+            }
+            Ok(ApiErrorBody {
+                error: Some(error), ..
+            }) => error,
+            _ if body.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
+            _ => quote(&body),
+        };
+        Err(Error::Api {
+            request: request.to_string(),
+            status: status.as_u16(),
+            message,
+        })
+    }
+}
+
+fn describe_request(method: &Method, path: &str, query: &[(&str, String)]) -> String {
+    let mut text = format!("{method} /{path}");
+    for (i, (key, value)) in query.iter().enumerate() {
+        text.push(if i == 0 { '?' } else { '&' });
+        text.push_str(key);
+        text.push('=');
+        text.push_str(value);
+    }
+    text
+}
+
+/// A body as text for a message, shortened.
+fn quote(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(MAX_QUOTED_BODY) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+fn parse_base(server: &str) -> Result<Url> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: server.to_string(),
+        reason: reason.to_string(),
+    };
+    let trimmed = server.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.host_str().map_or(true, str::is_empty) {
+        return Err(invalid("it names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it must not have a query or fragment"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(server: &str, expected: Option<&str>) {
+        let got = parse_base(server).ok().map(|u| u.to_string());
+        assert_eq!(got.as_deref(), expected, "{server}");
+    }
+
+    #[test]
+    fn base_urls() {
+        check("http://127.0.0.1:7070", Some("http://127.0.0.1:7070/"));
+        check("127.0.0.1:7070", Some("http://127.0.0.1:7070/"));
+        check(
+            "https://warren.example:8443/api",
+            Some("https://warren.example:8443/api/"),
+        );
+        check("http://h/api/", Some("http://h/api/"));
+        check(" http://h ", Some("http://h/"));
+        check("", None);
+        check("ftp://h", None);
+        check("http://", None);
+        check("http://h/?x=1", None);
+        check("http://h:notaport", None);
+    }
+
+    #[test]
+    fn endpoints_join_below_the_prefix() {
+        let base = parse_base("http://h/api").ok();
+        let joined = base
+            .and_then(|b| b.join("v1/tasks/3").ok())
+            .map(|u| u.to_string());
+        assert_eq!(joined.as_deref(), Some("http://h/api/v1/tasks/3"));
+    }
+
+    #[test]
+    fn queries_leave_out_unset_filters() {
+        assert!(TaskQuery::default().pairs().is_empty());
+        let query = TaskQuery {
+            state: Some(TaskState::InProgress),
+            limit: Some(5),
+            after: Some("c1".into()),
+            ..TaskQuery::default()
+        };
+        assert_eq!(
+            describe_request(&Method::GET, "v1/tasks", &query.pairs()),
+            "GET /v1/tasks?state=IN PROGRESS&limit=5&after=c1"
+        );
+    }
+
+    #[test]
+    fn long_bodies_are_shortened() {
+        assert_eq!(quote(b"  short \n"), "short");
+        let long = "x".repeat(MAX_QUOTED_BODY + 10);
+        assert_eq!(quote(long.as_bytes()).len(), MAX_QUOTED_BODY + 3);
+    }
+}

@@ -1,0 +1,170 @@
+//! [`Output`]: a task's output as the coordinator pushes it, chunk by chunk.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use reqwest::Response;
+use warren_core::task::{OutputChunk, OutputStream};
+
+use crate::error::{describe, Error, Result};
+use crate::sse;
+
+/// One piece of output, with its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Which stream it was written to.
+    pub stream: OutputStream,
+    /// The bytes, exactly as the program wrote them.
+    pub data: Vec<u8>,
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// How the coordinator frames the stream: server-sent events (one `output` event per chunk, an
+/// `end` event when the task ends), or one JSON chunk per line.
+#[derive(Debug)]
+enum Framing {
+    Sse(sse::Parser),
+    JsonLines(Vec<u8>),
+}
+
+/// The output of one task, from its first byte; returned by [`crate::Client::output`].
+///
+/// Call [`Output::next`] until it returns `None`: that happens when the task has ended and
+/// every byte it wrote has been delivered.
+pub struct Output {
+    request: String,
+    body: ByteStream,
+    framing: Framing,
+    pending: VecDeque<Chunk>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("request", &self.request)
+            .field("framing", &self.framing)
+            .field("pending", &self.pending.len())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl Output {
+    pub(crate) fn new(request: String, response: Response) -> Output {
+        let is_sse = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let framing = if is_sse {
+            Framing::Sse(sse::Parser::new())
+        } else {
+            Framing::JsonLines(Vec::new())
+        };
+        Output {
+            request,
+            body: Box::pin(response.bytes_stream()),
+            framing,
+            pending: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// The next chunk, as soon as the coordinator pushes it; `None` once the task has ended and
+    /// all of its output was delivered.
+    pub async fn next(&mut self) -> Result<Option<Chunk>> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                return Ok(Some(chunk));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.body.next().await {
+                Some(Ok(bytes)) => self.feed(&bytes)?,
+                Some(Err(e)) => {
+                    return Err(Error::Protocol {
+                        request: self.request.clone(),
+                        reason: format!("the output stream broke: {}", describe(&e)),
+                    })
+                }
+                None => {
+                    self.ended = true;
+                    if let Framing::JsonLines(rest) = &mut self.framing {
+                        let line = std::mem::take(rest);
+                        self.json_line(&line)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the whole output: every chunk until the task ends, in order.
+    pub async fn collect(mut self) -> Result<Vec<Chunk>> {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = self.next().await? {
+            chunks.push(chunk);
+        }
+        Ok(chunks)
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.framing {
+            Framing::Sse(parser) => {
+                for event in parser.feed(bytes) {
+                    match event.event.as_str() {
+                        "output" | "message" => {
+                            let chunk = self.decode(event.data.as_bytes())?;
+                            self.pending.push_back(chunk);
+                        }
+                        "end" => self.ended = true,
+                        // State changes, keep-alives and anything newer: not output.
+                        _ => {}
+                    }
+                    if self.ended {
+                        break;
+                    }
+                }
+            }
+            Framing::JsonLines(buffer) => {
+                buffer.extend_from_slice(bytes);
+                let mut lines = Vec::new();
+                while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                    lines.push(buffer.drain(..=end).collect::<Vec<u8>>());
+                }
+                for line in lines {
+                    self.json_line(&line)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn json_line(&mut self, line: &[u8]) -> Result<()> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let chunk = self.decode(line)?;
+        self.pending.push_back(chunk);
+        Ok(())
+    }
+
+    fn decode(&self, json: &[u8]) -> Result<Chunk> {
+        let bad = |reason: String| Error::Protocol {
+            request: self.request.clone(),
+            reason,
+        };
+        let chunk: OutputChunk = serde_json::from_slice(json)
+            .map_err(|e| bad(format!("an output chunk that is not JSON ({e})")))?;
+        let data = chunk
+            .bytes()
+            .map_err(|e| bad(format!("an output chunk with bad base64 ({e})")))?;
+        Ok(Chunk {
+            stream: chunk.stream,
+            data,
+        })
+    }
+}
