@@ -1,49 +1,756 @@
-//! Placeholder while the engine lands.
-use warren_core::result::RunResult;
+//! The sandbox host and one run from start to result.
 
-use crate::api::{RunEvents, RunSpec, SandboxConfig};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
-/// A sandbox host, shared by concurrent runs (`Send + Sync`).
-#[derive(Debug)]
-pub struct Sandbox {
-    _config: SandboxConfig,
-}
+use warren_core::limits::{LimitError, LimitKind, Limits};
+use warren_core::result::{decide, exit_codes, Exit, Observations, RunResult, Status, Usage};
+
+use crate::api::{Root, RunEvents, RunSpec, SandboxConfig, Stdin};
+use crate::cgroup::{CgroupHost, CgroupMounts, Layout, RunCgroups};
+use crate::child::child_main;
+use crate::plan::{self, ChildPlan, RootEntry, Stage, Step};
+use crate::supervise::{supervise, Supervision};
+use crate::sys::child::SeccompProgram;
+use crate::sys::{self, process::WaitStatus};
+use crate::uids::UidPool;
+use crate::{check::HostReport, seccomp};
 
 /// The sandbox could not be set up on this host.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SandboxError(String);
-
-/// The run's specification is invalid.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SpecError(String);
-
-/// Aborts a run from any thread.
-#[derive(Debug, Clone, Default)]
-pub struct AbortHandle;
-
-impl AbortHandle {
-    /// A handle not yet tied to a run.
-    pub fn new() -> AbortHandle {
-        AbortHandle
-    }
-    /// Ends the run with status `abort`.
-    pub fn abort(&self) {}
+pub enum SandboxError {
+    /// Not running as root.
+    #[error(
+        "the sandbox needs root (to create namespaces, cgroups and mounts); running as uid {0}"
+    )]
+    NotRoot(u32),
+    /// A host facility is missing or failed.
+    #[error("{what}: {source}")]
+    Host {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cgroup hierarchies could not be prepared.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The seccomp policy did not compile.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::PolicyError),
 }
 
-impl Sandbox {
-    /// Prepares the host.
-    pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
-        Ok(Sandbox { _config: config })
+/// The run's specification is invalid; nothing was started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// No command.
+    #[error("no command given")]
+    EmptyCommand,
+    /// A limit out of range.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// A limit this host cannot enforce.
+    #[error("limit `{limit}` cannot be enforced on this host: {reason}")]
+    Unenforceable {
+        /// Which limit.
+        limit: LimitKind,
+        /// What is missing.
+        reason: String,
+    },
+    /// A path given for the root or task files is not usable.
+    #[error("{what} {path}: {problem}")]
+    Path {
+        /// Which path.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Text with a NUL byte, or otherwise unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Aborts a run from any thread: the run ends with status `abort` and the output so far.
+/// Use one handle per run.
+#[derive(Debug, Clone)]
+pub struct AbortHandle {
+    inner: Arc<AbortState>,
+}
+
+#[derive(Debug)]
+struct AbortState {
+    requested: AtomicBool,
+    wake: Option<OwnedFd>,
+}
+
+impl Default for AbortHandle {
+    fn default() -> Self {
+        AbortHandle::new()
     }
-    /// Runs one spec to completion.
+}
+
+impl AbortHandle {
+    /// A new handle, not yet aborted.
+    pub fn new() -> AbortHandle {
+        AbortHandle {
+            inner: Arc::new(AbortState {
+                requested: AtomicBool::new(false),
+                wake: sys::eventfd().ok(),
+            }),
+        }
+    }
+
+    /// Ends the run (at once if it is running, at its start otherwise).
+    pub fn abort(&self) {
+        self.inner.requested.store(true, Ordering::SeqCst);
+        if let Some(fd) = &self.inner.wake {
+            let _ = sys::eventfd_signal(fd.as_fd());
+        }
+    }
+
+    /// Whether `abort` was called.
+    pub fn is_aborted(&self) -> bool {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// A sandbox host: shared, `Send + Sync`, runs any number of runs at once from many threads.
+#[derive(Debug)]
+pub struct Sandbox {
+    config: SandboxConfig,
+    cgroups: CgroupHost,
+    uids: Arc<UidPool>,
+    seccomp: Vec<SeccompProgram>,
+    new_root: CString,
+    host_entries: Vec<RootEntry>,
+    host_etc: Vec<RootEntry>,
+    last_capability: u32,
+    cpus: usize,
+    sequence: AtomicU64,
+    report: HostReport,
+}
+
+/// Namespaces every run gets (the cgroup namespace is entered later, once placed).
+const NAMESPACES: libc::c_int = libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWNET;
+
+/// Open files allowed to a run.
+const OPEN_FILES: u64 = 4096;
+
+impl Sandbox {
+    /// Prepares the host: checks privileges, finds the cgroup layout, makes the parent cgroups,
+    /// compiles the seccomp policy and reclaims what crashed runners left behind.
+    pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        if !sys::is_root() {
+            let uid = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("Uid:"))
+                        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+                })
+                .unwrap_or(u32::MAX);
+            return Err(SandboxError::NotRoot(uid));
+        }
+        let host = |what: &str| {
+            let what = what.to_string();
+            move |source| SandboxError::Host { what, source }
+        };
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(host("reading /proc/self/mountinfo"))?;
+        let mounts = CgroupMounts::parse(&mountinfo, &config.cgroup_root);
+        let cgroups = CgroupHost::new(&mounts, &config.cgroup_parent)?;
+        let root_dir = config.state_dir.join("root");
+        std::fs::create_dir_all(&root_dir)
+            .map_err(host(&format!("creating {}", root_dir.display())))?;
+        let uids = UidPool::new(
+            config.state_dir.join("uids"),
+            config.uid_base,
+            config.uid_count,
+        )
+        .map_err(host(&format!(
+            "creating {}",
+            config.state_dir.join("uids").display()
+        )))?;
+        let seccomp = seccomp::policy()?;
+        let host_entries =
+            plan::root_entries(Path::new("/"), Some(plan::HOST_DIRS)).map_err(host("listing /"))?;
+        let host_etc = plan::root_entries(Path::new("/etc"), Some(plan::HOST_ETC))
+            .map_err(host("listing /etc"))?;
+        let new_root =
+            plan::cstring(root_dir.as_os_str().as_bytes()).map_err(|e| SandboxError::Host {
+                what: "state directory".into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            })?;
+        let report = HostReport::inspect(&cgroups);
+        let sandbox = Sandbox {
+            cgroups,
+            uids,
+            seccomp,
+            new_root,
+            host_entries,
+            host_etc,
+            last_capability: sys::last_capability(),
+            cpus: sys::available_cpus(),
+            sequence: AtomicU64::new(0),
+            report,
+            config,
+        };
+        sandbox.cgroups.reclaim(&|name| runner_is_gone(name));
+        Ok(sandbox)
+    }
+
+    /// What this host supports.
+    pub fn report(&self) -> &HostReport {
+        &self.report
+    }
+
+    /// The cgroup layout found.
+    pub fn layout(&self) -> Layout {
+        self.cgroups.layout()
+    }
+
+    /// Runs `spec` to completion on the calling thread, reporting output and statistics to
+    /// `events` as they happen. An invalid spec is an error and starts nothing; everything that
+    /// happens once started, including failures of the sandbox itself, is in the result.
     pub fn run(
         &self,
-        _spec: &RunSpec,
-        _events: &mut dyn RunEvents,
-        _abort: Option<&AbortHandle>,
+        spec: &RunSpec,
+        events: &mut dyn RunEvents,
+        abort: Option<&AbortHandle>,
     ) -> Result<RunResult, SpecError> {
-        Ok(RunResult::crash("not implemented"))
+        let limits = spec.limits.with_defaults(&Limits::sandbox_defaults());
+        limits.validate()?;
+        self.check_enforceable(&limits)?;
+        let root_path = match &spec.root {
+            Root::Host => PathBuf::from("/"),
+            Root::Dir(dir) => existing_dir("root directory", dir)?,
+        };
+        let task_dir = spec
+            .task_dir
+            .as_deref()
+            .map(|d| existing_dir("task directory", d))
+            .transpose()?;
+        let program = spec.argv.first().ok_or(SpecError::EmptyCommand)?;
+        if program.is_empty() {
+            return Err(SpecError::EmptyCommand);
+        }
+        for file in &spec.files {
+            if !plan::safe_relative(&file.path) {
+                return Err(SpecError::Path {
+                    what: "input file",
+                    path: file.path.clone(),
+                    problem: "must be a relative path without `..`".into(),
+                });
+            }
+        }
+        let env = effective_env(&spec.env);
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let Some(resolved) = plan::resolve_program(program, &path_var, &root_path) else {
+            return Ok(not_found(program));
+        };
+        if abort.is_some_and(AbortHandle::is_aborted) {
+            let mut result = RunResult::crash("aborted before it started");
+            result.status = Status::Abort;
+            result.message = None;
+            return Ok(result);
+        }
+        match self.start_and_supervise(
+            spec,
+            &limits,
+            &root_path,
+            task_dir.as_deref(),
+            resolved,
+            &env,
+            events,
+            abort,
+        ) {
+            Ok(result) => Ok(result),
+            Err(message) => Ok(RunResult::crash(message)),
+        }
+    }
+
+    fn check_enforceable(&self, limits: &Limits) -> Result<(), SpecError> {
+        let need = |limit: LimitKind, ok: bool, reason: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(SpecError::Unenforceable {
+                    limit,
+                    reason: reason.to_string(),
+                })
+            }
+        };
+        if limits.memory.is_some() {
+            need(
+                LimitKind::Memory,
+                self.cgroups.has_controller("memory"),
+                "no memory cgroup controller",
+            )?;
+        }
+        if limits.cpus.is_some() {
+            need(
+                LimitKind::Cpus,
+                self.cgroups.has_controller("cpu"),
+                "no cpu cgroup controller",
+            )?;
+        }
+        if limits.cpu_time.is_some() {
+            need(
+                LimitKind::CpuTime,
+                self.cgroups.has_v2() || self.cgroups.has_controller("cpuacct"),
+                "no cgroup accounts CPU time (neither a cgroup2 tree nor cpuacct)",
+            )?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_and_supervise(
+        &self,
+        spec: &RunSpec,
+        limits: &Limits,
+        root_path: &Path,
+        task_dir: Option<&Path>,
+        program: PathBuf,
+        env: &[(OsString, OsString)],
+        events: &mut dyn RunEvents,
+        abort: Option<&AbortHandle>,
+    ) -> Result<RunResult, String> {
+        let lease = self
+            .uids
+            .acquire()
+            .map_err(|e| format!("allocating a uid: {e}"))?;
+        let name = format!(
+            "run-{}-{}",
+            std::process::id(),
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cgroups = self
+            .cgroups
+            .create(&name, limits)
+            .map_err(|e| e.to_string())?;
+
+        let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
+        let (stdout_r, stdout_w) = sys::pipe().map_err(io("creating the stdout pipe"))?;
+        let (stderr_r, stderr_w) = sys::pipe().map_err(io("creating the stderr pipe"))?;
+        let (error_r, error_w) = sys::pipe().map_err(io("creating the report pipe"))?;
+        let mut stdin_feed = None;
+        let stdin_child: OwnedFd = match &spec.stdin {
+            Stdin::Null => std::fs::File::open("/dev/null")
+                .map_err(io("opening /dev/null"))?
+                .into(),
+            Stdin::Fd(fd) => fd.try_clone().map_err(io("duplicating stdin"))?,
+            Stdin::Bytes(bytes) => {
+                let (r, w) = sys::pipe().map_err(io("creating the stdin pipe"))?;
+                stdin_feed = Some((w, bytes.clone()));
+                r
+            }
+        };
+        // The child waits before exec until the parent has placed it in every cgroup
+        // (CLONE_INTO_CGROUP covers the cgroup2 tree; v1 hierarchies, or a kernel without
+        // clone3, need a move). Its own setup runs meanwhile, in parallel with the moves.
+        let sync = Some(sys::pipe().map_err(io("creating the sync pipe"))?);
+
+        let child_plan = self
+            .plan(
+                spec,
+                limits,
+                root_path,
+                task_dir,
+                program,
+                env,
+                lease.uid,
+                &stdin_child,
+                &stdout_w,
+                &stderr_w,
+                &error_w,
+                sync.as_ref().map(|(r, _)| r),
+            )
+            .map_err(|e| format!("preparing the run: {e}"))?;
+
+        let started = Instant::now();
+        let spawned =
+            sys::process::spawn(NAMESPACES, cgroups.clone_target(), child_main, &child_plan)
+                .map_err(io("creating the sandboxed process"))?;
+        drop((stdout_w, stderr_w, error_w, stdin_child));
+        drop(child_plan);
+        if let Some((sync_r, sync_w)) = sync {
+            drop(sync_r);
+            if let Err(e) = cgroups.attach(spawned.pid, spawned.in_cgroup) {
+                let _ = sys::process::pidfd_signal(spawned.pidfd.as_fd(), libc::SIGKILL);
+                let _ = sys::process::wait_pidfd(spawned.pidfd.as_fd());
+                return Err(e.to_string());
+            }
+            // The child may already have failed and exited; the report pipe tells why.
+            let _ = sys::write(sync_w.as_fd(), b"g");
+        }
+
+        let parallelism = limits.cpus.map_or(self.cpus as f64, |m| {
+            (m as f64 / 1000.0).min(self.cpus as f64)
+        });
+        let abort_fd = abort.and_then(|a| a.inner.wake.as_ref().map(|fd| fd.as_fd()));
+        let requested = || abort.is_some_and(AbortHandle::is_aborted);
+        let supervised = supervise(
+            Supervision {
+                pidfd: spawned.pidfd.as_fd(),
+                outputs: [stdout_r, stderr_r],
+                stdin: stdin_feed,
+                abort: abort_fd,
+                cgroups: &cgroups,
+                limits,
+                parallelism,
+                stats_interval: self.config.stats_interval,
+                max_stat_points: self.config.max_stat_points,
+                started,
+            },
+            events,
+            &requested,
+        );
+        let status =
+            sys::process::wait_pidfd(spawned.pidfd.as_fd()).map_err(io("waiting for the run"))?;
+        let ended = supervised.ended.unwrap_or_else(Instant::now);
+        let setup_failure = read_setup_failure(&error_r);
+
+        let (cpu_user, cpu_sys) = cgroups_cpu(&cgroups);
+        let usage = Usage {
+            wall_ms: ended.saturating_duration_since(started).as_millis() as u64,
+            cpu_user_ms: cpu_user / 1000,
+            cpu_sys_ms: cpu_sys / 1000,
+            peak_memory_bytes: cgroups.memory_peak().unwrap_or(0),
+            peak_pids: cgroups.pids_peak().unwrap_or(supervised.sampled_peak_pids),
+            output_bytes: supervised.output_bytes,
+        };
+        let oom_kills = cgroups.oom_kills();
+        let removal = cgroups.remove();
+        drop(lease);
+
+        let exit = match status {
+            WaitStatus::Exited(code) => Exit::Code(code),
+            WaitStatus::Signaled(signal) => Exit::Signal(signal),
+        };
+        let mut message = None;
+        let mut crash = None;
+        if let Some((stage, errno)) = setup_failure {
+            if stage == Stage::Exec as u32 {
+                // Like a shell: 126 for a program that cannot be executed, 127 for one not found.
+                let code = if errno == libc::ENOENT {
+                    exit_codes::NOT_FOUND
+                } else {
+                    126
+                };
+                let mut result =
+                    result_base(Status::Failed, usage, supervised.stdout, supervised.stderr);
+                result.exit_code = Some(code);
+                result.message = Some(format!(
+                    "cannot execute {}: {}",
+                    program_name(spec),
+                    sys::errno_text(errno)
+                ));
+                return Ok(result);
+            }
+            crash = Some(format!(
+                "sandbox setup failed {}: {}",
+                self.describe_stage(stage, spec, limits),
+                sys::errno_text(errno)
+            ));
+        }
+        if let Err(e) = removal {
+            message = Some(format!("cleanup: {e}"));
+        }
+        let cpu_over_limit = limits
+            .cpu_time
+            .is_some_and(|l| (cpu_user + cpu_sys) > l.as_micros() as u64);
+        let verdict = decide(&Observations {
+            crash: crash.clone(),
+            first_kill: supervised.first_kill,
+            exit: Some(exit),
+            oom_kills,
+            cpu_over_limit,
+        });
+        let mut result = result_base(verdict.status, usage, supervised.stdout, supervised.stderr);
+        result.limit_hit = verdict.limit_hit;
+        result.stats = supervised.stats;
+        match exit {
+            Exit::Code(code) => result.exit_code = Some(code),
+            Exit::Signal(signal) => result.signal = Some(signal),
+        }
+        result.message = crash.or(message);
+        Ok(result)
+    }
+
+    fn describe_stage(&self, stage: u32, spec: &RunSpec, limits: &Limits) -> String {
+        if let Some(s) = Stage::ALL.iter().find(|s| **s as u32 == stage) {
+            return format!("while {}", s.describe());
+        }
+        // Filesystem steps are numbered by their index; rebuild the list to name the step.
+        let root_path = match &spec.root {
+            Root::Host => PathBuf::from("/"),
+            Root::Dir(d) => d.clone(),
+        };
+        let mut steps = Vec::new();
+        let _ = self.filesystem_steps(&root_path, spec.task_dir.as_deref(), limits, 0, &mut steps);
+        steps.get(stage as usize).map_or_else(
+            || format!("at step {stage}"),
+            |s| format!("while {}", s.describe()),
+        )
+    }
+
+    fn filesystem_steps(
+        &self,
+        root_path: &Path,
+        task_dir: Option<&Path>,
+        limits: &Limits,
+        uid: u32,
+        steps: &mut Vec<Step>,
+    ) -> Result<(), String> {
+        let root = &self.new_root;
+        steps.push(Step::Mount {
+            source: None,
+            target: c"/".into(),
+            fstype: None,
+            flags: libc::MS_REC | libc::MS_PRIVATE,
+            data: None,
+        });
+        steps.push(Step::Mount {
+            source: Some(c"tmpfs".into()),
+            target: root.clone(),
+            fstype: Some(c"tmpfs".into()),
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some(c"size=1m,nr_inodes=4096,mode=755".into()),
+        });
+        if root_path == Path::new("/") {
+            plan::place_entries(root, &self.host_entries, steps)?;
+            let etc = plan::under(root, "etc");
+            steps.push(Step::Mkdir(etc.clone(), 0o755));
+            for (name, contents) in plan::etc_files(uid) {
+                steps.push(Step::File {
+                    path: plan::under(&etc, name),
+                    contents: contents.into_bytes(),
+                    mode: 0o644,
+                });
+            }
+            plan::place_entries(&etc, &self.host_etc, steps)?;
+        } else {
+            let entries = plan::root_entries(root_path, None)
+                .map_err(|e| format!("listing {}: {e}", root_path.display()))?;
+            plan::place_entries(root, &entries, steps)?;
+        }
+        plan::system_mounts(root, limits.disk.unwrap_or(64 << 20), steps);
+        if let Some(dir) = task_dir {
+            let entry = RootEntry::Dir("task".into(), dir.to_path_buf());
+            plan::place_entries(root, std::slice::from_ref(&entry), steps)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &self,
+        spec: &RunSpec,
+        limits: &Limits,
+        root_path: &Path,
+        task_dir: Option<&Path>,
+        program: PathBuf,
+        env: &[(OsString, OsString)],
+        uid: u32,
+        stdin: &OwnedFd,
+        stdout: &OwnedFd,
+        stderr: &OwnedFd,
+        error: &OwnedFd,
+        sync: Option<&OwnedFd>,
+    ) -> Result<ChildPlan, String> {
+        let mut steps = Vec::new();
+        self.filesystem_steps(root_path, task_dir, limits, uid, &mut steps)?;
+        let workdir = c"/tmp".to_owned();
+        let mut input_dirs = Vec::new();
+        let mut input_files = Vec::new();
+        for file in &spec.files {
+            let mut prefix = PathBuf::from("/tmp");
+            if let Some(parent) = file.path.parent() {
+                for part in parent.components() {
+                    prefix.push(part);
+                    let dir = plan::cstring(prefix.as_os_str().as_bytes())?;
+                    if !input_dirs.contains(&dir) {
+                        input_dirs.push(dir);
+                    }
+                }
+            }
+            let path = plan::cstring(Path::new("/tmp").join(&file.path).as_os_str().as_bytes())?;
+            input_files.push((
+                path,
+                file.contents.clone(),
+                if file.executable { 0o755 } else { 0o644 },
+            ));
+        }
+        let argv: Vec<CString> = spec
+            .argv
+            .iter()
+            .map(|a| plan::cstring(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let envp: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                plan::cstring(kv)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut rlimits = vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, OPEN_FILES)];
+        if let Some(disk) = limits.disk {
+            // Past the tmpfs size, so a full disk is ENOSPC for the writer and never SIGXFSZ.
+            rlimits.push((libc::RLIMIT_FSIZE, disk + (1 << 20)));
+        }
+        if let Some(pids) = limits.pids {
+            // The uid is the run's own, so this bounds the run even without a pids controller.
+            rlimits.push((libc::RLIMIT_NPROC, pids));
+        }
+        let argv_ptrs = plan::pointers(&argv);
+        let envp_ptrs = plan::pointers(&envp);
+        Ok(ChildPlan {
+            new_root: self.new_root.clone(),
+            steps,
+            hostname: b"warren",
+            sync_fd: sync.map(|fd| fd.as_raw_fd()),
+            error_fd: error.as_raw_fd(),
+            stdio: [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
+            input_dirs,
+            input_files,
+            workdir,
+            uid,
+            rlimits,
+            last_capability: self.last_capability,
+            seccomp: self.seccomp.iter().map(SeccompProgram::clone).collect(),
+            program: plan::cstring(program.as_os_str().as_bytes())?,
+            argv,
+            envp,
+            argv_ptrs,
+            envp_ptrs,
+        })
+    }
+}
+
+fn cgroups_cpu(cgroups: &RunCgroups) -> (u64, u64) {
+    cgroups.read().cpu_usec.unwrap_or((0, 0))
+}
+
+fn result_base(status: Status, usage: Usage, stdout: Vec<u8>, stderr: Vec<u8>) -> RunResult {
+    let mut result = RunResult::crash("");
+    result.status = status;
+    result.message = None;
+    result.usage = usage;
+    result.stdout = stdout;
+    result.stderr = stderr;
+    result
+}
+
+fn program_name(spec: &RunSpec) -> String {
+    spec.argv
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn not_found(program: &OsStr) -> RunResult {
+    let mut result = result_base(Status::Failed, Usage::default(), Vec::new(), Vec::new());
+    result.exit_code = Some(exit_codes::NOT_FOUND);
+    result.message = Some(format!("{}: command not found", program.to_string_lossy()));
+    result
+}
+
+fn existing_dir(what: &'static str, dir: &Path) -> Result<PathBuf, SpecError> {
+    let err = |problem: String| SpecError::Path {
+        what,
+        path: dir.to_path_buf(),
+        problem,
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| err(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(err("is not a directory".into()));
+    }
+    if dir.as_os_str().as_bytes().contains(&0) {
+        return Err(err("contains a NUL byte".into()));
+    }
+    std::fs::canonicalize(dir).map_err(|e| err(e.to_string()))
+}
+
+/// The environment a run sees: the caller's, or a minimal one.
+fn effective_env(given: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = given.to_vec();
+    let defaults = [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"),
+        ("HOME", "/tmp"),
+        ("TMPDIR", "/tmp"),
+        ("LANG", "C.UTF-8"),
+    ];
+    for (key, value) in defaults {
+        if !env.iter().any(|(k, _)| k == key) {
+            env.push((key.into(), value.into()));
+        }
+    }
+    env
+}
+
+/// Reads the child's failure report, if it wrote one before exiting.
+fn read_setup_failure(error_r: &OwnedFd) -> Option<(u32, i32)> {
+    let _ = sys::set_nonblocking(error_r.as_fd());
+    let mut report = [0u8; 8];
+    match sys::read(error_r.as_fd(), &mut report) {
+        Ok(8) => {
+            let stage = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+            let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+            Some((stage, errno))
+        }
+        _ => None,
+    }
+}
+
+/// Run cgroups are named `run-<runner pid>-<sequence>`: a group whose runner process no longer
+/// exists (or is this very process, newly started with a recycled pid) was left by a crash.
+fn runner_is_gone(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix("run-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_group_names() {
+        assert!(!runner_is_gone("something-else"));
+        assert!(runner_is_gone(&format!("run-{}-3", std::process::id())));
+        assert!(runner_is_gone("run-999999999-1"));
+        assert!(!runner_is_gone("run-1-1"), "pid 1 is always alive");
+    }
+
+    #[test]
+    fn default_environment_fills_gaps_only() {
+        let env = effective_env(&[("PATH".into(), "/x".into())]);
+        assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+        assert!(env.iter().any(|(k, v)| k == "PATH" && v == "/x"));
+        assert!(env.iter().any(|(k, _)| k == "HOME"));
     }
 }

@@ -1,0 +1,400 @@
+//! Cgroups for runs, on pure v2, pure v1 and hybrid hosts.
+//!
+//! A run's cgroup is a set of [`Group`]s, one per hierarchy in use. Each hierarchy backend
+//! (`v1`, one per controller; `v2`, one for the unified tree) answers only what its files can
+//! tell, and the set takes the first answer: on a hybrid host the v2 group (no controllers)
+//! provides placement by `CLONE_INTO_CGROUP`, CPU time and kill, and the v1 groups provide
+//! memory and process limits.
+
+pub mod detect;
+pub mod v1;
+pub mod v2;
+
+use std::fmt::Debug;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+
+use warren_core::limits::Limits;
+
+pub use detect::{CgroupMounts, Layout};
+
+/// One hierarchy's cgroup for one run.
+pub trait Group: Send + Sync + Debug {
+    /// Writes the limits this hierarchy enforces.
+    fn set_limits(&self, limits: &Limits) -> io::Result<()>;
+    /// A cgroup2 directory to clone straight into, if this is a v2 group.
+    fn clone_target(&self) -> Option<BorrowedFd<'_>>;
+    /// Moves a process in.
+    fn attach(&self, pid: libc::pid_t) -> io::Result<()>;
+    /// CPU time used: (user, system) microseconds.
+    fn cpu_usec(&self) -> Option<(u64, u64)> {
+        None
+    }
+    /// Memory in use now.
+    fn memory_current(&self) -> Option<u64> {
+        None
+    }
+    /// Highest memory use.
+    fn memory_peak(&self) -> Option<u64> {
+        None
+    }
+    /// OOM kills in the group.
+    fn oom_kills(&self) -> Option<u64> {
+        None
+    }
+    /// Processes alive now.
+    fn pids_current(&self) -> Option<u64> {
+        None
+    }
+    /// Most processes alive at once.
+    fn pids_peak(&self) -> Option<u64> {
+        None
+    }
+    /// Block IO: (read, written) bytes.
+    fn io_bytes(&self) -> Option<(u64, u64)> {
+        None
+    }
+    /// Kills every process in the group; `Ok(false)` when this hierarchy cannot.
+    fn kill_all(&self) -> io::Result<bool>;
+    /// Removes the group (it must be empty).
+    fn remove(&self) -> io::Result<()>;
+    /// The directory, for messages.
+    fn path(&self) -> &Path;
+}
+
+/// All of one run's groups.
+#[derive(Debug, Default)]
+pub struct RunCgroups {
+    groups: Vec<Box<dyn Group>>,
+}
+
+/// Usage figures read at one moment; `None` where no hierarchy can tell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    /// CPU (user, system) microseconds.
+    pub cpu_usec: Option<(u64, u64)>,
+    /// Memory in use.
+    pub memory: Option<u64>,
+    /// Processes alive.
+    pub pids: Option<u64>,
+    /// Block IO bytes (read, written).
+    pub io: Option<(u64, u64)>,
+}
+
+impl RunCgroups {
+    fn first<T>(&self, f: impl Fn(&dyn Group) -> Option<T>) -> Option<T> {
+        self.groups.iter().find_map(|g| f(g.as_ref()))
+    }
+
+    /// The cgroup2 directory to clone into, if any.
+    pub fn clone_target(&self) -> Option<BorrowedFd<'_>> {
+        self.groups.iter().find_map(|g| g.clone_target())
+    }
+
+    /// Moves `pid` into every group, except the clone target when the clone already put it there.
+    pub fn attach(&self, pid: libc::pid_t, cloned_into_target: bool) -> io::Result<()> {
+        for group in &self.groups {
+            if cloned_into_target && group.clone_target().is_some() {
+                continue;
+            }
+            group.attach(pid).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("moving pid {pid} into {}: {e}", group.path().display()),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Current usage.
+    pub fn read(&self) -> Reading {
+        Reading {
+            cpu_usec: self.first(|g| g.cpu_usec()),
+            memory: self.first(|g| g.memory_current()),
+            pids: self.first(|g| g.pids_current()),
+            io: self.first(|g| g.io_bytes()),
+        }
+    }
+
+    /// CPU time used so far, in microseconds (user + system), if known.
+    pub fn cpu_total_usec(&self) -> Option<u64> {
+        self.first(|g| g.cpu_usec()).map(|(u, s)| u + s)
+    }
+
+    /// Peak memory.
+    pub fn memory_peak(&self) -> Option<u64> {
+        self.first(|g| g.memory_peak())
+    }
+
+    /// Peak processes.
+    pub fn pids_peak(&self) -> Option<u64> {
+        self.first(|g| g.pids_peak())
+    }
+
+    /// OOM kills.
+    pub fn oom_kills(&self) -> u64 {
+        self.first(|g| g.oom_kills()).unwrap_or(0)
+    }
+
+    /// Kills everything in the run's groups (best effort, every hierarchy that can).
+    pub fn kill_all(&self) {
+        for group in &self.groups {
+            if let Ok(true) = group.kill_all() {
+                return;
+            }
+        }
+    }
+
+    /// Removes every group, waiting briefly for the kernel to release exited processes.
+    pub fn remove(&mut self) -> io::Result<()> {
+        let mut first_error = None;
+        for group in self.groups.drain(..) {
+            if let Err(e) = remove_when_empty(group.as_ref()) {
+                first_error.get_or_insert(io::Error::new(
+                    e.kind(),
+                    format!("removing {}: {e}", group.path().display()),
+                ));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for RunCgroups {
+    fn drop(&mut self) {
+        if !self.groups.is_empty() {
+            self.kill_all();
+            let _ = self.remove();
+        }
+    }
+}
+
+/// rmdir fails with EBUSY while the kernel still counts a dying process; that lasts
+/// microseconds after the last process is reaped, so a short bounded retry is enough.
+fn remove_when_empty(group: &dyn Group) -> io::Result<()> {
+    let mut delay = std::time::Duration::from_micros(50);
+    for attempt in 0..40 {
+        match group.remove() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 39 => {
+                if attempt == 20 {
+                    let _ = group.kill_all();
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Where runs' cgroups are made on this host, and how.
+#[derive(Debug)]
+pub struct CgroupHost {
+    layout: Layout,
+    v2: Option<v2::Hierarchy>,
+    v1: Vec<v1::Hierarchy>,
+}
+
+/// The cgroup setup failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct CgroupError {
+    what: String,
+    #[source]
+    source: io::Error,
+}
+
+impl CgroupError {
+    pub(crate) fn new(what: impl Into<String>, source: io::Error) -> CgroupError {
+        CgroupError {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+impl CgroupHost {
+    /// Prepares the parent cgroup `parent` in every hierarchy the layout uses.
+    pub fn new(mounts: &CgroupMounts, parent: &str) -> Result<CgroupHost, CgroupError> {
+        let layout = mounts.layout();
+        let v2 = match &mounts.v2 {
+            Some(root) if layout != Layout::V1 => {
+                Some(v2::Hierarchy::new(root, parent, layout == Layout::V2)?)
+            }
+            _ => None,
+        };
+        let mut v1 = Vec::new();
+        if layout != Layout::V2 {
+            for (controller, mount) in &mounts.v1 {
+                if v1::Controller::WANTED.contains(controller) {
+                    v1.push(v1::Hierarchy::new(*controller, mount, parent)?);
+                }
+            }
+        }
+        Ok(CgroupHost { layout, v2, v1 })
+    }
+
+    /// The layout found.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Which controllers can enforce limits, by name (for `warren sandbox check`).
+    pub fn controllers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .v1
+            .iter()
+            .map(|h| format!("{} (v1)", h.controller().name()))
+            .collect();
+        if let Some(v2) = &self.v2 {
+            names.extend(v2.controllers().iter().map(|c| format!("{c} (v2)")));
+        }
+        names
+    }
+
+    /// Whether a controller for `resource` ("memory", "pids", "cpu", "io") is available.
+    pub fn has_controller(&self, resource: &str) -> bool {
+        self.v1.iter().any(|h| h.controller().name() == resource)
+            || self
+                .v2
+                .as_ref()
+                .is_some_and(|h| h.controllers().iter().any(|c| c == resource))
+    }
+
+    /// Whether runs are tracked in a cgroup2 tree (clone into it, kill through it).
+    pub fn has_v2(&self) -> bool {
+        self.v2.is_some()
+    }
+
+    /// Creates a run's groups, named `name` in every hierarchy, and applies `limits`.
+    pub fn create(&self, name: &str, limits: &Limits) -> Result<RunCgroups, CgroupError> {
+        let mut run = RunCgroups::default();
+        if let Some(v2) = &self.v2 {
+            run.groups.push(Box::new(v2.create(name)?));
+        }
+        for h in &self.v1 {
+            if h.controller().needed(limits, self.v2.is_some()) {
+                run.groups.push(Box::new(h.create(name)?));
+            }
+        }
+        for group in &run.groups {
+            group.set_limits(limits).map_err(|e| {
+                CgroupError::new(format!("setting limits in {}", group.path().display()), e)
+            })?;
+        }
+        Ok(run)
+    }
+
+    /// Kills and removes run groups left by runners that are no longer alive. `is_stale` gets a
+    /// group's name and says whether its runner is gone.
+    pub fn reclaim(&self, is_stale: &dyn Fn(&str) -> bool) -> usize {
+        let mut reclaimed = 0;
+        let mut hierarchies: Vec<&dyn Reclaim> =
+            self.v1.iter().map(|h| h as &dyn Reclaim).collect();
+        if let Some(v2) = &self.v2 {
+            hierarchies.insert(0, v2);
+        }
+        for h in hierarchies {
+            for name in h.children() {
+                if is_stale(&name) {
+                    if let Some(group) = h.open(&name) {
+                        let _ = group.kill_all();
+                        if remove_when_empty(group.as_ref()).is_ok() {
+                            reclaimed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        reclaimed
+    }
+}
+
+/// Finding and reopening groups under a hierarchy's parent.
+pub trait Reclaim {
+    /// Names of the groups under the parent.
+    fn children(&self) -> Vec<String>;
+    /// Reopens an existing group.
+    fn open(&self, name: &str) -> Option<Box<dyn Group>>;
+}
+
+pub(crate) fn list_dirs(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads a whole small file as a trimmed string.
+pub(crate) fn read_text(path: &Path) -> io::Result<String> {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string())
+}
+
+/// Reads a file holding one number.
+pub(crate) fn read_u64(path: &Path) -> Option<u64> {
+    read_text(path).ok()?.parse().ok()
+}
+
+/// Reads `key value` lines (cpu.stat, memory.events, memory.oom_control) and returns `key`'s value.
+pub(crate) fn read_keyed(path: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    keyed_value(&text, key)
+}
+
+pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        (parts.next() == Some(key))
+            .then(|| parts.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Writes a control file, naming it in the error.
+pub(crate) fn write_control(path: &Path, value: &str) -> io::Result<()> {
+    std::fs::write(path, value).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("writing {value:?} to {}: {e}", path.display()),
+        )
+    })
+}
+
+/// Creates a directory; an existing one is fine.
+pub(crate) fn make_dir(path: &Path) -> io::Result<()> {
+    match std::fs::create_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+pub(crate) fn child_path(parent: &Path, name: &str) -> PathBuf {
+    parent.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_values() {
+        let text = "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n";
+        assert_eq!(keyed_value(text, "user_usec"), Some(1000));
+        assert_eq!(keyed_value(text, "usage_usec"), Some(1500));
+        assert_eq!(keyed_value(text, "nope"), None);
+        assert_eq!(
+            keyed_value("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"),
+            Some(3)
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! cgroup v1: one hierarchy per controller, each with its own files.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+
+use warren_core::limits::Limits;
+
+use super::{
+    child_path, list_dirs, make_dir, read_keyed, read_u64, write_control, CgroupError, Group,
+    Reclaim,
+};
+
+/// The v1 controllers Warren uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Controller {
+    /// Memory limit, usage, peak, OOM kills.
+    Memory,
+    /// Process limit and counts.
+    Pids,
+    /// CPU share (CFS quota).
+    Cpu,
+    /// CPU time accounting.
+    Cpuacct,
+}
+
+impl Controller {
+    /// Controllers Warren makes groups in.
+    pub const WANTED: [Controller; 4] = [
+        Controller::Memory,
+        Controller::Pids,
+        Controller::Cpu,
+        Controller::Cpuacct,
+    ];
+
+    /// The kernel's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Pids => "pids",
+            Controller::Cpu => "cpu",
+            Controller::Cpuacct => "cpuacct",
+        }
+    }
+
+    /// The controller with this kernel name.
+    pub fn from_name(name: &str) -> Option<Controller> {
+        Controller::WANTED.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Whether a run with `limits` needs a group in this hierarchy. Each group costs a process
+    /// migration (about 0.35 ms), so none is made that would do nothing: CPU share only when
+    /// limited, CPU accounting only when no cgroup2 tree gives it.
+    pub fn needed(self, limits: &Limits, has_v2: bool) -> bool {
+        match self {
+            Controller::Memory | Controller::Pids => true,
+            Controller::Cpu => limits.cpus.is_some(),
+            Controller::Cpuacct => !has_v2,
+        }
+    }
+}
+
+/// The parent group of runs in one v1 hierarchy.
+#[derive(Debug)]
+pub struct Hierarchy {
+    controller: Controller,
+    parent: PathBuf,
+}
+
+impl Hierarchy {
+    /// Makes `mount/parent`.
+    pub fn new(
+        controller: Controller,
+        mount: &Path,
+        parent: &str,
+    ) -> Result<Hierarchy, CgroupError> {
+        let dir = child_path(mount, parent);
+        make_dir(&dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+        Ok(Hierarchy {
+            controller,
+            parent: dir,
+        })
+    }
+
+    /// The controller.
+    pub fn controller(&self) -> Controller {
+        self.controller
+    }
+
+    /// Makes a run's group.
+    pub fn create(&self, name: &str) -> Result<V1Group, CgroupError> {
+        let dir = child_path(&self.parent, name);
+        make_dir(&dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+        Ok(V1Group {
+            controller: self.controller,
+            dir,
+        })
+    }
+}
+
+impl Reclaim for Hierarchy {
+    fn children(&self) -> Vec<String> {
+        list_dirs(&self.parent)
+    }
+
+    fn open(&self, name: &str) -> Option<Box<dyn Group>> {
+        let dir = child_path(&self.parent, name);
+        dir.is_dir().then(|| {
+            Box::new(V1Group {
+                controller: self.controller,
+                dir,
+            }) as Box<dyn Group>
+        })
+    }
+}
+
+/// A run's group in one v1 hierarchy.
+#[derive(Debug)]
+pub struct V1Group {
+    controller: Controller,
+    dir: PathBuf,
+}
+
+/// CFS period used for CPU shares: 100 ms, the kernel's default.
+const CFS_PERIOD_US: u64 = 100_000;
+
+impl Group for V1Group {
+    fn set_limits(&self, limits: &Limits) -> io::Result<()> {
+        match self.controller {
+            Controller::Memory => {
+                if let Some(memory) = limits.memory {
+                    write_control(&self.dir.join("memory.limit_in_bytes"), &memory.to_string())?;
+                    // Memory + swap equal to memory: no swap. Absent when swap accounting is off.
+                    let memsw = self.dir.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write_control(&memsw, &memory.to_string())?;
+                    }
+                }
+                Ok(())
+            }
+            Controller::Pids => match limits.pids {
+                Some(pids) => write_control(&self.dir.join("pids.max"), &pids.to_string()),
+                None => Ok(()),
+            },
+            Controller::Cpu => match limits.cpus {
+                Some(milli) => {
+                    write_control(
+                        &self.dir.join("cpu.cfs_period_us"),
+                        &CFS_PERIOD_US.to_string(),
+                    )?;
+                    let quota = (milli * CFS_PERIOD_US / 1000).max(1000);
+                    write_control(&self.dir.join("cpu.cfs_quota_us"), &quota.to_string())
+                }
+                None => Ok(()),
+            },
+            Controller::Cpuacct => Ok(()),
+        }
+    }
+
+    fn clone_target(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    fn attach(&self, pid: libc::pid_t) -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))?;
+        file.write_all(pid.to_string().as_bytes())
+    }
+
+    fn cpu_usec(&self) -> Option<(u64, u64)> {
+        (self.controller == Controller::Cpuacct).then(|| {
+            let user = read_u64(&self.dir.join("cpuacct.usage_user"))?;
+            let sys = read_u64(&self.dir.join("cpuacct.usage_sys"))?;
+            Some((user / 1000, sys / 1000))
+        })?
+    }
+
+    fn memory_current(&self) -> Option<u64> {
+        (self.controller == Controller::Memory)
+            .then(|| read_u64(&self.dir.join("memory.usage_in_bytes")))?
+    }
+
+    fn memory_peak(&self) -> Option<u64> {
+        (self.controller == Controller::Memory)
+            .then(|| read_u64(&self.dir.join("memory.max_usage_in_bytes")))?
+    }
+
+    fn oom_kills(&self) -> Option<u64> {
+        (self.controller == Controller::Memory)
+            .then(|| read_keyed(&self.dir.join("memory.oom_control"), "oom_kill"))?
+    }
+
+    fn pids_current(&self) -> Option<u64> {
+        (self.controller == Controller::Pids).then(|| read_u64(&self.dir.join("pids.current")))?
+    }
+
+    fn pids_peak(&self) -> Option<u64> {
+        (self.controller == Controller::Pids).then(|| read_u64(&self.dir.join("pids.peak")))?
+    }
+
+    fn kill_all(&self) -> io::Result<bool> {
+        // v1 has no cgroup.kill: signal each member. A fork racing this is caught by the
+        // caller's own kill of the PID namespace's init, which takes the whole namespace down.
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs"))?;
+        for pid in procs
+            .lines()
+            .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+        {
+            // A pid that has exited meanwhile just fails.
+            let _ = crate::sys::kill(pid, libc::SIGKILL);
+        }
+        Ok(false)
+    }
+
+    fn remove(&self) -> io::Result<()> {
+        std::fs::remove_dir(&self.dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_written_to_the_right_files() {
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string());
+        let Ok(tmp) = tmp else { return };
+        let limits = Limits {
+            memory: Some(64 << 20),
+            pids: Some(10),
+            cpus: Some(500),
+            ..Default::default()
+        };
+        let mem = Hierarchy::new(Controller::Memory, tmp.path(), "warren")
+            .and_then(|h| h.create("run-1"));
+        let Ok(mem) = mem else { panic!("create") };
+        std::fs::write(mem.dir.join("memory.memsw.limit_in_bytes"), "").ok();
+        assert!(mem.set_limits(&limits).is_ok());
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert_eq!(
+            read(&mem.dir.join("memory.limit_in_bytes")),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(&mem.dir.join("memory.memsw.limit_in_bytes")),
+            (64u64 << 20).to_string()
+        );
+        let cpu =
+            Hierarchy::new(Controller::Cpu, tmp.path(), "warren").and_then(|h| h.create("run-1"));
+        let Ok(cpu) = cpu else { panic!("create") };
+        assert!(cpu.set_limits(&limits).is_ok());
+        assert_eq!(read(&cpu.dir.join("cpu.cfs_quota_us")), "50000");
+        std::fs::write(
+            mem.dir.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .ok();
+        assert_eq!(mem.oom_kills(), Some(2));
+        assert_eq!(cpu.oom_kills(), None);
+    }
+
+    #[test]
+    fn only_useful_groups_are_made() {
+        let plain = Limits::default();
+        assert!(!Controller::Cpu.needed(&plain, true));
+        assert!(Controller::Cpu.needed(
+            &Limits {
+                cpus: Some(100),
+                ..plain.clone()
+            },
+            true
+        ));
+        assert!(!Controller::Cpuacct.needed(&plain, true));
+        assert!(Controller::Cpuacct.needed(&plain, false));
+    }
+}

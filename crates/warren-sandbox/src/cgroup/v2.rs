@@ -1,0 +1,249 @@
+//! cgroup v2: one unified tree. On hybrid hosts the same code runs on a tree without
+//! controllers, where it still tracks processes, counts CPU time and kills.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use warren_core::limits::Limits;
+
+use super::{
+    child_path, list_dirs, make_dir, read_keyed, read_text, read_u64, write_control, CgroupError,
+    Group, Reclaim,
+};
+
+/// Controllers Warren enables for its runs when the tree has them.
+const WANTED: [&str; 4] = ["memory", "pids", "cpu", "io"];
+
+/// The parent group of runs in the cgroup2 tree.
+#[derive(Debug)]
+pub struct Hierarchy {
+    parent: PathBuf,
+    controllers: Vec<String>,
+}
+
+impl Hierarchy {
+    /// Makes `root/parent` and, when `enable` is set, hands the wanted controllers down to it.
+    pub fn new(root: &Path, parent: &str, enable: bool) -> Result<Hierarchy, CgroupError> {
+        let dir = child_path(root, parent);
+        make_dir(&dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+        if enable {
+            for level in [root, dir.as_path()] {
+                let available = read_text(&level.join("cgroup.controllers")).unwrap_or_default();
+                for controller in WANTED
+                    .iter()
+                    .filter(|c| available.split_whitespace().any(|a| a == **c))
+                {
+                    // A controller can be refused (e.g. a threaded subtree); the limits it would
+                    // enforce are then reported as unavailable instead of failing every run.
+                    let _ = write_control(
+                        &level.join("cgroup.subtree_control"),
+                        &format!("+{controller}"),
+                    );
+                }
+            }
+        }
+        let enabled = read_text(&dir.join("cgroup.subtree_control")).unwrap_or_default();
+        let controllers = enabled.split_whitespace().map(str::to_string).collect();
+        Ok(Hierarchy {
+            parent: dir,
+            controllers,
+        })
+    }
+
+    /// Controllers runs get.
+    pub fn controllers(&self) -> &[String] {
+        &self.controllers
+    }
+
+    /// Makes a run's group.
+    pub fn create(&self, name: &str) -> Result<V2Group, CgroupError> {
+        let dir = child_path(&self.parent, name);
+        make_dir(&dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+        V2Group::open(dir)
+    }
+}
+
+impl Reclaim for Hierarchy {
+    fn children(&self) -> Vec<String> {
+        list_dirs(&self.parent)
+    }
+
+    fn open(&self, name: &str) -> Option<Box<dyn Group>> {
+        V2Group::open(child_path(&self.parent, name))
+            .ok()
+            .map(|g| Box::new(g) as Box<dyn Group>)
+    }
+}
+
+/// A run's group in the cgroup2 tree, with its directory held open for `CLONE_INTO_CGROUP`.
+#[derive(Debug)]
+pub struct V2Group {
+    dir: PathBuf,
+    fd: OwnedFd,
+}
+
+impl V2Group {
+    fn open(dir: PathBuf) -> Result<V2Group, CgroupError> {
+        let fd = File::open(&dir)
+            .map_err(|e| CgroupError::new(format!("opening {}", dir.display()), e))?;
+        Ok(V2Group { dir, fd: fd.into() })
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes a limit when its controller is enabled here (the file exists); on a hybrid host
+    /// the v1 hierarchies enforce it instead.
+    fn write_if_present(&self, name: &str, value: &str) -> io::Result<()> {
+        let path = self.file(name);
+        if path.exists() {
+            write_control(&path, value)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// CPU bandwidth period: 100 ms.
+const PERIOD_US: u64 = 100_000;
+
+impl Group for V2Group {
+    fn set_limits(&self, limits: &Limits) -> io::Result<()> {
+        if let Some(memory) = limits.memory {
+            self.write_if_present("memory.max", &memory.to_string())?;
+            self.write_if_present("memory.swap.max", "0")?;
+        }
+        if let Some(pids) = limits.pids {
+            self.write_if_present("pids.max", &pids.to_string())?;
+        }
+        if let Some(milli) = limits.cpus {
+            let quota = (milli * PERIOD_US / 1000).max(1000);
+            self.write_if_present("cpu.max", &format!("{quota} {PERIOD_US}"))?;
+        }
+        Ok(())
+    }
+
+    fn clone_target(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
+
+    fn attach(&self, pid: libc::pid_t) -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(self.file("cgroup.procs"))?;
+        file.write_all(pid.to_string().as_bytes())
+    }
+
+    fn cpu_usec(&self) -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string(self.file("cpu.stat")).ok()?;
+        Some((
+            super::keyed_value(&text, "user_usec")?,
+            super::keyed_value(&text, "system_usec")?,
+        ))
+    }
+
+    fn memory_current(&self) -> Option<u64> {
+        read_u64(&self.file("memory.current"))
+    }
+
+    fn memory_peak(&self) -> Option<u64> {
+        read_u64(&self.file("memory.peak"))
+    }
+
+    fn oom_kills(&self) -> Option<u64> {
+        read_keyed(&self.file("memory.events"), "oom_kill")
+    }
+
+    fn pids_current(&self) -> Option<u64> {
+        read_u64(&self.file("pids.current"))
+    }
+
+    fn pids_peak(&self) -> Option<u64> {
+        read_u64(&self.file("pids.peak"))
+    }
+
+    fn io_bytes(&self) -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string(self.file("io.stat")).ok()?;
+        Some(parse_io_stat(&text))
+    }
+
+    fn kill_all(&self) -> io::Result<bool> {
+        let path = self.file("cgroup.kill");
+        if !path.exists() {
+            return Ok(false);
+        }
+        write_control(&path, "1")?;
+        Ok(true)
+    }
+
+    fn remove(&self) -> io::Result<()> {
+        std::fs::remove_dir(&self.dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Sums `rbytes` and `wbytes` over every device line of io.stat.
+fn parse_io_stat(text: &str) -> (u64, u64) {
+    let mut totals = (0, 0);
+    for field in text.split_whitespace() {
+        if let Some(v) = field
+            .strip_prefix("rbytes=")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            totals.0 += v;
+        } else if let Some(v) = field
+            .strip_prefix("wbytes=")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            totals.1 += v;
+        }
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_stat_sums_devices() {
+        let text = "8:0 rbytes=100 wbytes=20 rios=1 wios=1\n8:16 rbytes=5 wbytes=7 rios=1 wios=1\n";
+        assert_eq!(parse_io_stat(text), (105, 27));
+        assert_eq!(parse_io_stat(""), (0, 0));
+    }
+
+    #[test]
+    fn limits_only_where_the_controller_is() {
+        let Ok(tmp) = tempfile::tempdir() else { return };
+        let Ok(h) = Hierarchy::new(tmp.path(), "warren", false) else {
+            panic!("hierarchy")
+        };
+        let Ok(g) = h.create("run-1") else {
+            panic!("group")
+        };
+        std::fs::write(g.file("pids.max"), "").ok();
+        let limits = Limits {
+            memory: Some(1 << 30),
+            pids: Some(7),
+            ..Default::default()
+        };
+        assert!(g.set_limits(&limits).is_ok());
+        assert_eq!(
+            std::fs::read_to_string(g.file("pids.max")).ok().as_deref(),
+            Some("7")
+        );
+        assert!(!g.file("memory.max").exists());
+        std::fs::write(
+            g.file("cpu.stat"),
+            "usage_usec 30\nuser_usec 20\nsystem_usec 10\n",
+        )
+        .ok();
+        assert_eq!(g.cpu_usec(), Some((20, 10)));
+    }
+}

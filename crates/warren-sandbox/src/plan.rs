@@ -1,0 +1,472 @@
+//! What the new process does between clone and exec, prepared entirely by the parent: every
+//! path as a C string, every file's bytes, every pointer array. The child only walks it.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::sys::child::SeccompProgram;
+
+/// One filesystem operation, applied in order before `pivot_root`.
+#[derive(Debug)]
+pub enum Step {
+    /// mount(2).
+    Mount {
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
+    /// Makes a mount tree read-only, nosuid, nodev.
+    ReadOnly(CString),
+    /// mkdir(2) with a mode.
+    Mkdir(CString, libc::mode_t),
+    /// A character device node.
+    Device {
+        path: CString,
+        major: u32,
+        minor: u32,
+    },
+    /// symlink(target, link).
+    Symlink { target: CString, link: CString },
+    /// A file with these contents and mode.
+    File {
+        path: CString,
+        contents: Vec<u8>,
+        mode: libc::mode_t,
+    },
+}
+
+impl Step {
+    /// A short description for error messages.
+    pub fn describe(&self) -> String {
+        let s = |c: &CString| c.to_string_lossy().into_owned();
+        match self {
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                ..
+            } => format!(
+                "mounting {} ({}) at {}",
+                source.as_ref().map_or("-".to_string(), s),
+                fstype.as_ref().map_or("bind".to_string(), s),
+                s(target)
+            ),
+            Step::ReadOnly(t) => format!("making {} read-only", s(t)),
+            Step::Mkdir(p, _) => format!("creating directory {}", s(p)),
+            Step::Device { path, .. } => format!("creating device {}", s(path)),
+            Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
+            Step::File { path, .. } => format!("writing {}", s(path)),
+        }
+    }
+}
+
+/// Stages after the filesystem steps, for error reports (numbered after the steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Stage {
+    /// pivot_root into the new root.
+    PivotRoot = 1 << 16,
+    /// Waiting for the parent to place the process in its cgroups.
+    Sync,
+    /// Network and host name.
+    Network,
+    /// A cgroup namespace rooted at the run's cgroup.
+    CgroupNamespace,
+    /// Input files.
+    InputFiles,
+    /// Standard streams and working directory.
+    Stdio,
+    /// Resource limits.
+    Rlimits,
+    /// Dropping to the run's user and clearing capabilities.
+    Privileges,
+    /// Installing the seccomp filter.
+    Seccomp,
+    /// execve.
+    Exec,
+}
+
+impl Stage {
+    /// All stages, to map a number back.
+    pub const ALL: [Stage; 10] = [
+        Stage::PivotRoot,
+        Stage::Sync,
+        Stage::Network,
+        Stage::CgroupNamespace,
+        Stage::InputFiles,
+        Stage::Stdio,
+        Stage::Rlimits,
+        Stage::Privileges,
+        Stage::Seccomp,
+        Stage::Exec,
+    ];
+
+    /// A short description.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stage::PivotRoot => "switching to the new root",
+            Stage::Sync => "waiting for cgroup placement",
+            Stage::Network => "setting up loopback and host name",
+            Stage::CgroupNamespace => "entering the cgroup namespace",
+            Stage::InputFiles => "writing input files",
+            Stage::Stdio => "setting up standard streams",
+            Stage::Rlimits => "setting resource limits",
+            Stage::Privileges => "dropping privileges",
+            Stage::Seccomp => "installing the seccomp filter",
+            Stage::Exec => "executing the program",
+        }
+    }
+}
+
+/// Everything the child needs.
+#[derive(Debug)]
+pub struct ChildPlan {
+    /// Where the new root is assembled (a directory in the host's filesystem, mounted over
+    /// only inside the run's private mount namespace).
+    pub new_root: CString,
+    /// Filesystem steps, applied in order.
+    pub steps: Vec<Step>,
+    /// Host name inside the run.
+    pub hostname: &'static [u8],
+    /// Read end of the pipe on which the parent says "placed in cgroups, go on".
+    pub sync_fd: Option<RawFd>,
+    /// Write end of the close-on-exec pipe for failure reports.
+    pub error_fd: RawFd,
+    /// Descriptors for the program's stdin, stdout, stderr.
+    pub stdio: [RawFd; 3],
+    /// Directories then files to create in the working directory (absolute, inside the root).
+    pub input_dirs: Vec<CString>,
+    /// Input files: path, contents, mode.
+    pub input_files: Vec<(CString, Vec<u8>, libc::mode_t)>,
+    /// Working directory.
+    pub workdir: CString,
+    /// The run's uid and gid.
+    pub uid: u32,
+    /// Resource limits: (resource, value).
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    /// Highest capability number to drop from the bounding set.
+    pub last_capability: u32,
+    /// Seccomp programs, installed in order.
+    pub seccomp: Vec<SeccompProgram>,
+    /// The program, resolved.
+    pub program: CString,
+    /// Owned argument strings: only read through `argv_ptrs`, held here to keep them alive.
+    #[allow(dead_code)]
+    pub argv: Vec<CString>,
+    /// Owned environment strings: only read through `envp_ptrs`, held here to keep them alive.
+    #[allow(dead_code)]
+    pub envp: Vec<CString>,
+    /// Null-terminated pointer array into `argv`.
+    pub argv_ptrs: Vec<*const libc::c_char>,
+    /// Null-terminated pointer array into `envp`.
+    pub envp_ptrs: Vec<*const libc::c_char>,
+}
+
+/// Makes a C string from a path or text; interior NULs are refused by the caller's validation.
+pub fn cstring(bytes: impl AsRef<[u8]>) -> Result<CString, String> {
+    CString::new(bytes.as_ref().to_vec()).map_err(|_| {
+        format!(
+            "{:?} contains a NUL byte",
+            String::from_utf8_lossy(bytes.as_ref())
+        )
+    })
+}
+
+/// The C string of `root` joined with `rel` (rel may start with `/`).
+pub fn under(root: &CStr, rel: &str) -> CString {
+    let mut bytes = root.to_bytes().to_vec();
+    if !rel.starts_with('/') {
+        bytes.push(b'/');
+    }
+    bytes.extend_from_slice(rel.as_bytes());
+    CString::new(bytes).unwrap_or_default()
+}
+
+/// Null-terminated pointer array over owned strings.
+pub fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// One top-level entry of a root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootEntry {
+    /// A directory bound read-only from this host path.
+    Dir(String, PathBuf),
+    /// A file bound read-only from this host path.
+    File(String, PathBuf),
+    /// A symlink with this target.
+    Symlink(String, PathBuf),
+}
+
+/// Host system directories offered by the default root.
+pub const HOST_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// Files and directories of the host's `/etc` that programs need to start (the dynamic
+/// linker's cache, Debian's alternatives links); nothing that identifies or authenticates.
+pub const HOST_ETC: &[&str] = &[
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+];
+
+/// Names the sandbox mounts itself; a root directory's own entries with these names are hidden.
+pub const RESERVED: &[&str] = &["proc", "dev", "tmp", "task"];
+
+/// Lists what a root directory offers: its top-level entries (for the host, only
+/// [`HOST_DIRS`]), each classified by how it is placed in the new root.
+pub fn root_entries(dir: &Path, only: Option<&[&str]>) -> std::io::Result<Vec<RootEntry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if RESERVED.contains(&name.as_str()) || only.is_some_and(|o| !o.contains(&name.as_str())) {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        entries.push(if kind.is_symlink() {
+            RootEntry::Symlink(name, std::fs::read_link(&path)?)
+        } else if kind.is_dir() {
+            RootEntry::Dir(name, path)
+        } else {
+            RootEntry::File(name, path)
+        });
+    }
+    entries.sort_by(|a, b| entry_name(a).cmp(entry_name(b)));
+    Ok(entries)
+}
+
+fn entry_name(e: &RootEntry) -> &str {
+    match e {
+        RootEntry::Dir(n, _) | RootEntry::File(n, _) | RootEntry::Symlink(n, _) => n,
+    }
+}
+
+/// Steps that place `entries` under `base` (a directory inside the new root).
+pub fn place_entries(
+    base: &CStr,
+    entries: &[RootEntry],
+    steps: &mut Vec<Step>,
+) -> Result<(), String> {
+    const BIND: libc::c_ulong = libc::MS_BIND | libc::MS_REC;
+    for entry in entries {
+        match entry {
+            RootEntry::Dir(name, src) => {
+                let target = under(base, name);
+                steps.push(Step::Mkdir(target.clone(), 0o755));
+                steps.push(Step::Mount {
+                    source: Some(cstring(src.as_os_str().as_bytes())?),
+                    target: target.clone(),
+                    fstype: None,
+                    flags: BIND,
+                    data: None,
+                });
+                steps.push(Step::ReadOnly(target));
+            }
+            RootEntry::File(name, src) => {
+                let target = under(base, name);
+                steps.push(Step::File {
+                    path: target.clone(),
+                    contents: Vec::new(),
+                    mode: 0o644,
+                });
+                steps.push(Step::Mount {
+                    source: Some(cstring(src.as_os_str().as_bytes())?),
+                    target: target.clone(),
+                    fstype: None,
+                    flags: BIND,
+                    data: None,
+                });
+                steps.push(Step::ReadOnly(target));
+            }
+            RootEntry::Symlink(name, link_target) => {
+                steps.push(Step::Symlink {
+                    target: cstring(link_target.as_os_str().as_bytes())?,
+                    link: under(base, name),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Steps for `/proc`, `/dev` and the writable `/tmp` of `disk` bytes.
+pub fn system_mounts(root: &CStr, disk: u64, steps: &mut Vec<Step>) {
+    let s = |t: &str| Some(CString::new(t).unwrap_or_default());
+    let proc = under(root, "proc");
+    steps.push(Step::Mkdir(proc.clone(), 0o555));
+    steps.push(Step::Mount {
+        source: s("proc"),
+        target: proc,
+        fstype: s("proc"),
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
+    });
+    let dev = under(root, "dev");
+    steps.push(Step::Mkdir(dev.clone(), 0o755));
+    steps.push(Step::Mount {
+        source: s("tmpfs"),
+        target: dev.clone(),
+        fstype: s("tmpfs"),
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: s("size=64k,nr_inodes=64,mode=755"),
+    });
+    for (name, minor) in [
+        ("null", 3),
+        ("zero", 5),
+        ("full", 7),
+        ("random", 8),
+        ("urandom", 9),
+    ] {
+        steps.push(Step::Device {
+            path: under(&dev, name),
+            major: 1,
+            minor,
+        });
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("shm", "/tmp"),
+    ] {
+        steps.push(Step::Symlink {
+            target: CString::new(target).unwrap_or_default(),
+            link: under(&dev, name),
+        });
+    }
+    let tmp = under(root, "tmp");
+    steps.push(Step::Mkdir(tmp.clone(), 0o1777));
+    // Inodes are bounded too, so a file-creation loop hits ENOSPC instead of kernel memory.
+    let inodes = (disk / 4096).clamp(1024, 1 << 20);
+    steps.push(Step::Mount {
+        source: s("tmpfs"),
+        target: tmp,
+        fstype: s("tmpfs"),
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: s(&format!("size={disk},nr_inodes={inodes},mode=1777")),
+    });
+}
+
+/// Whether a relative input-file path stays inside the working directory.
+pub fn safe_relative(path: &Path) -> bool {
+    !path.as_os_str().is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        && !path.as_os_str().as_bytes().contains(&0)
+}
+
+/// The minimal `/etc` files written for the host root.
+pub fn etc_files(uid: u32) -> Vec<(&'static str, String)> {
+    vec![
+        ("passwd", format!("root:x:0:0:root:/root:/bin/sh\nwarren:x:{uid}:{uid}:warren run:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")),
+        ("group", format!("root:x:0:\nwarren:x:{uid}:\nnogroup:x:65534:\n")),
+        ("hosts", "127.0.0.1\tlocalhost warren\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string()),
+        ("hostname", "warren\n".to_string()),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n".to_string()),
+    ]
+}
+
+/// Finds `program` the way a shell would: as given when it contains `/`, else in each `PATH`
+/// directory, looking inside `root` (the run's root as seen from the host).
+pub fn resolve_program(program: &OsStr, path_var: &OsStr, root: &Path) -> Option<PathBuf> {
+    let bytes = program.as_bytes();
+    if bytes.contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    for dir in path_var
+        .as_bytes()
+        .split(|&b| b == b':')
+        .filter(|d| !d.is_empty())
+    {
+        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
+        let on_host = root.join(candidate.strip_prefix("/").unwrap_or(&candidate));
+        if let Ok(meta) = std::fs::metadata(&on_host) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        for (path, ok) in [
+            ("a.txt", true),
+            ("dir/b", true),
+            ("../x", false),
+            ("/etc/passwd", false),
+            ("", false),
+            ("a/../../b", false),
+            ("./a", false),
+        ] {
+            assert_eq!(safe_relative(Path::new(path)), ok, "{path}");
+        }
+    }
+
+    #[test]
+    fn programs_resolve_inside_the_root() {
+        let root = Path::new("/");
+        assert_eq!(
+            resolve_program(
+                OsStr::new("sh"),
+                OsStr::new("/nonexistent:/bin:/usr/bin"),
+                root
+            ),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        assert_eq!(
+            resolve_program(
+                OsStr::new("no-such-program-anywhere"),
+                OsStr::new("/bin:/usr/bin"),
+                root
+            ),
+            None
+        );
+        assert_eq!(
+            resolve_program(OsStr::new("./x"), OsStr::new(""), root),
+            Some(PathBuf::from("./x"))
+        );
+    }
+
+    #[test]
+    fn entries_are_placed_by_kind() {
+        let base = CString::new("/r").unwrap_or_default();
+        let mut steps = Vec::new();
+        let entries = vec![
+            RootEntry::Symlink("bin".into(), "usr/bin".into()),
+            RootEntry::Dir("usr".into(), "/usr".into()),
+        ];
+        assert!(place_entries(&base, &entries, &mut steps).is_ok());
+        let described: Vec<String> = steps.iter().map(Step::describe).collect();
+        assert_eq!(
+            described,
+            [
+                "creating symlink /r/bin",
+                "creating directory /r/usr",
+                "mounting /usr (bind) at /r/usr",
+                "making /r/usr read-only"
+            ]
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! The system-call policy of a run, as one reviewed table, compiled once per sandbox host.
+//!
+//! Everything is allowed except what lets a process change the sandbox around it or reach the
+//! kernel's most exposed interfaces. Denied calls fail with `EPERM`, so programs see an ordinary
+//! permission error; `clone3` fails with `ENOSYS` instead, because its flags live in memory where
+//! a filter cannot read them, and C libraries then fall back to `clone`, whose flags are checked.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch,
+};
+
+use crate::sys::child::SeccompProgram;
+
+/// Why a denied call is denied; the table below is the policy.
+const DENIED: &[(&str, libc::c_long)] = &[
+    // Changing the filesystem view.
+    ("mount", libc::SYS_mount),
+    ("umount2", libc::SYS_umount2),
+    ("pivot_root", libc::SYS_pivot_root),
+    ("chroot", libc::SYS_chroot),
+    ("open_tree", libc::SYS_open_tree),
+    ("move_mount", libc::SYS_move_mount),
+    ("fsopen", libc::SYS_fsopen),
+    ("fsconfig", libc::SYS_fsconfig),
+    ("fsmount", libc::SYS_fsmount),
+    ("fspick", libc::SYS_fspick),
+    ("mount_setattr", libc::SYS_mount_setattr),
+    // Creating or joining namespaces.
+    ("unshare", libc::SYS_unshare),
+    ("setns", libc::SYS_setns),
+    // Inspecting or controlling other processes.
+    ("ptrace", libc::SYS_ptrace),
+    ("process_vm_readv", libc::SYS_process_vm_readv),
+    ("process_vm_writev", libc::SYS_process_vm_writev),
+    // Replacing or extending the kernel.
+    ("kexec_load", libc::SYS_kexec_load),
+    ("kexec_file_load", libc::SYS_kexec_file_load),
+    ("init_module", libc::SYS_init_module),
+    ("finit_module", libc::SYS_finit_module),
+    ("delete_module", libc::SYS_delete_module),
+    ("bpf", libc::SYS_bpf),
+    ("perf_event_open", libc::SYS_perf_event_open),
+    // Kernel keyrings.
+    ("keyctl", libc::SYS_keyctl),
+    ("add_key", libc::SYS_add_key),
+    ("request_key", libc::SYS_request_key),
+    // Interfaces with a record of privilege escalations.
+    ("userfaultfd", libc::SYS_userfaultfd),
+    ("io_uring_setup", libc::SYS_io_uring_setup),
+    ("io_uring_enter", libc::SYS_io_uring_enter),
+    ("io_uring_register", libc::SYS_io_uring_register),
+    ("open_by_handle_at", libc::SYS_open_by_handle_at),
+    // The machine itself.
+    ("reboot", libc::SYS_reboot),
+    ("swapon", libc::SYS_swapon),
+    ("swapoff", libc::SYS_swapoff),
+    ("settimeofday", libc::SYS_settimeofday),
+    ("clock_settime", libc::SYS_clock_settime),
+    ("clock_adjtime", libc::SYS_clock_adjtime),
+    ("adjtimex", libc::SYS_adjtimex),
+    ("acct", libc::SYS_acct),
+    ("quotactl", libc::SYS_quotactl),
+    ("syslog", libc::SYS_syslog),
+];
+
+/// `clone` flags that create namespaces: `clone` with any of them is denied.
+const NAMESPACE_FLAGS: &[libc::c_int] = &[
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWCGROUP,
+];
+
+/// A compile failure of the policy (a bug, or an architecture seccompiler does not know).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot compile the seccomp policy: {0}")]
+pub struct PolicyError(String);
+
+fn target_arch() -> Result<TargetArch, PolicyError> {
+    TargetArch::try_from(std::env::consts::ARCH).map_err(|e| PolicyError(format!("{e:?}")))
+}
+
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    errno: i32,
+) -> Result<SeccompProgram, PolicyError> {
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        target_arch()?,
+    )
+    .map_err(|e| PolicyError(e.to_string()))?;
+    let program: seccompiler::BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| PolicyError(e.to_string()))?;
+    Ok(SeccompProgram::new(
+        program
+            .into_iter()
+            .map(|i| libc::sock_filter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect(),
+    ))
+}
+
+/// The run's filters, to be installed in order: the deny table (`EPERM`), then `clone3` (`ENOSYS`).
+pub fn policy() -> Result<Vec<SeccompProgram>, PolicyError> {
+    let mut denied: BTreeMap<i64, Vec<SeccompRule>> = DENIED
+        .iter()
+        .map(|&(_, nr)| (nr as i64, Vec::new()))
+        .collect();
+    let clone_rules = NAMESPACE_FLAGS
+        .iter()
+        .map(|&flag| {
+            let condition = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag as u64),
+                flag as u64,
+            )
+            .map_err(|e| PolicyError(e.to_string()))?;
+            SeccompRule::new(vec![condition]).map_err(|e| PolicyError(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    denied.insert(libc::SYS_clone as i64, clone_rules);
+    let clone3: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3 as i64, Vec::new())].into();
+    Ok(vec![
+        compile(denied, libc::EPERM)?,
+        compile(clone3, libc::ENOSYS)?,
+    ])
+}
+
+/// The names of the denied calls, for `warren sandbox check` and the docs.
+pub fn denied_names() -> impl Iterator<Item = &'static str> {
+    DENIED
+        .iter()
+        .map(|&(name, _)| name)
+        .chain(["clone with CLONE_NEW*", "clone3 (ENOSYS)"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_compiles_for_this_architecture() {
+        let programs = policy();
+        assert!(programs.is_ok(), "{:?}", programs.err());
+    }
+
+    #[test]
+    fn table_has_no_duplicates() {
+        let mut numbers: Vec<_> = DENIED.iter().map(|&(_, nr)| nr).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), DENIED.len());
+    }
+}

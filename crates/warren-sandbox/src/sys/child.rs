@@ -1,0 +1,396 @@
+//! System calls made by the new process between clone and exec. Nothing here allocates: every
+//! argument is prepared by the parent, and failures come back as a raw errno.
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+/// A raw errno value.
+pub type Errno = i32;
+
+/// The result of a child-side call.
+pub type Res = Result<(), Errno>;
+
+fn errno() -> Errno {
+    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+fn check(ret: libc::c_long) -> Res {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+fn ptr_or_null(s: Option<&CStr>) -> *const libc::c_char {
+    s.map_or(std::ptr::null(), CStr::as_ptr)
+}
+
+/// mount(2).
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> Res {
+    // SAFETY: every pointer is null or a NUL-terminated string borrowed for the call.
+    check(unsafe {
+        libc::mount(
+            ptr_or_null(source),
+            target.as_ptr(),
+            ptr_or_null(fstype),
+            flags,
+            ptr_or_null(data).cast(),
+        )
+    } as libc::c_long)
+}
+
+/// Kernel `struct mount_attr`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Makes the mount at `target` and every mount below it read-only, nosuid and nodev
+/// (mount_setattr with AT_RECURSIVE). Returns ENOSYS on kernels before 5.12.
+pub fn make_tree_readonly(target: &CStr) -> Res {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `target` is NUL-terminated and `attr` is a valid mount_attr of the size passed,
+    // both borrowed for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+}
+
+/// umount2(2).
+pub fn umount(target: &CStr, flags: libc::c_int) -> Res {
+    // SAFETY: `target` is NUL-terminated.
+    check(unsafe { libc::umount2(target.as_ptr(), flags) } as libc::c_long)
+}
+
+/// pivot_root(2).
+pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> Res {
+    // SAFETY: both paths are NUL-terminated.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
+}
+
+/// chdir(2).
+pub fn chdir(path: &CStr) -> Res {
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::chdir(path.as_ptr()) } as libc::c_long)
+}
+
+/// mkdir(2); an existing directory is not an error.
+pub fn mkdir(path: &CStr, mode: libc::mode_t) -> Res {
+    // SAFETY: `path` is NUL-terminated.
+    match check(unsafe { libc::mkdir(path.as_ptr(), mode) } as libc::c_long) {
+        Err(libc::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+/// mknod(2) for a character device.
+pub fn mknod_char(path: &CStr, mode: libc::mode_t, major: u32, minor: u32) -> Res {
+    // SAFETY: `path` is NUL-terminated; makedev is pure arithmetic.
+    check(unsafe {
+        libc::mknod(
+            path.as_ptr(),
+            libc::S_IFCHR | mode,
+            libc::makedev(major, minor),
+        )
+    } as libc::c_long)
+}
+
+/// symlink(2).
+pub fn symlink(target: &CStr, link: &CStr) -> Res {
+    // SAFETY: both paths are NUL-terminated.
+    check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) } as libc::c_long)
+}
+
+/// umask(2).
+pub fn set_umask(mask: libc::mode_t) {
+    // SAFETY: umask cannot fail and takes no pointers.
+    unsafe { libc::umask(mask) };
+}
+
+/// lchown(2).
+pub fn chown(path: &CStr, uid: libc::uid_t, gid: libc::gid_t) -> Res {
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::lchown(path.as_ptr(), uid, gid) } as libc::c_long)
+}
+
+/// Creates (or truncates) a file with `mode` and writes `contents` to it.
+pub fn write_file(path: &CStr, contents: &[u8], mode: libc::mode_t) -> Res {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            mode,
+        )
+    };
+    if fd < 0 {
+        return Err(errno());
+    }
+    let result = write_all(fd, contents);
+    // SAFETY: `fd` was opened above and is closed once.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// Writes all of `data` to `fd`.
+pub fn write_all(fd: RawFd, mut data: &[u8]) -> Res {
+    while !data.is_empty() {
+        // SAFETY: `data` is valid for reads of its length for the call.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+/// Reads one byte from `fd`; `Ok(false)` at end of file.
+pub fn read_byte(fd: RawFd) -> Result<bool, Errno> {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into `byte`, which outlives the call.
+        let n = unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return if n < 0 { Err(errno()) } else { Ok(n == 1) };
+    }
+}
+
+/// sethostname(2).
+pub fn sethostname(name: &[u8]) -> Res {
+    // SAFETY: `name` is valid for reads of its length.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } as libc::c_long)
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> Res {
+    // SAFETY: socket takes no pointers.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(errno());
+    }
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own for the duration of the call.
+    let ret = unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut req as *mut libc::ifreq) };
+    let result = check(ret as libc::c_long);
+    // SAFETY: `sock` was opened above and is closed once.
+    unsafe { libc::close(sock) };
+    result
+}
+
+/// unshare(2).
+pub fn unshare(flags: libc::c_int) -> Res {
+    // SAFETY: unshare takes no pointers.
+    check(unsafe { libc::unshare(flags) } as libc::c_long)
+}
+
+/// dup2(2); when `old == new`, clears close-on-exec instead.
+pub fn dup2(old: RawFd, new: RawFd) -> Res {
+    if old == new {
+        // SAFETY: F_SETFD with 0 only clears FD_CLOEXEC on a descriptor number.
+        return check(unsafe { libc::fcntl(old, libc::F_SETFD, 0) } as libc::c_long);
+    }
+    // SAFETY: dup2 takes no pointers.
+    check(unsafe { libc::dup2(old, new) } as libc::c_long)
+}
+
+/// setrlimit(2) with equal soft and hard limits.
+pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> Res {
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: `limit` is a valid rlimit borrowed for the call.
+    check(unsafe { libc::setrlimit(resource, &limit) } as libc::c_long)
+}
+
+/// Drops supplementary groups and sets real, effective and saved ids.
+pub fn become_user(uid: libc::uid_t, gid: libc::gid_t) -> Res {
+    // SAFETY: a zero-length group list with a null pointer is allowed.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) } as libc::c_long)?;
+    // SAFETY: setresgid/setresuid take no pointers.
+    check(unsafe { libc::setresgid(gid, gid, gid) } as libc::c_long)?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresuid(uid, uid, uid) } as libc::c_long)
+}
+
+/// Removes capability `cap` from the bounding set.
+pub fn drop_bounding_capability(cap: u32) -> Res {
+    // SAFETY: PR_CAPBSET_DROP takes an integer argument only.
+    match check(
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }
+            as libc::c_long,
+    ) {
+        Err(libc::EINVAL) => Ok(()), // a capability this kernel does not know
+        other => other,
+    }
+}
+
+/// Clears the permitted, effective and inheritable capability sets.
+pub fn clear_capabilities() -> Res {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: `header` and the two-element `data` array are what capset expects for version 3,
+    // both borrowed for the call.
+    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) })?;
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments only.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } as libc::c_long)
+}
+
+/// Sets `no_new_privs`: exec can never grant privileges again (setuid bits, file capabilities).
+pub fn set_no_new_privs() -> Res {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long)
+}
+
+/// Asks for SIGKILL when the thread that created this process exits.
+pub fn kill_with_parent() -> Res {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } as libc::c_long)
+}
+
+/// Unblocks every signal and restores the default action of every catchable one (ignored
+/// dispositions survive exec, and the parent may ignore SIGPIPE, as Rust programs do).
+pub fn reset_signals() -> Res {
+    // SAFETY: all-zero is a valid (empty) sigset_t, filled by sigemptyset.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `empty` is a valid sigset_t we own.
+    unsafe { libc::sigemptyset(&mut empty) };
+    // SAFETY: `empty` is valid; the old mask is not wanted.
+    check(
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) }
+            as libc::c_long,
+    )?;
+    for signal in 1..32 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is a valid disposition for every catchable signal.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec.
+pub fn cloexec_from(first: RawFd) -> Res {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range takes no pointers; with CLOSE_RANGE_CLOEXEC it closes nothing now.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    })
+}
+
+/// A seccomp BPF program ready to install: the parent builds it, the child installs it.
+#[derive(Debug, Clone)]
+pub struct SeccompProgram {
+    filters: Vec<libc::sock_filter>,
+}
+
+impl SeccompProgram {
+    /// Wraps instructions produced by the policy compiler.
+    pub fn new(filters: Vec<libc::sock_filter>) -> SeccompProgram {
+        SeccompProgram { filters }
+    }
+
+    /// Installs the filter on the calling thread. Requires `no_new_privs` (or CAP_SYS_ADMIN).
+    pub fn install(&self) -> Res {
+        let prog = libc::sock_fprog {
+            len: self.filters.len() as libc::c_ushort,
+            filter: self.filters.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: `prog` points into `self.filters`, which lives across the call; the kernel
+        // copies the program before returning.
+        check(unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            )
+        } as libc::c_long)
+    }
+}
+
+/// execve(2). Returns only on failure.
+pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
+    // SAFETY: `argv` and `envp` are null-terminated arrays (built by the parent with a trailing
+    // null) of pointers to NUL-terminated strings that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    errno()
+}
+
+/// Ends the process at once, without running destructors or atexit handlers.
+pub fn exit(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no user-space state.
+    unsafe { libc::_exit(code) }
+}

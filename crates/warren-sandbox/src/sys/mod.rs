@@ -1,0 +1,161 @@
+//! Every system call the sandbox makes that std does not wrap, each wrapped once as a safe
+//! function. This module is the only place with `unsafe` in Warren.
+//!
+//! Functions in [`child`] run between `clone3` and `execve` in the new process, which may have
+//! been cloned from a multi-threaded parent: they must not allocate, lock or unwind, so they
+//! take pre-built C strings and return a raw errno.
+
+pub mod child;
+pub mod process;
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// The calling thread's errno as an `io::Error`.
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// Turns a `-1`-on-error return value into a `Result`.
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(last_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A pipe whose both ends are close-on-exec: `(read, write)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid, writable array of two ints, as pipe2 requires.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes a descriptor non-blocking.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only read and set the file status flags of a descriptor we borrow.
+    unsafe {
+        let flags = check(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) as libc::c_long)?;
+        check(libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFL,
+            flags as libc::c_int | libc::O_NONBLOCK,
+        ) as libc::c_long)?;
+    }
+    Ok(())
+}
+
+/// An eventfd used as a cross-thread wake-up (close-on-exec, non-blocking).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers.
+    let fd =
+        check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as libc::c_long)?;
+    // SAFETY: eventfd succeeded, so the descriptor is open and ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Adds one to an eventfd counter, waking whoever polls it.
+pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one: u64 = 1;
+    // SAFETY: writes exactly the 8 bytes of `one`, which lives across the call.
+    check(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) } as libc::c_long)?;
+    Ok(())
+}
+
+/// Reads from a descriptor into `buf`, returning the byte count (0 at end of file).
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+    let n = check(
+        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } as libc::c_long,
+    )?;
+    Ok(n as usize)
+}
+
+/// Writes `buf` to a descriptor, returning the byte count written.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
+    let n = check(
+        unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) } as libc::c_long,
+    )?;
+    Ok(n as usize)
+}
+
+/// Waits for events on `fds` for at most `timeout` (forever when `None`), with nanosecond
+/// precision (ppoll uses a high-resolution timer). Returns how many descriptors are ready.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> io::Result<usize> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs; `ts_ptr` is null or points to
+    // `ts`, which outlives the call; a null signal mask leaves the mask unchanged.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ts_ptr,
+            std::ptr::null(),
+        )
+    };
+    match check(n as libc::c_long) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: true when the lock was taken, false when another holder has it.
+pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: flock takes no pointers.
+    match check(
+        unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } as libc::c_long,
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Releases a `flock`.
+pub fn unlock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: flock takes no pointers.
+    check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) } as libc::c_long)?;
+    Ok(())
+}
+
+/// kill(2).
+pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes no pointers.
+    check(unsafe { libc::kill(pid, signal) } as libc::c_long)?;
+    Ok(())
+}
+
+/// Whether this process runs with effective uid 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and takes no arguments.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The number of CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The highest capability number the kernel knows.
+pub fn last_capability() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// The human text of an errno value.
+pub fn errno_text(errno: i32) -> String {
+    io::Error::from_raw_os_error(errno).to_string()
+}
