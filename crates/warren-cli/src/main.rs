@@ -21,12 +21,34 @@ enum Command {
     /// Run one command in a sandbox on this machine, or check what this host supports.
     #[command(subcommand)]
     Sandbox(commands::sandbox::SandboxCommand),
+    /// Run a command as a task on the coordinator's workers, streaming its output live, and exit
+    /// with its exit code. Ctrl-C cancels the task.
+    Run(commands::run::RunArgs),
+    /// Queue a task and print its id (`--wait`: wait and print the finished task).
+    Submit(commands::submit::SubmitArgs),
+    /// Show one task: its state, and its result once done.
+    Status(commands::status::StatusArgs),
+    /// Print a task's output (`--follow`: keep following it until the task ends).
+    Logs(commands::logs::LogsArgs),
+    /// Cancel tasks: a waiting task is dropped, a running one is aborted.
+    Cancel(commands::cancel::CancelArgs),
+    /// List tasks, newest first.
+    Tasks(commands::tasks::TasksArgs),
+    /// List the workers the coordinator knows.
+    Workers(commands::workers::WorkersArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Sandbox(cmd) => commands::sandbox::run(cmd),
+        Command::Run(args) => commands::run::run(args),
+        Command::Submit(args) => commands::submit::run(args),
+        Command::Status(args) => commands::status::run(args),
+        Command::Logs(args) => commands::logs::run(args),
+        Command::Cancel(args) => commands::cancel::run(args),
+        Command::Tasks(args) => commands::tasks::run(args),
+        Command::Workers(args) => commands::workers::run(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

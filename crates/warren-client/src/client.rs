@@ -97,10 +97,9 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("warren-client/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|source| Error::Unreachable {
+            .map_err(|e| Error::Unreachable {
                 url: server.to_string(),
-                reason: describe(&source),
-                source,
+                reason: describe(&e),
             })?;
         Ok(Client {
             http,
@@ -171,12 +170,22 @@ impl Client {
     /// Follows the task's output from its first byte (`GET /v1/tasks/{id}/output`). The stream
     /// ends when the task ends; it works the same after the task has finished.
     pub async fn output(&self, id: TaskId) -> Result<Output> {
+        self.output_stream(id, &[]).await
+    }
+
+    /// The output the task has written so far, without waiting for more
+    /// (`GET /v1/tasks/{id}/output?follow=false`): for a finished task, all of it.
+    pub async fn output_so_far(&self, id: TaskId) -> Result<Output> {
+        self.output_stream(id, &[("follow", "false".into())]).await
+    }
+
+    async fn output_stream(&self, id: TaskId, query: &[(&str, String)]) -> Result<Output> {
         let path = format!("v1/tasks/{id}/output");
-        let request = format!("GET /{path}");
-        let response = self
-            .send(Method::GET, &path, &[], None::<&()>)?
+        let request = describe_request(&Method::GET, &path, query);
+        let builder = self
+            .send(Method::GET, &path, query, None::<&()>)?
             .header(reqwest::header::ACCEPT, "text/event-stream");
-        let response = self.execute(&request, response).await?;
+        let response = self.execute(&request, builder).await?;
         Ok(Output::new(request, response))
     }
 
@@ -266,10 +275,9 @@ impl Client {
 
     /// Sends the request, turning transport failures and error statuses into [`Error`]s.
     async fn execute(&self, request: &str, builder: RequestBuilder) -> Result<Response> {
-        let response = builder.send().await.map_err(|source| Error::Unreachable {
+        let response = builder.send().await.map_err(|e| Error::Unreachable {
             url: self.base.as_str().trim_end_matches('/').to_string(),
-            reason: describe(&source),
-            source,
+            reason: describe(&e),
         })?;
         let status = response.status();
         if status.is_success() {

@@ -17,11 +17,8 @@ pub enum Error {
     Unreachable {
         /// The coordinator's base URL.
         url: String,
-        /// The underlying cause, in words.
+        /// The underlying cause, in words (e.g. `connection failed: Connection refused`).
         reason: String,
-        /// The underlying error.
-        #[source]
-        source: reqwest::Error,
     },
     /// The coordinator answered with an error status; `message` is its own explanation.
     #[error("the coordinator refused {request}: {status} {message}")]
@@ -58,27 +55,28 @@ impl Error {
     }
 }
 
-/// The cause chain of a reqwest error in one line, without the URL it repeats.
+/// A reqwest error in a few words: what failed and its innermost cause, without the URL it
+/// repeats.
 pub(crate) fn describe(err: &reqwest::Error) -> String {
-    let mut reason = if err.is_timeout() {
-        "timed out".to_string()
+    let what = if err.is_timeout() {
+        "timed out"
     } else if err.is_connect() {
-        "connection failed".to_string()
+        "connection failed"
+    } else if err.is_body() || err.is_decode() {
+        "reading the answer failed"
     } else {
-        "request failed".to_string()
+        "request failed"
     };
+    let mut innermost = None;
     let mut source = std::error::Error::source(err);
-    let mut last = String::new();
     while let Some(cause) = source {
-        let text = cause.to_string();
-        if text != last {
-            reason.push_str(": ");
-            reason.push_str(&text);
-            last = text;
-        }
+        innermost = Some(cause);
         source = cause.source();
     }
-    reason
+    match innermost {
+        Some(cause) => format!("{what}: {cause}"),
+        None => what.to_string(),
+    }
 }
 
 /// The result type of this crate.

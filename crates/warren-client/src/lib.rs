@@ -37,11 +37,13 @@
 
 mod client;
 mod error;
+mod exit;
 mod output;
 pub mod sse;
 
 pub use client::{Client, TaskQuery, DEFAULT_SERVER};
 pub use error::{Error, Result};
+pub use exit::task_exit_code;
 pub use output::{Chunk, Output};
 pub use warren_core::task::{
     FileSpec, OutputStream, TaskId, TaskPage, TaskSpec, TaskState, TaskView, WorkerView,

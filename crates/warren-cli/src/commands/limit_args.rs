@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::bail;
 use clap::Args;
 use warren_core::limits::Limits;
 use warren_core::units::{parse_duration, parse_size};
@@ -51,9 +51,9 @@ impl LimitArgs {
             pids: self.pids,
             cpus: self.cpus,
         };
-        limits
-            .validate()
-            .with_context(|| "invalid limit flag".to_string())?;
+        if let Err(err) = limits.validate() {
+            bail!("--{} {}", err.limit.name().replace('_', "-"), err.problem);
+        }
         Ok(limits)
     }
 }
@@ -127,10 +127,10 @@ mod tests {
     #[test]
     fn out_of_range_values_name_the_limit() {
         let err = parse(&["--memory", "1K"]).err().unwrap_or_default();
-        assert!(err.contains("memory"), "{err}");
+        assert!(err.contains("--memory 1K is outside"), "{err}");
         let err = parse(&["--cpus", "1"]).err().unwrap_or_default();
-        assert!(err.contains("cpus"), "{err}");
+        assert!(err.contains("--cpus"), "{err}");
         let err = parse(&["--wall-time", "0"]).err().unwrap_or_default();
-        assert!(err.contains("wall_time"), "{err}");
+        assert!(err.contains("--wall-time"), "{err}");
     }
 }
