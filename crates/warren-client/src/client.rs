@@ -288,7 +288,7 @@ impl Client {
             Ok(ApiErrorBody {
                 error: Some(error),
                 field: Some(field),
-            }) if !error.contains(&field) => {
+            }) if !error.contains(&format!("`{field}`")) => {
                 format!("`{field}`: {error}")
             }
             Ok(ApiErrorBody {

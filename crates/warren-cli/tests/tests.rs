@@ -1,0 +1,3 @@
+//! The `warren` binary's integration tests: one binary, one module per area.
+
+mod client;
