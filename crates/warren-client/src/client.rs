@@ -16,6 +16,10 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
 /// How long to wait for a TCP (and TLS) connection before calling the coordinator unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long [`Client::wait`] and [`Output`] keep retrying while the coordinator is unreachable
+/// (a restart), before they give up with the last error.
+pub const RECONNECT_BUDGET: Duration = Duration::from_secs(60);
+
 /// The longest error body quoted in an [`Error::Api`].
 const MAX_QUOTED_BODY: usize = 512;
 
@@ -151,42 +155,56 @@ impl Client {
 
     /// Waits until the task has finished and returns it (`GET /v1/tasks/{id}?wait=true`,
     /// repeated while the coordinator's bounded wait returns it unfinished).
+    ///
+    /// Rides out a coordinator restart: while the coordinator is unreachable or answers 502,
+    /// 503 or 504, it retries with back-off for up to [`RECONNECT_BUDGET`] before giving up.
     pub async fn wait(&self, id: TaskId) -> Result<TaskView> {
+        let path = format!("v1/tasks/{id}");
+        let mut retry = Retry::new();
         loop {
-            let view: TaskView = self
-                .call(
-                    Method::GET,
-                    &format!("v1/tasks/{id}"),
-                    &[("wait", "true".into())],
-                    None::<&()>,
-                )
-                .await?;
-            if view.state.is_terminal() {
-                return Ok(view);
+            let answer: Result<TaskView> = self
+                .call(Method::GET, &path, &[("wait", "true".into())], None::<&()>)
+                .await;
+            match answer {
+                Ok(view) if view.state.is_terminal() => return Ok(view),
+                Ok(_) => retry = Retry::new(),
+                Err(err) if err.is_transient() => retry.pause(err).await?,
+                Err(err) => return Err(err),
             }
         }
     }
 
     /// Follows the task's output from its first byte (`GET /v1/tasks/{id}/output`). The stream
-    /// ends when the task ends; it works the same after the task has finished.
+    /// ends when the task ends; it works the same after the task has finished. A connection
+    /// that breaks is re-opened (see [`Output`]) without repeating or losing a byte.
     pub async fn output(&self, id: TaskId) -> Result<Output> {
-        self.output_stream(id, &[]).await
+        Output::open(self.clone(), id, true).await
     }
 
     /// The output the task has written so far, without waiting for more
     /// (`GET /v1/tasks/{id}/output?follow=false`): for a finished task, all of it.
     pub async fn output_so_far(&self, id: TaskId) -> Result<Output> {
-        self.output_stream(id, &[("follow", "false".into())]).await
+        Output::open(self.clone(), id, false).await
     }
 
-    async fn output_stream(&self, id: TaskId, query: &[(&str, String)]) -> Result<Output> {
+    /// Opens the output stream of task `id`; used by [`Output`] to open and re-open it.
+    pub(crate) async fn output_response(
+        &self,
+        id: TaskId,
+        follow: bool,
+    ) -> Result<(String, Response)> {
         let path = format!("v1/tasks/{id}/output");
+        let query: &[(&str, String)] = if follow {
+            &[]
+        } else {
+            &[("follow", "false".into())]
+        };
         let request = describe_request(&Method::GET, &path, query);
         let builder = self
             .send(Method::GET, &path, query, None::<&()>)?
             .header(reqwest::header::ACCEPT, "text/event-stream");
         let response = self.execute(&request, builder).await?;
-        Ok(Output::new(request, response))
+        Ok((request, response))
     }
 
     /// Asks to cancel the task (`POST /v1/tasks/{id}/cancel`): a waiting task becomes
@@ -302,6 +320,34 @@ impl Client {
             status: status.as_u16(),
             message,
         })
+    }
+}
+
+/// Back-off between retries of a transient failure: 50 ms doubling to 2 s, for at most
+/// [`RECONNECT_BUDGET`] from the first failure.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    started: Option<tokio::time::Instant>,
+    delay: Duration,
+}
+
+impl Retry {
+    pub(crate) fn new() -> Retry {
+        Retry {
+            started: None,
+            delay: Duration::from_millis(50),
+        }
+    }
+
+    /// Sleeps before the next attempt, or gives `err` back when the budget is spent.
+    pub(crate) async fn pause(&mut self, err: Error) -> Result<()> {
+        let started = *self.started.get_or_insert_with(tokio::time::Instant::now);
+        if started.elapsed() + self.delay > RECONNECT_BUDGET {
+            return Err(err);
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(2));
+        Ok(())
     }
 }
 

@@ -49,6 +49,16 @@ impl Error {
         }
     }
 
+    /// Whether trying again later may succeed: the coordinator is unreachable (restarting) or
+    /// answered 502, 503 or 504.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Api { status, .. } => matches!(status, 502..=504),
+            _ => false,
+        }
+    }
+
     /// Whether the request never got an answer (the coordinator is down or unreachable).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Error::Unreachable { .. })

@@ -41,7 +41,7 @@ mod exit;
 mod output;
 pub mod sse;
 
-pub use client::{Client, TaskQuery, DEFAULT_SERVER};
+pub use client::{Client, TaskQuery, DEFAULT_SERVER, RECONNECT_BUDGET};
 pub use error::{Error, Result};
 pub use exit::task_exit_code;
 pub use output::{Chunk, Output};

@@ -5,8 +5,9 @@ use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
 use reqwest::Response;
-use warren_core::task::{OutputChunk, OutputStream};
+use warren_core::task::{OutputChunk, OutputStream, TaskId};
 
+use crate::client::{Client, Retry};
 use crate::error::{describe, Error, Result};
 use crate::sse;
 
@@ -29,16 +30,27 @@ enum Framing {
     JsonLines(Vec<u8>),
 }
 
-/// The output of one task, from its first byte; returned by [`crate::Client::output`].
+/// The output of one task, from its first byte; returned by [`Client::output`].
 ///
 /// Call [`Output::next`] until it returns `None`: that happens when the task has ended and
 /// every byte it wrote has been delivered.
+///
+/// When the connection breaks (the coordinator restarts), the stream is opened again, with
+/// back-off for up to [`crate::RECONNECT_BUDGET`]; since the coordinator replays a task's output
+/// from its first byte, the bytes already delivered are skipped, so nothing is repeated or lost.
 pub struct Output {
+    client: Client,
+    id: TaskId,
+    follow: bool,
     request: String,
     body: ByteStream,
     framing: Framing,
     pending: VecDeque<Chunk>,
     ended: bool,
+    /// Bytes handed out so far, per stream (stdout, stderr).
+    delivered: [usize; 2],
+    /// Bytes of each stream still to drop: already delivered before a reconnection.
+    skip: [usize; 2],
 }
 
 impl std::fmt::Debug for Output {
@@ -52,24 +64,52 @@ impl std::fmt::Debug for Output {
     }
 }
 
+fn framing_of(response: &Response) -> Framing {
+    let is_sse = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_sse {
+        Framing::Sse(sse::Parser::new())
+    } else {
+        Framing::JsonLines(Vec::new())
+    }
+}
+
 impl Output {
-    pub(crate) fn new(request: String, response: Response) -> Output {
-        let is_sse = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        let framing = if is_sse {
-            Framing::Sse(sse::Parser::new())
-        } else {
-            Framing::JsonLines(Vec::new())
-        };
-        Output {
+    pub(crate) async fn open(client: Client, id: TaskId, follow: bool) -> Result<Output> {
+        let (request, response) = client.output_response(id, follow).await?;
+        Ok(Output {
+            client,
+            id,
+            follow,
             request,
+            framing: framing_of(&response),
             body: Box::pin(response.bytes_stream()),
-            framing,
             pending: VecDeque::new(),
             ended: false,
+            delivered: [0; 2],
+            skip: [0; 2],
+        })
+    }
+
+    /// Opens the stream again after it broke with `err`, skipping what was delivered.
+    async fn reopen(&mut self, err: Error) -> Result<()> {
+        let mut retry = Retry::new();
+        let mut last = err;
+        loop {
+            retry.pause(last).await?;
+            match self.client.output_response(self.id, self.follow).await {
+                Ok((_, response)) => {
+                    self.framing = framing_of(&response);
+                    self.body = Box::pin(response.bytes_stream());
+                    self.skip = self.delivered;
+                    return Ok(());
+                }
+                Err(err) if err.is_transient() => last = err,
+                Err(err) => return Err(err),
+            }
         }
     }
 
@@ -86,10 +126,11 @@ impl Output {
             match self.body.next().await {
                 Some(Ok(bytes)) => self.feed(&bytes)?,
                 Some(Err(e)) => {
-                    return Err(Error::Protocol {
+                    let err = Error::Protocol {
                         request: self.request.clone(),
                         reason: format!("the output stream broke: {}", describe(&e)),
-                    })
+                    };
+                    self.reopen(err).await?;
                 }
                 None => {
                     self.ended = true;
@@ -118,7 +159,7 @@ impl Output {
                     match event.event.as_str() {
                         "output" | "message" => {
                             let chunk = self.decode(event.data.as_bytes())?;
-                            self.pending.push_back(chunk);
+                            self.deliver(chunk);
                         }
                         "end" => self.ended = true,
                         // State changes, keep-alives and anything newer: not output.
@@ -148,8 +189,20 @@ impl Output {
             return Ok(());
         }
         let chunk = self.decode(line)?;
-        self.pending.push_back(chunk);
+        self.deliver(chunk);
         Ok(())
+    }
+
+    /// Queues a chunk, less what a previous connection already delivered.
+    fn deliver(&mut self, mut chunk: Chunk) {
+        let index = usize::from(chunk.stream == OutputStream::Stderr);
+        let skipped = self.skip[index].min(chunk.data.len());
+        self.skip[index] -= skipped;
+        chunk.data.drain(..skipped);
+        if !chunk.data.is_empty() {
+            self.delivered[index] += chunk.data.len();
+            self.pending.push_back(chunk);
+        }
     }
 
     fn decode(&self, json: &[u8]) -> Result<Chunk> {

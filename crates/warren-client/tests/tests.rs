@@ -496,3 +496,107 @@ async fn output_streams_to_several_readers_independently() {
         assert_eq!(text, Ok(b"one two".to_vec()));
     }
 }
+
+#[tokio::test]
+async fn a_broken_output_stream_is_reopened_without_repeating_or_losing_bytes() {
+    let connections = Arc::new(Mutex::new(0u32));
+    let router = Router::new().route(
+        "/v1/tasks/{id}/output",
+        get(move || {
+            let connections = connections.clone();
+            async move {
+                let n = {
+                    let mut c = connections.lock().unwrap_or_else(|p| p.into_inner());
+                    *c += 1;
+                    *c
+                };
+                let chunk = |stream, data: &[u8]| {
+                    Ok::<_, std::io::Error>(Event::default().event("output").data(
+                        serde_json::to_string(&OutputChunk::new(stream, data)).unwrap_or_default(),
+                    ))
+                };
+                if n == 1 {
+                    // The first connection breaks after two chunks have gone out.
+                    let events = vec![
+                        chunk(OutputStream::Stdout, b"ab"),
+                        chunk(OutputStream::Stderr, b"X"),
+                    ];
+                    let broken = futures_util::stream::once(async {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Err(std::io::Error::other("coordinator went away"))
+                    });
+                    return Sse::new(futures_util::stream::iter(events).chain(broken).boxed());
+                }
+                let events = {
+                    // The coordinator replays from the first byte, cut differently.
+                    vec![
+                        chunk(OutputStream::Stdout, b"abcd"),
+                        chunk(OutputStream::Stderr, b"XY"),
+                        chunk(OutputStream::Stdout, b"e"),
+                        Ok(Event::default().event("end").data("{}")),
+                    ]
+                };
+                Sse::new(futures_util::stream::iter(events).boxed())
+            }
+        }),
+    );
+    let client = client_of(router).await;
+    let chunks = match client.output(1).await {
+        Ok(output) => output.collect().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let chunk = |stream, data: &[u8]| Chunk {
+        stream,
+        data: data.to_vec(),
+    };
+    assert_eq!(
+        chunks,
+        Ok(vec![
+            chunk(OutputStream::Stdout, b"ab"),
+            chunk(OutputStream::Stderr, b"X"),
+            chunk(OutputStream::Stdout, b"cd"),
+            chunk(OutputStream::Stderr, b"Y"),
+            chunk(OutputStream::Stdout, b"e"),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn wait_rides_out_a_restarting_coordinator_but_not_a_refusal() {
+    let answers = Arc::new(Mutex::new(0u32));
+    let router = Router::new()
+        .route(
+            "/v1/tasks/1",
+            get(move || {
+                let answers = answers.clone();
+                async move {
+                    let n = {
+                        let mut a = answers.lock().unwrap_or_else(|p| p.into_inner());
+                        *a += 1;
+                        *a
+                    };
+                    if n <= 2 {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+                    } else {
+                        Json(task_json(1, "DONE", Some(result_json("success", Some(0)))))
+                            .into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/tasks/2",
+            get(|| async { (StatusCode::NOT_FOUND, "no task 2") }),
+        );
+    let client = client_of(router).await;
+    let done = client
+        .wait(1)
+        .await
+        .map(|v| v.state)
+        .map_err(|e| e.to_string());
+    assert_eq!(done, Ok(TaskState::Done));
+    let started = std::time::Instant::now();
+    let refused = client.wait(2).await.err().and_then(|e| e.status());
+    assert_eq!(refused, Some(404));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
