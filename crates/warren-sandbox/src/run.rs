@@ -135,6 +135,7 @@ pub struct Sandbox {
     last_capability: u32,
     cpus: usize,
     sequence: AtomicU64,
+    runner_id: String,
     report: HostReport,
 }
 
@@ -204,11 +205,18 @@ impl Sandbox {
             last_capability: sys::last_capability(),
             cpus: sys::available_cpus(),
             sequence: AtomicU64::new(0),
+            runner_id: runner_id(std::process::id())
+                .unwrap_or_else(|| std::process::id().to_string()),
             report,
             config,
         };
         sandbox.cgroups.reclaim(&|name| runner_is_gone(name));
         Ok(sandbox)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
     }
 
     /// What this host supports.
@@ -721,17 +729,30 @@ fn read_setup_failure(error_r: &OwnedFd) -> Option<(u32, i32)> {
     }
 }
 
-/// Run cgroups are named `run-<runner pid>-<sequence>`: a group whose runner process no longer
-/// exists (or is this very process, newly started with a recycled pid) was left by a crash.
+/// A runner process's identity: its pid and start time (`PID.START`), so a recycled pid is
+/// never taken for the runner that used it before.
+fn runner_id(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let start_time = after_name.split_whitespace().nth(19)?;
+    Some(format!("{pid}.{start_time}"))
+}
+
+/// Run cgroups are named `run-<runner id>-<sequence>`: a group whose runner process no longer
+/// exists (its pid is gone, or now belongs to a process started at another time) was left by a
+/// runner that crashed.
 fn runner_is_gone(name: &str) -> bool {
-    let Some(pid) = name
+    let Some(id) = name
         .strip_prefix("run-")
         .and_then(|rest| rest.split('-').next())
-        .and_then(|p| p.parse::<u32>().ok())
     else {
         return false;
     };
-    pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists()
+    let Some(pid) = id.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    runner_id(pid).as_deref() != Some(id)
 }
 
 #[cfg(test)]
@@ -740,10 +761,21 @@ mod tests {
 
     #[test]
     fn stale_group_names() {
+        let me = runner_id(std::process::id()).unwrap_or_default();
         assert!(!runner_is_gone("something-else"));
-        assert!(runner_is_gone(&format!("run-{}-3", std::process::id())));
-        assert!(runner_is_gone("run-999999999-1"));
-        assert!(!runner_is_gone("run-1-1"), "pid 1 is always alive");
+        assert!(
+            !runner_is_gone(&format!("run-{me}-3")),
+            "this process is alive"
+        );
+        assert!(
+            runner_is_gone(&format!("run-{}.1-3", std::process::id())),
+            "same pid, other start"
+        );
+        assert!(runner_is_gone("run-999999999.5-1"));
+        assert!(
+            runner_is_gone("run-15240-0"),
+            "a name without start time is from a dead runner"
+        );
     }
 
     #[test]

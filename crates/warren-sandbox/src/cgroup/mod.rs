@@ -315,6 +315,19 @@ impl CgroupHost {
     }
 }
 
+impl Drop for CgroupHost {
+    /// Removes the parent groups when no run of any runner is left in them (rmdir fails with
+    /// EBUSY otherwise, which is the wanted outcome while another runner is alive).
+    fn drop(&mut self) {
+        if let Some(v2) = &self.v2 {
+            v2.remove_parent();
+        }
+        for h in &self.v1 {
+            h.remove_parent();
+        }
+    }
+}
+
 /// Finding and reopening groups under a hierarchy's parent.
 pub trait Reclaim {
     /// Names of the groups under the parent.

@@ -88,6 +88,11 @@ impl Hierarchy {
         self.controller
     }
 
+    /// Removes the parent group if it is empty.
+    pub fn remove_parent(&self) {
+        let _ = std::fs::remove_dir(&self.parent);
+    }
+
     /// Makes a run's group.
     pub fn create(&self, name: &str) -> Result<V1Group, CgroupError> {
         let dir = child_path(&self.parent, name);

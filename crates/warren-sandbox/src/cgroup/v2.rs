@@ -16,10 +16,36 @@ use super::{
 /// Controllers Warren enables for its runs when the tree has them.
 const WANTED: [&str; 4] = ["memory", "pids", "cpu", "io"];
 
+/// Makes the parent group and enables the wanted controllers for its children; returns the
+/// controllers children get.
+fn prepare_parent(root: &Path, dir: &Path, enable: bool) -> Result<Vec<String>, CgroupError> {
+    make_dir(dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+    if enable {
+        for level in [root, dir] {
+            let available = read_text(&level.join("cgroup.controllers")).unwrap_or_default();
+            for controller in WANTED
+                .iter()
+                .filter(|c| available.split_whitespace().any(|a| a == **c))
+            {
+                // A controller can be refused (e.g. a threaded subtree); the limits it would
+                // enforce are then reported as unavailable instead of failing every run.
+                let _ = write_control(
+                    &level.join("cgroup.subtree_control"),
+                    &format!("+{controller}"),
+                );
+            }
+        }
+    }
+    let enabled = read_text(&dir.join("cgroup.subtree_control")).unwrap_or_default();
+    Ok(enabled.split_whitespace().map(str::to_string).collect())
+}
+
 /// The parent group of runs in the cgroup2 tree.
 #[derive(Debug)]
 pub struct Hierarchy {
+    root: PathBuf,
     parent: PathBuf,
+    enable: bool,
     controllers: Vec<String>,
 }
 
@@ -27,27 +53,11 @@ impl Hierarchy {
     /// Makes `root/parent` and, when `enable` is set, hands the wanted controllers down to it.
     pub fn new(root: &Path, parent: &str, enable: bool) -> Result<Hierarchy, CgroupError> {
         let dir = child_path(root, parent);
-        make_dir(&dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
-        if enable {
-            for level in [root, dir.as_path()] {
-                let available = read_text(&level.join("cgroup.controllers")).unwrap_or_default();
-                for controller in WANTED
-                    .iter()
-                    .filter(|c| available.split_whitespace().any(|a| a == **c))
-                {
-                    // A controller can be refused (e.g. a threaded subtree); the limits it would
-                    // enforce are then reported as unavailable instead of failing every run.
-                    let _ = write_control(
-                        &level.join("cgroup.subtree_control"),
-                        &format!("+{controller}"),
-                    );
-                }
-            }
-        }
-        let enabled = read_text(&dir.join("cgroup.subtree_control")).unwrap_or_default();
-        let controllers = enabled.split_whitespace().map(str::to_string).collect();
+        let controllers = prepare_parent(root, &dir, enable)?;
         Ok(Hierarchy {
+            root: root.to_path_buf(),
             parent: dir,
+            enable,
             controllers,
         })
     }
@@ -57,10 +67,21 @@ impl Hierarchy {
         &self.controllers
     }
 
+    /// Removes the parent group if it is empty.
+    pub fn remove_parent(&self) {
+        let _ = std::fs::remove_dir(&self.parent);
+    }
+
     /// Makes a run's group.
     pub fn create(&self, name: &str) -> Result<V2Group, CgroupError> {
         let dir = child_path(&self.parent, name);
-        make_dir(&dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+        let mut made = make_dir(&dir);
+        if matches!(&made, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            // Another runner removed the empty parent as it shut down: make it again.
+            prepare_parent(&self.root, &self.parent, self.enable)?;
+            made = make_dir(&dir);
+        }
+        made.map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
         V2Group::open(dir)
     }
 }

@@ -243,13 +243,17 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> Res {
 }
 
 /// Drops supplementary groups and sets real, effective and saved ids.
+///
+/// Raw system calls, not glibc's wrappers: those broadcast the change to every thread glibc
+/// knows of, and in a process cloned from a multi-threaded parent those threads do not exist,
+/// so the wrapper would wait for them forever.
 pub fn become_user(uid: libc::uid_t, gid: libc::gid_t) -> Res {
     // SAFETY: a zero-length group list with a null pointer is allowed.
-    check(unsafe { libc::setgroups(0, std::ptr::null()) } as libc::c_long)?;
-    // SAFETY: setresgid/setresuid take no pointers.
-    check(unsafe { libc::setresgid(gid, gid, gid) } as libc::c_long)?;
+    check(unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) })?;
+    // SAFETY: setresgid/setresuid take integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
     // SAFETY: as above.
-    check(unsafe { libc::setresuid(uid, uid, uid) } as libc::c_long)
+    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })
 }
 
 /// Removes capability `cap` from the bounding set.

@@ -1,0 +1,109 @@
+//! Helpers for the sandbox's integration tests.
+
+use std::path::Path;
+use std::time::Duration;
+
+use warren_sandbox::{CollectOutput, RunResult, RunSpec, Sandbox, SandboxConfig, Stdin};
+
+/// A sandbox, or `None` with a message saying what is missing (these tests need root).
+///
+/// Each test gets its own parent cgroup, named after the test, so that leftovers can be
+/// checked while other tests run in the same process.
+pub fn sandbox() -> Option<Sandbox> {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("main")
+        .replace("::", "-");
+    let config = SandboxConfig {
+        cgroup_parent: format!("warren-test-{test}"),
+        ..SandboxConfig::default()
+    };
+    match Sandbox::new(config) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("SKIPPED: the sandbox is not usable here: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `sh -c script` with the given limits.
+pub fn sh(sandbox: &Sandbox, script: &str, limits: warren_core::limits::Limits) -> RunResult {
+    let mut spec = RunSpec::command(["sh", "-c", script]);
+    spec.limits = limits;
+    run(sandbox, &spec)
+}
+
+/// Runs a spec, failing the test on a spec error, and checks nothing of it is left behind.
+pub fn run(sandbox: &Sandbox, spec: &RunSpec) -> RunResult {
+    let result = sandbox.run(spec, &mut CollectOutput, None);
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => panic!("spec rejected: {e}"),
+    };
+    assert_no_leftovers(sandbox);
+    result
+}
+
+/// A spec with bytes on stdin.
+pub fn with_stdin(script: &str, input: &[u8]) -> RunSpec {
+    let mut spec = RunSpec::command(["sh", "-c", script]);
+    spec.stdin = Stdin::Bytes(input.to_vec());
+    spec
+}
+
+/// Text of stdout.
+pub fn out(result: &RunResult) -> String {
+    String::from_utf8_lossy(&result.stdout).into_owned()
+}
+
+/// Milliseconds.
+pub fn ms(n: u64) -> Option<Duration> {
+    Some(Duration::from_millis(n))
+}
+
+/// No run's cgroup is left under the sandbox's parent, in any hierarchy.
+pub fn assert_no_leftovers(sandbox: &Sandbox) {
+    let parent = &sandbox.config().cgroup_parent;
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<std::path::PathBuf> = hierarchies
+        .filter_map(Result::ok)
+        .map(|e| e.path().join(parent))
+        .collect();
+    dirs.push(Path::new("/sys/fs/cgroup").join(parent));
+    for dir in dirs {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with("run-"),
+                    "cgroup {} left behind",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+}
+
+/// Processes on the host whose command line contains `marker`.
+pub fn host_processes_with(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(marker)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
