@@ -39,13 +39,9 @@ fn split_number(text: &str) -> Result<(f64, &str), UnitError> {
     if text.is_empty() {
         return Err(UnitError::Empty);
     }
-    let end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(end);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| UnitError::NotANumber(text.to_string()))?;
+    let value: f64 = number.parse().map_err(|_| UnitError::NotANumber(text.to_string()))?;
     Ok((value, unit.trim()))
 }
 
@@ -78,10 +74,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
 pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let (value, unit) = split_number(text)?;
     let unit_upper = unit.to_ascii_uppercase();
-    let base = unit_upper
-        .strip_suffix("IB")
-        .or_else(|| unit_upper.strip_suffix('B'))
-        .unwrap_or(&unit_upper);
+    let base = unit_upper.strip_suffix("IB").or_else(|| unit_upper.strip_suffix('B')).unwrap_or(&unit_upper);
     let multiplier: f64 = match base {
         "" => 1.0,
         "K" => 1024.0,
@@ -89,11 +82,7 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
         "G" => 1024.0 * 1024.0 * 1024.0,
         "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         _ => {
-            return Err(UnitError::UnknownUnit {
-                text: text.to_string(),
-                unit: unit.to_string(),
-                expected: SIZE_UNITS,
-            })
+            return Err(UnitError::UnknownUnit { text: text.to_string(), unit: unit.to_string(), expected: SIZE_UNITS })
         }
     };
     let bytes = value * multiplier;
@@ -107,7 +96,7 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
 pub fn format_size(bytes: u64) -> String {
     const SUFFIXES: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
     for (unit, suffix) in SUFFIXES {
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }
@@ -117,7 +106,7 @@ pub fn format_size(bytes: u64) -> String {
 /// Formats a duration compactly (`1500ms`, `2s`).
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 == 0 && millis > 0 {
+    if millis.is_multiple_of(1000) && millis > 0 {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")

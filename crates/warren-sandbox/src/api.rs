@@ -77,10 +77,7 @@ impl RunSpec {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        RunSpec {
-            argv: argv.into_iter().map(Into::into).collect(),
-            ..RunSpec::default()
-        }
+        RunSpec { argv: argv.into_iter().map(Into::into).collect(), ..RunSpec::default() }
     }
 }
 

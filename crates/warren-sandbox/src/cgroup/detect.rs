@@ -61,10 +61,8 @@ impl CgroupMounts {
             match fstype {
                 "cgroup2" => {
                     // Prefer the mount at the root itself, then the shortest path.
-                    let better = mounts
-                        .v2
-                        .as_ref()
-                        .is_none_or(|old| mount_point.as_os_str().len() < old.as_os_str().len());
+                    let better =
+                        mounts.v2.as_ref().is_none_or(|old| mount_point.as_os_str().len() < old.as_os_str().len());
                     if better {
                         mounts.v2 = Some(mount_point);
                     }
@@ -72,10 +70,7 @@ impl CgroupMounts {
                 "cgroup" => {
                     for option in super_options.split(',') {
                         if let Some(controller) = Controller::from_name(option) {
-                            mounts
-                                .v1
-                                .entry(controller)
-                                .or_insert_with(|| mount_point.clone());
+                            mounts.v1.entry(controller).or_insert_with(|| mount_point.clone());
                         }
                     }
                 }
@@ -102,14 +97,8 @@ fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 4 <= bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let code =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let code = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(code as char);
             i += 4;
         } else {
@@ -133,7 +122,8 @@ mod tests {
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
-    const V2: &str = "29 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+    const V2: &str =
+        "29 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
     const V1_COMBINED: &str = "\
 30 23 0:25 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
 31 23 0:26 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory
@@ -148,14 +138,8 @@ mod tests {
         let m = CgroupMounts::parse(HYBRID, root());
         assert_eq!(m.layout(), Layout::Hybrid);
         assert_eq!(m.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
-        assert_eq!(
-            m.v1.get(&Controller::Memory).map(PathBuf::as_path),
-            Some(Path::new("/sys/fs/cgroup/memory"))
-        );
-        assert_eq!(
-            m.v1.get(&Controller::Pids).map(PathBuf::as_path),
-            Some(Path::new("/sys/fs/cgroup/pids"))
-        );
+        assert_eq!(m.v1.get(&Controller::Memory).map(PathBuf::as_path), Some(Path::new("/sys/fs/cgroup/memory")));
+        assert_eq!(m.v1.get(&Controller::Pids).map(PathBuf::as_path), Some(Path::new("/sys/fs/cgroup/pids")));
     }
 
     #[test]
@@ -167,10 +151,7 @@ mod tests {
         assert_eq!(m.v1.get(&Controller::Cpuacct), m.v1.get(&Controller::Cpu));
         assert_eq!(CgroupMounts::parse("", root()).layout(), Layout::None);
         // Mounts elsewhere are not ours to use.
-        assert_eq!(
-            CgroupMounts::parse(V2, Path::new("/elsewhere")).layout(),
-            Layout::None
-        );
+        assert_eq!(CgroupMounts::parse(V2, Path::new("/elsewhere")).layout(), Layout::None);
     }
 
     #[test]

@@ -37,13 +37,7 @@ pub fn mount(
 ) -> Res {
     // SAFETY: every pointer is null or a NUL-terminated string borrowed for the call.
     check(unsafe {
-        libc::mount(
-            ptr_or_null(source),
-            target.as_ptr(),
-            ptr_or_null(fstype),
-            flags,
-            ptr_or_null(data).cast(),
-        )
+        libc::mount(ptr_or_null(source), target.as_ptr(), ptr_or_null(fstype), flags, ptr_or_null(data).cast())
     } as libc::c_long)
 }
 
@@ -113,13 +107,7 @@ pub fn mkdir(path: &CStr, mode: libc::mode_t) -> Res {
 /// mknod(2) for a character device.
 pub fn mknod_char(path: &CStr, mode: libc::mode_t, major: u32, minor: u32) -> Res {
     // SAFETY: `path` is NUL-terminated; makedev is pure arithmetic.
-    check(unsafe {
-        libc::mknod(
-            path.as_ptr(),
-            libc::S_IFCHR | mode,
-            libc::makedev(major, minor),
-        )
-    } as libc::c_long)
+    check(unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | mode, libc::makedev(major, minor)) } as libc::c_long)
 }
 
 /// symlink(2).
@@ -143,13 +131,8 @@ pub fn chown(path: &CStr, uid: libc::uid_t, gid: libc::gid_t) -> Res {
 /// Creates (or truncates) a file with `mode` and writes `contents` to it.
 pub fn write_file(path: &CStr, contents: &[u8], mode: libc::mode_t) -> Res {
     // SAFETY: `path` is NUL-terminated.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-            mode,
-        )
-    };
+    let fd =
+        unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, mode) };
     if fd < 0 {
         return Err(errno());
     }
@@ -234,10 +217,7 @@ pub fn dup2(old: RawFd, new: RawFd) -> Res {
 
 /// setrlimit(2) with equal soft and hard limits.
 pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> Res {
-    let limit = libc::rlimit {
-        rlim_cur: value,
-        rlim_max: value,
-    };
+    let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
     // SAFETY: `limit` is a valid rlimit borrowed for the call.
     check(unsafe { libc::setrlimit(resource, &limit) } as libc::c_long)
 }
@@ -259,10 +239,8 @@ pub fn become_user(uid: libc::uid_t, gid: libc::gid_t) -> Res {
 /// Removes capability `cap` from the bounding set.
 pub fn drop_bounding_capability(cap: u32) -> Res {
     // SAFETY: PR_CAPBSET_DROP takes an integer argument only.
-    match check(
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }
-            as libc::c_long,
-    ) {
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    match check(ret as libc::c_long) {
         Err(libc::EINVAL) => Ok(()), // a capability this kernel does not know
         other => other,
     }
@@ -283,28 +261,13 @@ pub fn clear_capabilities() -> Res {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    let header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let header = Header { version: VERSION_3, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
     // SAFETY: `header` and the two-element `data` array are what capset expects for version 3,
     // both borrowed for the call.
     check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) })?;
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments only.
-    check(unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    } as libc::c_long)
+    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } as libc::c_long)
 }
 
 /// Sets `no_new_privs`: exec can never grant privileges again (setuid bits, file capabilities).
@@ -327,10 +290,8 @@ pub fn reset_signals() -> Res {
     // SAFETY: `empty` is a valid sigset_t we own.
     unsafe { libc::sigemptyset(&mut empty) };
     // SAFETY: `empty` is valid; the old mask is not wanted.
-    check(
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) }
-            as libc::c_long,
-    )?;
+    let ret = unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
+    check(ret as libc::c_long)?;
     for signal in 1..32 {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
@@ -346,12 +307,7 @@ pub fn cloexec_from(first: RawFd) -> Res {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range takes no pointers; with CLOSE_RANGE_CLOEXEC it closes nothing now.
     check(unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
+        libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC)
     })
 }
 
@@ -375,13 +331,8 @@ impl SeccompProgram {
         };
         // SAFETY: `prog` points into `self.filters`, which lives across the call; the kernel
         // copies the program before returning.
-        check(unsafe {
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &prog as *const libc::sock_fprog,
-            )
-        } as libc::c_long)
+        check(unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) }
+            as libc::c_long)
     }
 }
 

@@ -1,0 +1,159 @@
+//! The sandbox's start-up cost against the kernel's floor and other tools, and its run rate.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use warren_sandbox::{CollectOutput, RunSpec, Sandbox, SandboxConfig};
+
+use crate::stats::{latency_table, Samples};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Runs of each variant.
+    pub runs: usize,
+    /// The `warren` binary, for the CLI variant.
+    pub warren: PathBuf,
+    /// Runs for each throughput figure.
+    pub rate_runs: usize,
+}
+
+/// One external command variant: name, program, arguments.
+struct External {
+    name: String,
+    argv: Vec<String>,
+}
+
+fn externals(warren: &std::path::Path) -> Vec<External> {
+    let mut list = vec![
+        External { name: "plain /bin/true".into(), argv: vec!["/bin/true".into()] },
+        External {
+            name: "unshare --fork --pid --net --mount --ipc --uts /bin/true".into(),
+            argv: ["unshare", "--fork", "--pid", "--net", "--mount", "--ipc", "--uts", "/bin/true"]
+                .map(String::from)
+                .to_vec(),
+        },
+    ];
+    if which("bwrap") {
+        list.push(External {
+            name: "bwrap --ro-bind / / --unshare-all --die-with-parent /bin/true".into(),
+            argv: ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "/bin/true"]
+                .map(String::from)
+                .to_vec(),
+        });
+    }
+    list.push(External {
+        name: "warren sandbox run -- /bin/true".into(),
+        argv: vec![warren.display().to_string(), "sandbox".into(), "run".into(), "--".into(), "/bin/true".into()],
+    });
+    list
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+fn time_external(argv: &[String]) -> Result<Duration, String> {
+    let started = Instant::now();
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("{}: {e}", argv[0]))?;
+    let elapsed = started.elapsed();
+    if !status.success() {
+        return Err(format!("{} exited with {status}", argv.join(" ")));
+    }
+    Ok(elapsed)
+}
+
+fn library_spec() -> RunSpec {
+    let mut spec = RunSpec::command(["/bin/true"]);
+    spec.limits.memory = Some(64 << 20);
+    spec
+}
+
+fn time_library(sandbox: &Sandbox, spec: &RunSpec) -> Result<Duration, String> {
+    let started = Instant::now();
+    let result = sandbox.run(spec, &mut CollectOutput, None).map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed();
+    if result.status != warren_core::result::Status::Success {
+        return Err(format!("library run ended {}: {:?}", result.status, result.message));
+    }
+    Ok(elapsed)
+}
+
+/// Measures every variant, interleaved run by run so that noise hits them alike, and the
+/// library's rate sequentially and with 2 and 8 runs in parallel. Returns a Markdown report.
+pub fn run(options: &Options) -> Result<String, String> {
+    let sandbox = Sandbox::new(SandboxConfig::default()).map_err(|e| e.to_string())?;
+    let spec = library_spec();
+    let externals = externals(&options.warren);
+    let library_name = "library: /bin/true, all isolation, 64M memory limit";
+    let mut samples: Vec<Samples> =
+        externals.iter().map(|e| Samples { name: e.name.clone(), durations: Vec::new() }).collect();
+    samples.push(Samples { name: library_name.into(), durations: Vec::new() });
+    // Warm-up: page cache, cgroup parents, lazy kernel structures.
+    for _ in 0..20 {
+        time_library(&sandbox, &spec)?;
+        for e in &externals {
+            time_external(&e.argv)?;
+        }
+    }
+    for _ in 0..options.runs {
+        for (i, e) in externals.iter().enumerate() {
+            samples[i].durations.push(time_external(&e.argv)?);
+        }
+        let last = samples.len() - 1;
+        samples[last].durations.push(time_library(&sandbox, &spec)?);
+    }
+    let mut report = String::new();
+    report.push_str(&format!(
+        "Sandbox start-up, {} runs each, interleaved (layout: {}):\n\n",
+        options.runs,
+        sandbox.layout().name()
+    ));
+    report.push_str(&latency_table(&samples, "plain /bin/true"));
+    let find = |name: &str| samples.iter().find(|s| s.name.starts_with(name)).map(Samples::median);
+    if let (Some(cli), Some(bwrap)) = (find("warren sandbox run"), find("bwrap")) {
+        report.push_str(&format!("\nCLI vs bwrap (medians): {:.2}x\n", cli.as_secs_f64() / bwrap.as_secs_f64()));
+    }
+    if let (Some(cli), Some(unshare)) = (find("warren sandbox run"), find("unshare")) {
+        report.push_str(&format!("CLI vs unshare (medians): {:.2}x\n", cli.as_secs_f64() / unshare.as_secs_f64()));
+    }
+    report.push_str(&format!(
+        "\nSandboxed runs per second ({} runs each):\n\n| parallel | runs/s |\n|---:|---:|\n",
+        options.rate_runs
+    ));
+    for parallel in [1, 2, 8] {
+        let rate = rate(&sandbox, &spec, parallel, options.rate_runs)?;
+        report.push_str(&format!("| {parallel} | {rate:.0} |\n"));
+    }
+    Ok(report)
+}
+
+fn rate(sandbox: &Sandbox, spec: &RunSpec, parallel: usize, runs: usize) -> Result<f64, String> {
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    let errors: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..parallel)
+            .map(|_| {
+                scope.spawn(|| {
+                    while next.fetch_add(1, Ordering::Relaxed) < runs {
+                        time_library(sandbox, spec)?;
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        workers.into_iter().filter_map(|w| w.join().ok().and_then(Result::err)).collect()
+    });
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    Ok(runs as f64 / started.elapsed().as_secs_f64())
+}
