@@ -28,31 +28,58 @@ struct External {
 
 fn externals(warren: &std::path::Path) -> Vec<External> {
     let mut list = vec![
-        External { name: "plain /bin/true".into(), argv: vec!["/bin/true".into()] },
+        External {
+            name: "plain /bin/true".into(),
+            argv: vec!["/bin/true".into()],
+        },
         External {
             name: "unshare --fork --pid --net --mount --ipc --uts /bin/true".into(),
-            argv: ["unshare", "--fork", "--pid", "--net", "--mount", "--ipc", "--uts", "/bin/true"]
-                .map(String::from)
-                .to_vec(),
+            argv: [
+                "unshare",
+                "--fork",
+                "--pid",
+                "--net",
+                "--mount",
+                "--ipc",
+                "--uts",
+                "/bin/true",
+            ]
+            .map(String::from)
+            .to_vec(),
         },
     ];
     if which("bwrap") {
         list.push(External {
             name: "bwrap --ro-bind / / --unshare-all --die-with-parent /bin/true".into(),
-            argv: ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "/bin/true"]
-                .map(String::from)
-                .to_vec(),
+            argv: [
+                "bwrap",
+                "--ro-bind",
+                "/",
+                "/",
+                "--unshare-all",
+                "--die-with-parent",
+                "/bin/true",
+            ]
+            .map(String::from)
+            .to_vec(),
         });
     }
     list.push(External {
         name: "warren sandbox run -- /bin/true".into(),
-        argv: vec![warren.display().to_string(), "sandbox".into(), "run".into(), "--".into(), "/bin/true".into()],
+        argv: vec![
+            warren.display().to_string(),
+            "sandbox".into(),
+            "run".into(),
+            "--".into(),
+            "/bin/true".into(),
+        ],
     });
     list
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 fn time_external(argv: &[String]) -> Result<Duration, String> {
@@ -79,10 +106,15 @@ fn library_spec() -> RunSpec {
 
 fn time_library(sandbox: &Sandbox, spec: &RunSpec) -> Result<Duration, String> {
     let started = Instant::now();
-    let result = sandbox.run(spec, &mut CollectOutput, None).map_err(|e| e.to_string())?;
+    let result = sandbox
+        .run(spec, &mut CollectOutput, None)
+        .map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
     if result.status != warren_core::result::Status::Success {
-        return Err(format!("library run ended {}: {:?}", result.status, result.message));
+        return Err(format!(
+            "library run ended {}: {:?}",
+            result.status, result.message
+        ));
     }
     Ok(elapsed)
 }
@@ -94,9 +126,17 @@ pub fn run(options: &Options) -> Result<String, String> {
     let spec = library_spec();
     let externals = externals(&options.warren);
     let library_name = "library: /bin/true, all isolation, 64M memory limit";
-    let mut samples: Vec<Samples> =
-        externals.iter().map(|e| Samples { name: e.name.clone(), durations: Vec::new() }).collect();
-    samples.push(Samples { name: library_name.into(), durations: Vec::new() });
+    let mut samples: Vec<Samples> = externals
+        .iter()
+        .map(|e| Samples {
+            name: e.name.clone(),
+            durations: Vec::new(),
+        })
+        .collect();
+    samples.push(Samples {
+        name: library_name.into(),
+        durations: Vec::new(),
+    });
     // Warm-up: page cache, cgroup parents, lazy kernel structures.
     for _ in 0..20 {
         time_library(&sandbox, &spec)?;
@@ -118,12 +158,23 @@ pub fn run(options: &Options) -> Result<String, String> {
         sandbox.layout().name()
     ));
     report.push_str(&latency_table(&samples, "plain /bin/true"));
-    let find = |name: &str| samples.iter().find(|s| s.name.starts_with(name)).map(Samples::median);
+    let find = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.name.starts_with(name))
+            .map(Samples::median)
+    };
     if let (Some(cli), Some(bwrap)) = (find("warren sandbox run"), find("bwrap")) {
-        report.push_str(&format!("\nCLI vs bwrap (medians): {:.2}x\n", cli.as_secs_f64() / bwrap.as_secs_f64()));
+        report.push_str(&format!(
+            "\nCLI vs bwrap (medians): {:.2}x\n",
+            cli.as_secs_f64() / bwrap.as_secs_f64()
+        ));
     }
     if let (Some(cli), Some(unshare)) = (find("warren sandbox run"), find("unshare")) {
-        report.push_str(&format!("CLI vs unshare (medians): {:.2}x\n", cli.as_secs_f64() / unshare.as_secs_f64()));
+        report.push_str(&format!(
+            "CLI vs unshare (medians): {:.2}x\n",
+            cli.as_secs_f64() / unshare.as_secs_f64()
+        ));
     }
     report.push_str(&format!(
         "\nSandboxed runs per second ({} runs each):\n\n| parallel | runs/s |\n|---:|---:|\n",
@@ -150,7 +201,10 @@ fn rate(sandbox: &Sandbox, spec: &RunSpec, parallel: usize, runs: usize) -> Resu
                 })
             })
             .collect();
-        workers.into_iter().filter_map(|w| w.join().ok().and_then(Result::err)).collect()
+        workers
+            .into_iter()
+            .filter_map(|w| w.join().ok().and_then(Result::err))
+            .collect()
     });
     if let Some(e) = errors.into_iter().next() {
         return Err(e);

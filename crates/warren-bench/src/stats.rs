@@ -41,10 +41,20 @@ pub fn ms(d: Duration) -> String {
 
 /// A Markdown table of latencies with each median's ratio to `baseline`'s.
 pub fn latency_table(rows: &[Samples], baseline: &str) -> String {
-    let base = rows.iter().find(|r| r.name == baseline).map(Samples::median).unwrap_or(Duration::ZERO);
-    let mut out = String::from("| what | runs | median ms | p99 ms | median / baseline |\n|---|---:|---:|---:|---:|\n");
+    let base = rows
+        .iter()
+        .find(|r| r.name == baseline)
+        .map(Samples::median)
+        .unwrap_or(Duration::ZERO);
+    let mut out = String::from(
+        "| what | runs | median ms | p99 ms | median / baseline |\n|---|---:|---:|---:|---:|\n",
+    );
     for row in rows {
-        let ratio = if base.is_zero() { f64::NAN } else { row.median().as_secs_f64() / base.as_secs_f64() };
+        let ratio = if base.is_zero() {
+            f64::NAN
+        } else {
+            row.median().as_secs_f64() / base.as_secs_f64()
+        };
         out.push_str(&format!(
             "| {} | {} | {} | {} | {:.2}x |\n",
             row.name,
@@ -62,7 +72,10 @@ mod tests {
     use super::*;
 
     fn samples(ms: &[u64]) -> Samples {
-        Samples { name: "x".into(), durations: ms.iter().map(|&m| Duration::from_millis(m)).collect() }
+        Samples {
+            name: "x".into(),
+            durations: ms.iter().map(|&m| Duration::from_millis(m)).collect(),
+        }
     }
 
     #[test]
@@ -83,7 +96,13 @@ mod tests {
         let mut b = samples(&[6, 6]);
         b.name = "other".into();
         let table = latency_table(&[a, b], "base");
-        assert!(table.contains("| base | 2 | 2.000 | 2.000 | 1.00x |"), "{table}");
-        assert!(table.contains("| other | 2 | 6.000 | 6.000 | 3.00x |"), "{table}");
+        assert!(
+            table.contains("| base | 2 | 2.000 | 2.000 | 1.00x |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| other | 2 | 6.000 | 6.000 | 3.00x |"),
+            "{table}"
+        );
     }
 }

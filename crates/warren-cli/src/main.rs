@@ -21,6 +21,9 @@ enum Command {
     /// Run one command in a sandbox on this machine, or check what this host supports.
     #[command(subcommand)]
     Sandbox(commands::sandbox::SandboxCommand),
+    /// Measure Warren against its baselines, side by side in one run.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
     /// Run a command as a task on the coordinator's workers, streaming its output live, and exit
     /// with its exit code. Ctrl-C cancels the task.
     Run(commands::run::RunArgs),
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Sandbox(cmd) => commands::sandbox::run(cmd),
+        Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Run(args) => commands::run::run(args),
         Command::Submit(args) => commands::submit::run(args),
         Command::Status(args) => commands::status::run(args),

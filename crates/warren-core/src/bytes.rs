@@ -16,7 +16,10 @@ pub struct TextOrBase64 {
 /// Splits bytes into their JSON representation.
 pub fn encode(bytes: &[u8]) -> TextOrBase64 {
     match std::str::from_utf8(bytes) {
-        Ok(text) => TextOrBase64 { text: text.to_string(), base64: None },
+        Ok(text) => TextOrBase64 {
+            text: text.to_string(),
+            base64: None,
+        },
         Err(_) => TextOrBase64 {
             text: String::from_utf8_lossy(bytes).into_owned(),
             base64: Some(STANDARD.encode(bytes)),
@@ -50,10 +53,16 @@ mod tests {
     fn utf8_stays_text_and_binary_round_trips() {
         let t = encode(b"hello\n");
         assert_eq!(t.base64, None);
-        assert_eq!(decode(&t.text, t.base64.as_deref()).ok(), Some(b"hello\n".to_vec()));
+        assert_eq!(
+            decode(&t.text, t.base64.as_deref()).ok(),
+            Some(b"hello\n".to_vec())
+        );
         let raw = [0xffu8, 0x00, b'a', 0xc3];
         let b = encode(&raw);
         assert!(b.base64.is_some());
-        assert_eq!(decode(&b.text, b.base64.as_deref()).ok(), Some(raw.to_vec()));
+        assert_eq!(
+            decode(&b.text, b.base64.as_deref()).ok(),
+            Some(raw.to_vec())
+        );
     }
 }

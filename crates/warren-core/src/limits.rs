@@ -14,10 +14,18 @@ use crate::units::{format_duration, format_size, serde_duration_ms, serde_size};
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Wall-clock time from start to the end of the whole tree.
-    #[serde(default, with = "serde_duration_ms", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "serde_duration_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub wall_time: Option<Duration>,
     /// CPU time (user + system) summed over every process of the tree.
-    #[serde(default, with = "serde_duration_ms", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "serde_duration_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_time: Option<Duration>,
     /// Memory, without swap, for the whole tree (tmpfs pages written by the tree count too).
     #[serde(default, with = "serde_size", skip_serializing_if = "Option::is_none")]
@@ -114,7 +122,10 @@ impl Limits {
     pub fn validate(&self) -> Result<(), LimitError> {
         use bounds::*;
         let err = |limit, problem: String| Err(LimitError { limit, problem });
-        for (kind, value) in [(LimitKind::WallTime, self.wall_time), (LimitKind::CpuTime, self.cpu_time)] {
+        for (kind, value) in [
+            (LimitKind::WallTime, self.wall_time),
+            (LimitKind::CpuTime, self.cpu_time),
+        ] {
             if let Some(d) = value {
                 if d < MIN_TIME || d > MAX_TIME {
                     return err(
@@ -126,17 +137,26 @@ impl Limits {
         }
         if let Some(m) = self.memory {
             if !(MIN_MEMORY..=MAX_BYTES).contains(&m) {
-                return err(LimitKind::Memory, format!("{} is outside 1M..16T", format_size(m)));
+                return err(
+                    LimitKind::Memory,
+                    format!("{} is outside 1M..16T", format_size(m)),
+                );
             }
         }
         if let Some(d) = self.disk {
             if !(MIN_DISK..=MAX_BYTES).contains(&d) {
-                return err(LimitKind::Disk, format!("{} is outside 4K..16T", format_size(d)));
+                return err(
+                    LimitKind::Disk,
+                    format!("{} is outside 4K..16T", format_size(d)),
+                );
             }
         }
         if let Some(o) = self.output {
             if o == 0 || o > MAX_BYTES {
-                return err(LimitKind::Output, format!("{} is outside 1 byte..16T", format_size(o)));
+                return err(
+                    LimitKind::Output,
+                    format!("{} is outside 1 byte..16T", format_size(o)),
+                );
             }
         }
         if let Some(p) = self.pids {
@@ -188,43 +208,115 @@ mod tests {
     use super::*;
 
     fn check(limits: Limits, expected: Result<(), LimitKind>) {
-        assert_eq!(limits.validate().map_err(|e| e.limit), expected, "{limits:?}");
+        assert_eq!(
+            limits.validate().map_err(|e| e.limit),
+            expected,
+            "{limits:?}"
+        );
     }
 
     #[test]
     fn validation_names_the_limit() {
         check(Limits::default(), Ok(()));
         check(Limits::sandbox_defaults(), Ok(()));
-        check(Limits { wall_time: Some(Duration::ZERO), ..Default::default() }, Err(LimitKind::WallTime));
-        check(Limits { cpu_time: Some(Duration::from_secs(1 << 30)), ..Default::default() }, Err(LimitKind::CpuTime));
-        check(Limits { memory: Some(1), ..Default::default() }, Err(LimitKind::Memory));
-        check(Limits { memory: Some(64 << 20), ..Default::default() }, Ok(()));
-        check(Limits { disk: Some(0), ..Default::default() }, Err(LimitKind::Disk));
-        check(Limits { output: Some(0), ..Default::default() }, Err(LimitKind::Output));
-        check(Limits { output: Some(3), ..Default::default() }, Ok(()));
-        check(Limits { pids: Some(0), ..Default::default() }, Err(LimitKind::Pids));
-        check(Limits { cpus: Some(5), ..Default::default() }, Err(LimitKind::Cpus));
-        check(Limits { cpus: Some(500), ..Default::default() }, Ok(()));
+        check(
+            Limits {
+                wall_time: Some(Duration::ZERO),
+                ..Default::default()
+            },
+            Err(LimitKind::WallTime),
+        );
+        check(
+            Limits {
+                cpu_time: Some(Duration::from_secs(1 << 30)),
+                ..Default::default()
+            },
+            Err(LimitKind::CpuTime),
+        );
+        check(
+            Limits {
+                memory: Some(1),
+                ..Default::default()
+            },
+            Err(LimitKind::Memory),
+        );
+        check(
+            Limits {
+                memory: Some(64 << 20),
+                ..Default::default()
+            },
+            Ok(()),
+        );
+        check(
+            Limits {
+                disk: Some(0),
+                ..Default::default()
+            },
+            Err(LimitKind::Disk),
+        );
+        check(
+            Limits {
+                output: Some(0),
+                ..Default::default()
+            },
+            Err(LimitKind::Output),
+        );
+        check(
+            Limits {
+                output: Some(3),
+                ..Default::default()
+            },
+            Ok(()),
+        );
+        check(
+            Limits {
+                pids: Some(0),
+                ..Default::default()
+            },
+            Err(LimitKind::Pids),
+        );
+        check(
+            Limits {
+                cpus: Some(5),
+                ..Default::default()
+            },
+            Err(LimitKind::Cpus),
+        );
+        check(
+            Limits {
+                cpus: Some(500),
+                ..Default::default()
+            },
+            Ok(()),
+        );
     }
 
     #[test]
     fn json_accepts_numbers_and_strings() {
-        let limits: Limits =
-            serde_json::from_str(r#"{"wall_time":"2s","cpu_time":1500,"memory":"64M","output":10}"#)
-                .unwrap_or_default();
+        let limits: Limits = serde_json::from_str(
+            r#"{"wall_time":"2s","cpu_time":1500,"memory":"64M","output":10}"#,
+        )
+        .unwrap_or_default();
         assert_eq!(limits.wall_time, Some(Duration::from_secs(2)));
         assert_eq!(limits.cpu_time, Some(Duration::from_millis(1500)));
         assert_eq!(limits.memory, Some(64 << 20));
         assert_eq!(limits.output, Some(10));
-        let err = serde_json::from_str::<Limits>(r#"{"memory":"64Q"}"#).err().map(|e| e.to_string());
+        let err = serde_json::from_str::<Limits>(r#"{"memory":"64Q"}"#)
+            .err()
+            .map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("unknown unit"));
-        let err = serde_json::from_str::<Limits>(r#"{"memroy":1}"#).err().map(|e| e.to_string());
+        let err = serde_json::from_str::<Limits>(r#"{"memroy":1}"#)
+            .err()
+            .map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("memroy"));
     }
 
     #[test]
     fn defaults_fill_only_unset() {
-        let set = Limits { output: Some(5), ..Default::default() };
+        let set = Limits {
+            output: Some(5),
+            ..Default::default()
+        };
         let filled = set.with_defaults(&Limits::sandbox_defaults());
         assert_eq!(filled.output, Some(5));
         assert_eq!(filled.disk, Some(64 << 20));

@@ -303,37 +303,149 @@ mod tests {
     use super::*;
 
     fn obs() -> Observations {
-        Observations { crash: None, first_kill: None, exit: Some(Exit::Code(0)), oom_kills: 0, cpu_over_limit: false }
+        Observations {
+            crash: None,
+            first_kill: None,
+            exit: Some(Exit::Code(0)),
+            oom_kills: 0,
+            cpu_over_limit: false,
+        }
     }
 
     fn check(o: Observations, status: Status, limit: Option<LimitKind>) {
-        assert_eq!(decide(&o), Verdict { status, limit_hit: limit }, "{o:?}");
+        assert_eq!(
+            decide(&o),
+            Verdict {
+                status,
+                limit_hit: limit
+            },
+            "{o:?}"
+        );
     }
 
     #[test]
     fn precedence_table() {
         use KillCause::*;
         check(obs(), Status::Success, None);
-        check(Observations { exit: Some(Exit::Code(3)), ..obs() }, Status::Failed, None);
-        check(Observations { exit: Some(Exit::Signal(9)), ..obs() }, Status::Killed, None);
-        check(Observations { exit: Some(Exit::Signal(9)), oom_kills: 1, ..obs() }, Status::Memory, Some(LimitKind::Memory));
-        check(Observations { exit: Some(Exit::Code(1)), oom_kills: 2, ..obs() }, Status::Memory, Some(LimitKind::Memory));
+        check(
+            Observations {
+                exit: Some(Exit::Code(3)),
+                ..obs()
+            },
+            Status::Failed,
+            None,
+        );
+        check(
+            Observations {
+                exit: Some(Exit::Signal(9)),
+                ..obs()
+            },
+            Status::Killed,
+            None,
+        );
+        check(
+            Observations {
+                exit: Some(Exit::Signal(9)),
+                oom_kills: 1,
+                ..obs()
+            },
+            Status::Memory,
+            Some(LimitKind::Memory),
+        );
+        check(
+            Observations {
+                exit: Some(Exit::Code(1)),
+                oom_kills: 2,
+                ..obs()
+            },
+            Status::Memory,
+            Some(LimitKind::Memory),
+        );
         // A helper was OOM-killed but the program recovered and succeeded.
-        check(Observations { oom_kills: 1, ..obs() }, Status::Success, None);
-        check(Observations { exit: Some(Exit::Signal(9)), first_kill: Some(WallTime), oom_kills: 1, ..obs() }, Status::Timeout, Some(LimitKind::WallTime));
-        check(Observations { exit: Some(Exit::Signal(9)), first_kill: Some(CpuTime), ..obs() }, Status::Timeout, Some(LimitKind::CpuTime));
-        check(Observations { exit: Some(Exit::Signal(9)), first_kill: Some(Output), ..obs() }, Status::Overflow, Some(LimitKind::Output));
-        check(Observations { exit: Some(Exit::Signal(9)), first_kill: Some(Abort), oom_kills: 3, ..obs() }, Status::Abort, None);
-        check(Observations { cpu_over_limit: true, ..obs() }, Status::Timeout, Some(LimitKind::CpuTime));
-        check(Observations { crash: Some("x".into()), first_kill: Some(Abort), ..obs() }, Status::Crash, None);
-        check(Observations { exit: None, ..obs() }, Status::Crash, None);
+        check(
+            Observations {
+                oom_kills: 1,
+                ..obs()
+            },
+            Status::Success,
+            None,
+        );
+        check(
+            Observations {
+                exit: Some(Exit::Signal(9)),
+                first_kill: Some(WallTime),
+                oom_kills: 1,
+                ..obs()
+            },
+            Status::Timeout,
+            Some(LimitKind::WallTime),
+        );
+        check(
+            Observations {
+                exit: Some(Exit::Signal(9)),
+                first_kill: Some(CpuTime),
+                ..obs()
+            },
+            Status::Timeout,
+            Some(LimitKind::CpuTime),
+        );
+        check(
+            Observations {
+                exit: Some(Exit::Signal(9)),
+                first_kill: Some(Output),
+                ..obs()
+            },
+            Status::Overflow,
+            Some(LimitKind::Output),
+        );
+        check(
+            Observations {
+                exit: Some(Exit::Signal(9)),
+                first_kill: Some(Abort),
+                oom_kills: 3,
+                ..obs()
+            },
+            Status::Abort,
+            None,
+        );
+        check(
+            Observations {
+                cpu_over_limit: true,
+                ..obs()
+            },
+            Status::Timeout,
+            Some(LimitKind::CpuTime),
+        );
+        check(
+            Observations {
+                crash: Some("x".into()),
+                first_kill: Some(Abort),
+                ..obs()
+            },
+            Status::Crash,
+            None,
+        );
+        check(
+            Observations {
+                exit: None,
+                ..obs()
+            },
+            Status::Crash,
+            None,
+        );
     }
 
     #[test]
     fn exit_codes_are_distinct() {
         let mut r = RunResult::crash("x");
         let mut codes = std::collections::HashSet::new();
-        for status in [Status::Timeout, Status::Memory, Status::Overflow, Status::Abort, Status::Crash] {
+        for status in [
+            Status::Timeout,
+            Status::Memory,
+            Status::Overflow,
+            Status::Abort,
+            Status::Crash,
+        ] {
             r.status = status;
             assert!(codes.insert(r.process_exit_code()), "{status}");
         }

@@ -60,7 +60,14 @@ struct Accumulator {
 impl Accumulator {
     fn add(&mut self, s: &StatSample) {
         self.count += 1;
-        let values = [s.t_ms, s.memory_bytes, s.cpu_ms, s.pids, s.io_read_bytes, s.io_write_bytes];
+        let values = [
+            s.t_ms,
+            s.memory_bytes,
+            s.cpu_ms,
+            s.pids,
+            s.io_read_bytes,
+            s.io_write_bytes,
+        ];
         for (sum, value) in self.sum.iter_mut().zip(values) {
             *sum += value as u128;
         }
@@ -86,13 +93,19 @@ mod tests {
     fn series(points: &[(u64, u64)]) -> Vec<StatSample> {
         points
             .iter()
-            .map(|&(t_ms, memory_bytes)| StatSample { t_ms, memory_bytes, ..Default::default() })
+            .map(|&(t_ms, memory_bytes)| StatSample {
+                t_ms,
+                memory_bytes,
+                ..Default::default()
+            })
             .collect()
     }
 
     fn check(input: &[(u64, u64)], max: usize, expected: &[(u64, u64)]) {
-        let got: Vec<(u64, u64)> =
-            decimate(&series(input), max).iter().map(|s| (s.t_ms, s.memory_bytes)).collect();
+        let got: Vec<(u64, u64)> = decimate(&series(input), max)
+            .iter()
+            .map(|s| (s.t_ms, s.memory_bytes))
+            .collect();
         assert_eq!(got, expected, "decimate({input:?}, {max})");
     }
 
@@ -104,8 +117,16 @@ mod tests {
 
     #[test]
     fn windows_are_averaged() {
-        check(&[(0, 10), (1, 20), (2, 30), (3, 40)], 2, &[(0, 15), (2, 35)]);
-        check(&[(0, 0), (1, 3), (2, 6), (3, 9), (4, 12), (5, 15)], 3, &[(0, 1), (2, 7), (4, 13)]);
+        check(
+            &[(0, 10), (1, 20), (2, 30), (3, 40)],
+            2,
+            &[(0, 15), (2, 35)],
+        );
+        check(
+            &[(0, 0), (1, 3), (2, 6), (3, 9), (4, 12), (5, 15)],
+            3,
+            &[(0, 1), (2, 7), (4, 13)],
+        );
     }
 
     #[test]

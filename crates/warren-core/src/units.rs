@@ -39,9 +39,13 @@ fn split_number(text: &str) -> Result<(f64, &str), UnitError> {
     if text.is_empty() {
         return Err(UnitError::Empty);
     }
-    let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(end);
-    let value: f64 = number.parse().map_err(|_| UnitError::NotANumber(text.to_string()))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| UnitError::NotANumber(text.to_string()))?;
     Ok((value, unit.trim()))
 }
 
@@ -74,7 +78,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
 pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let (value, unit) = split_number(text)?;
     let unit_upper = unit.to_ascii_uppercase();
-    let base = unit_upper.strip_suffix("IB").or_else(|| unit_upper.strip_suffix('B')).unwrap_or(&unit_upper);
+    let base = unit_upper
+        .strip_suffix("IB")
+        .or_else(|| unit_upper.strip_suffix('B'))
+        .unwrap_or(&unit_upper);
     let multiplier: f64 = match base {
         "" => 1.0,
         "K" => 1024.0,
@@ -82,7 +89,11 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
         "G" => 1024.0 * 1024.0 * 1024.0,
         "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         _ => {
-            return Err(UnitError::UnknownUnit { text: text.to_string(), unit: unit.to_string(), expected: SIZE_UNITS })
+            return Err(UnitError::UnknownUnit {
+                text: text.to_string(),
+                unit: unit.to_string(),
+                expected: SIZE_UNITS,
+            })
         }
     };
     let bytes = value * multiplier;
@@ -94,7 +105,12 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
 
 /// Formats a size compactly with a binary suffix, exact when possible (`64M`, `1536K`, `1000`).
 pub fn format_size(bytes: u64) -> String {
-    const SUFFIXES: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    const SUFFIXES: [(u64, &str); 4] = [
+        (1 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+        (1 << 10, "K"),
+    ];
     for (unit, suffix) in SUFFIXES {
         if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
@@ -137,7 +153,9 @@ pub mod serde_duration_ms {
         match Option::<NumberOrText>::deserialize(d)? {
             None => Ok(None),
             Some(NumberOrText::Number(ms)) => Ok(Some(Duration::from_millis(ms))),
-            Some(NumberOrText::Text(text)) => parse_duration(&text).map(Some).map_err(de::Error::custom),
+            Some(NumberOrText::Text(text)) => {
+                parse_duration(&text).map(Some).map_err(de::Error::custom)
+            }
         }
     }
 }
@@ -159,7 +177,9 @@ pub mod serde_size {
         match Option::<NumberOrText>::deserialize(d)? {
             None => Ok(None),
             Some(NumberOrText::Number(n)) => Ok(Some(n)),
-            Some(NumberOrText::Text(text)) => parse_size(&text).map(Some).map_err(de::Error::custom),
+            Some(NumberOrText::Text(text)) => {
+                parse_size(&text).map(Some).map_err(de::Error::custom)
+            }
         }
     }
 }
@@ -218,7 +238,10 @@ mod tests {
 
     #[test]
     fn unknown_unit_names_it() {
-        let err = parse_size("3Q").err().map(|e| e.to_string()).unwrap_or_default();
+        let err = parse_size("3Q")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("`Q`"), "{err}");
     }
 }

@@ -77,7 +77,10 @@ impl RunSpec {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        RunSpec { argv: argv.into_iter().map(Into::into).collect(), ..RunSpec::default() }
+        RunSpec {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..RunSpec::default()
+        }
     }
 }
 

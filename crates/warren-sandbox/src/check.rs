@@ -33,11 +33,16 @@ impl HostReport {
             }
         }
         if !cgroups.has_v2() && !cgroups.has_controller("cpuacct") {
-            unenforceable.push((LimitKind::CpuTime, "no cgroup accounts CPU time".to_string()));
+            unenforceable.push((
+                LimitKind::CpuTime,
+                "no cgroup accounts CPU time".to_string(),
+            ));
         }
         if !cgroups.has_controller("pids") {
-            unenforceable
-                .push((LimitKind::Pids, "no pids controller: enforced per uid with RLIMIT_NPROC instead".to_string()));
+            unenforceable.push((
+                LimitKind::Pids,
+                "no pids controller: enforced per uid with RLIMIT_NPROC instead".to_string(),
+            ));
         }
         HostReport {
             root: crate::sys::is_root(),
@@ -53,9 +58,14 @@ impl HostReport {
     pub fn probe(cgroup_root: &std::path::Path) -> HostReport {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mounts = CgroupMounts::parse(&mountinfo, cgroup_root);
-        let mut controllers: Vec<String> = mounts.v1.keys().map(|c| format!("{} (v1)", c.name())).collect();
+        let mut controllers: Vec<String> = mounts
+            .v1
+            .keys()
+            .map(|c| format!("{} (v1)", c.name()))
+            .collect();
         if let Some(v2) = &mounts.v2 {
-            let available = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+            let available =
+                std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
             controllers.extend(available.split_whitespace().map(|c| format!("{c} (v2)")));
         }
         HostReport {
@@ -75,25 +85,43 @@ impl HostReport {
 }
 
 fn seccomp_supported() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
 }
 
 impl fmt::Display for HostReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let yes = |b: bool| if b { "yes" } else { "NO" };
-        writeln!(f, "root (needed for namespaces, mounts, cgroups): {}", yes(self.root))?;
+        writeln!(
+            f,
+            "root (needed for namespaces, mounts, cgroups): {}",
+            yes(self.root)
+        )?;
         writeln!(f, "cgroups: {}", self.layout.name())?;
         writeln!(
             f,
             "controllers: {}",
-            if self.controllers.is_empty() { "none".to_string() } else { self.controllers.join(", ") }
+            if self.controllers.is_empty() {
+                "none".to_string()
+            } else {
+                self.controllers.join(", ")
+            }
         )?;
         writeln!(f, "clone3 into cgroup: {}", yes(self.clone_into_cgroup))?;
         writeln!(f, "seccomp filters: {}", yes(self.seccomp))?;
         writeln!(f, "namespaces: pid, mount, ipc, uts, net, cgroup")?;
-        writeln!(f, "denied system calls: {}", crate::seccomp::denied_names().collect::<Vec<_>>().join(", "))?;
+        writeln!(
+            f,
+            "denied system calls: {}",
+            crate::seccomp::denied_names()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
         if self.unenforceable.is_empty() {
-            writeln!(f, "limits: wall_time, cpu_time, memory, disk, output, pids, cpus all enforced")?;
+            writeln!(
+                f,
+                "limits: wall_time, cpu_time, memory, disk, output, pids, cpus all enforced"
+            )?;
         } else {
             for (limit, reason) in &self.unenforceable {
                 writeln!(f, "limit {limit} NOT enforced: {reason}")?;

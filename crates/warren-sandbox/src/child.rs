@@ -19,16 +19,30 @@ fn fail(plan: &ChildPlan, stage: u32, errno: sys::Errno) -> ! {
 
 fn apply(step: &Step) -> sys::Res {
     match step {
-        Step::Mount { source, target, fstype, flags, data } => {
-            sys::mount(source.as_deref(), target, fstype.as_deref(), *flags, data.as_deref())
-        }
+        Step::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => sys::mount(
+            source.as_deref(),
+            target,
+            fstype.as_deref(),
+            *flags,
+            data.as_deref(),
+        ),
         Step::ReadOnly(target) => match sys::make_tree_readonly(target) {
             // Kernels before 5.12: remount the top of the tree read-only instead.
             Err(libc::ENOSYS) => sys::mount(
                 None,
                 target,
                 None,
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV,
                 None,
             ),
             other => other,
@@ -36,7 +50,11 @@ fn apply(step: &Step) -> sys::Res {
         Step::Mkdir(path, mode) => sys::mkdir(path, *mode),
         Step::Device { path, major, minor } => sys::mknod_char(path, 0o666, *major, *minor),
         Step::Symlink { target, link } => sys::symlink(target, link),
-        Step::File { path, contents, mode } => sys::write_file(path, contents, *mode),
+        Step::File {
+            path,
+            contents,
+            mode,
+        } => sys::write_file(path, contents, *mode),
     }
 }
 
@@ -66,7 +84,11 @@ pub fn child_main(plan: &ChildPlan) -> ! {
                 None,
                 c"/",
                 None,
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV,
                 None,
             )
         });
@@ -97,7 +119,9 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         }
     }
     for (path, contents, mode) in &plan.input_files {
-        if let Err(e) = sys::write_file(path, contents, *mode).and_then(|()| sys::chown(path, plan.uid, gid)) {
+        if let Err(e) =
+            sys::write_file(path, contents, *mode).and_then(|()| sys::chown(path, plan.uid, gid))
+        {
             fail(plan, stage(Stage::InputFiles), e);
         }
     }

@@ -24,11 +24,19 @@ pub enum Step {
     /// mkdir(2) with a mode.
     Mkdir(CString, libc::mode_t),
     /// A character device node.
-    Device { path: CString, major: u32, minor: u32 },
+    Device {
+        path: CString,
+        major: u32,
+        minor: u32,
+    },
     /// symlink(target, link).
     Symlink { target: CString, link: CString },
     /// A file with these contents and mode.
-    File { path: CString, contents: Vec<u8>, mode: libc::mode_t },
+    File {
+        path: CString,
+        contents: Vec<u8>,
+        mode: libc::mode_t,
+    },
 }
 
 impl Step {
@@ -36,7 +44,12 @@ impl Step {
     pub fn describe(&self) -> String {
         let s = |c: &CString| c.to_string_lossy().into_owned();
         match self {
-            Step::Mount { source, target, fstype, .. } => format!(
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                ..
+            } => format!(
                 "mounting {} ({}) at {}",
                 source.as_ref().map_or("-".to_string(), s),
                 fstype.as_ref().map_or("bind".to_string(), s),
@@ -155,8 +168,12 @@ pub struct ChildPlan {
 
 /// Makes a C string from a path or text; interior NULs are refused by the caller's validation.
 pub fn cstring(bytes: impl AsRef<[u8]>) -> Result<CString, String> {
-    CString::new(bytes.as_ref().to_vec())
-        .map_err(|_| format!("{:?} contains a NUL byte", String::from_utf8_lossy(bytes.as_ref())))
+    CString::new(bytes.as_ref().to_vec()).map_err(|_| {
+        format!(
+            "{:?} contains a NUL byte",
+            String::from_utf8_lossy(bytes.as_ref())
+        )
+    })
 }
 
 /// The C string of `root` joined with `rel` (rel may start with `/`).
@@ -171,7 +188,11 @@ pub fn under(root: &CStr, rel: &str) -> CString {
 
 /// Null-terminated pointer array over owned strings.
 pub fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 /// One top-level entry of a root filesystem.
@@ -190,7 +211,13 @@ pub const HOST_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", 
 
 /// Files and directories of the host's `/etc` that programs need to start (the dynamic
 /// linker's cache, Debian's alternatives links); nothing that identifies or authenticates.
-pub const HOST_ETC: &[&str] = &["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime"];
+pub const HOST_ETC: &[&str] = &[
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+];
 
 /// Names the sandbox mounts itself; a root directory's own entries with these names are hidden.
 pub const RESERVED: &[&str] = &["proc", "dev", "tmp", "task"];
@@ -228,7 +255,11 @@ fn entry_name(e: &RootEntry) -> &str {
 }
 
 /// Steps that place `entries` under `base` (a directory inside the new root).
-pub fn place_entries(base: &CStr, entries: &[RootEntry], steps: &mut Vec<Step>) -> Result<(), String> {
+pub fn place_entries(
+    base: &CStr,
+    entries: &[RootEntry],
+    steps: &mut Vec<Step>,
+) -> Result<(), String> {
     const BIND: libc::c_ulong = libc::MS_BIND | libc::MS_REC;
     for entry in entries {
         match entry {
@@ -246,7 +277,11 @@ pub fn place_entries(base: &CStr, entries: &[RootEntry], steps: &mut Vec<Step>) 
             }
             RootEntry::File(name, src) => {
                 let target = under(base, name);
-                steps.push(Step::File { path: target.clone(), contents: Vec::new(), mode: 0o644 });
+                steps.push(Step::File {
+                    path: target.clone(),
+                    contents: Vec::new(),
+                    mode: 0o644,
+                });
                 steps.push(Step::Mount {
                     source: Some(cstring(src.as_os_str().as_bytes())?),
                     target: target.clone(),
@@ -288,8 +323,18 @@ pub fn system_mounts(root: &CStr, disk: u64, steps: &mut Vec<Step>) {
         flags: libc::MS_NOSUID | libc::MS_NOEXEC,
         data: s("size=64k,nr_inodes=64,mode=755"),
     });
-    for (name, minor) in [("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)] {
-        steps.push(Step::Device { path: under(&dev, name), major: 1, minor });
+    for (name, minor) in [
+        ("null", 3),
+        ("zero", 5),
+        ("full", 7),
+        ("random", 8),
+        ("urandom", 9),
+    ] {
+        steps.push(Step::Device {
+            path: under(&dev, name),
+            major: 1,
+            minor,
+        });
     }
     for (name, target) in [
         ("fd", "/proc/self/fd"),
@@ -298,7 +343,10 @@ pub fn system_mounts(root: &CStr, disk: u64, steps: &mut Vec<Step>) {
         ("stderr", "/proc/self/fd/2"),
         ("shm", "/tmp"),
     ] {
-        steps.push(Step::Symlink { target: CString::new(target).unwrap_or_default(), link: under(&dev, name) });
+        steps.push(Step::Symlink {
+            target: CString::new(target).unwrap_or_default(),
+            link: under(&dev, name),
+        });
     }
     let tmp = under(root, "tmp");
     steps.push(Step::Mkdir(tmp.clone(), 0o1777));
@@ -316,7 +364,9 @@ pub fn system_mounts(root: &CStr, disk: u64, steps: &mut Vec<Step>) {
 /// Whether a relative input-file path stays inside the working directory.
 pub fn safe_relative(path: &Path) -> bool {
     !path.as_os_str().is_empty()
-        && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
         && !path.as_os_str().as_bytes().contains(&0)
 }
 
@@ -338,7 +388,11 @@ pub fn resolve_program(program: &OsStr, path_var: &OsStr, root: &Path) -> Option
     if bytes.contains(&b'/') {
         return Some(PathBuf::from(program));
     }
-    for dir in path_var.as_bytes().split(|&b| b == b':').filter(|d| !d.is_empty()) {
+    for dir in path_var
+        .as_bytes()
+        .split(|&b| b == b':')
+        .filter(|d| !d.is_empty())
+    {
         let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
         let on_host = root.join(candidate.strip_prefix("/").unwrap_or(&candidate));
         if let Ok(meta) = std::fs::metadata(&on_host) {
@@ -374,19 +428,35 @@ mod tests {
     fn programs_resolve_inside_the_root() {
         let root = Path::new("/");
         assert_eq!(
-            resolve_program(OsStr::new("sh"), OsStr::new("/nonexistent:/bin:/usr/bin"), root),
+            resolve_program(
+                OsStr::new("sh"),
+                OsStr::new("/nonexistent:/bin:/usr/bin"),
+                root
+            ),
             Some(PathBuf::from("/bin/sh"))
         );
-        assert_eq!(resolve_program(OsStr::new("no-such-program-anywhere"), OsStr::new("/bin:/usr/bin"), root), None);
-        assert_eq!(resolve_program(OsStr::new("./x"), OsStr::new(""), root), Some(PathBuf::from("./x")));
+        assert_eq!(
+            resolve_program(
+                OsStr::new("no-such-program-anywhere"),
+                OsStr::new("/bin:/usr/bin"),
+                root
+            ),
+            None
+        );
+        assert_eq!(
+            resolve_program(OsStr::new("./x"), OsStr::new(""), root),
+            Some(PathBuf::from("./x"))
+        );
     }
 
     #[test]
     fn entries_are_placed_by_kind() {
         let base = CString::new("/r").unwrap_or_default();
         let mut steps = Vec::new();
-        let entries =
-            vec![RootEntry::Symlink("bin".into(), "usr/bin".into()), RootEntry::Dir("usr".into(), "/usr".into())];
+        let entries = vec![
+            RootEntry::Symlink("bin".into(), "usr/bin".into()),
+            RootEntry::Dir("usr".into(), "/usr".into()),
+        ];
         assert!(place_entries(&base, &entries, &mut steps).is_ok());
         let described: Vec<String> = steps.iter().map(Step::describe).collect();
         assert_eq!(

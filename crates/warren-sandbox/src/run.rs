@@ -25,7 +25,9 @@ use crate::{check::HostReport, seccomp};
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// Not running as root.
-    #[error("the sandbox needs root (to create namespaces, cgroups and mounts); running as uid {0}")]
+    #[error(
+        "the sandbox needs root (to create namespaces, cgroups and mounts); running as uid {0}"
+    )]
     NotRoot(u32),
     /// A host facility is missing or failed.
     #[error("{what}: {source}")]
@@ -98,7 +100,12 @@ impl Default for AbortHandle {
 impl AbortHandle {
     /// A new handle, not yet aborted.
     pub fn new() -> AbortHandle {
-        AbortHandle { inner: Arc::new(AbortState { requested: AtomicBool::new(false), wake: sys::eventfd().ok() }) }
+        AbortHandle {
+            inner: Arc::new(AbortState {
+                requested: AtomicBool::new(false),
+                wake: sys::eventfd().ok(),
+            }),
+        }
     }
 
     /// Ends the run (at once if it is running, at its start otherwise).
@@ -133,8 +140,11 @@ pub struct Sandbox {
 }
 
 /// Namespaces every run gets (the cgroup namespace is entered later, once placed).
-const NAMESPACES: libc::c_int =
-    libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET;
+const NAMESPACES: libc::c_int = libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWNET;
 
 /// Open files allowed to a run.
 const OPEN_FILES: u64 = 4096;
@@ -147,7 +157,9 @@ impl Sandbox {
             let uid = std::fs::read_to_string("/proc/self/status")
                 .ok()
                 .and_then(|s| {
-                    s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+                    s.lines()
+                        .find(|l| l.starts_with("Uid:"))
+                        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
                 })
                 .unwrap_or(u32::MAX);
             return Err(SandboxError::NotRoot(uid));
@@ -156,21 +168,32 @@ impl Sandbox {
             let what = what.to_string();
             move |source| SandboxError::Host { what, source }
         };
-        let mountinfo =
-            std::fs::read_to_string("/proc/self/mountinfo").map_err(host("reading /proc/self/mountinfo"))?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(host("reading /proc/self/mountinfo"))?;
         let mounts = CgroupMounts::parse(&mountinfo, &config.cgroup_root);
         let cgroups = CgroupHost::new(&mounts, &config.cgroup_parent)?;
         let root_dir = config.state_dir.join("root");
-        std::fs::create_dir_all(&root_dir).map_err(host(&format!("creating {}", root_dir.display())))?;
-        let uids = UidPool::new(config.state_dir.join("uids"), config.uid_base, config.uid_count)
-            .map_err(host(&format!("creating {}", config.state_dir.join("uids").display())))?;
+        std::fs::create_dir_all(&root_dir)
+            .map_err(host(&format!("creating {}", root_dir.display())))?;
+        let uids = UidPool::new(
+            config.state_dir.join("uids"),
+            config.uid_base,
+            config.uid_count,
+        )
+        .map_err(host(&format!(
+            "creating {}",
+            config.state_dir.join("uids").display()
+        )))?;
         let seccomp = seccomp::policy()?;
-        let host_entries = plan::root_entries(Path::new("/"), Some(plan::HOST_DIRS)).map_err(host("listing /"))?;
-        let host_etc = plan::root_entries(Path::new("/etc"), Some(plan::HOST_ETC)).map_err(host("listing /etc"))?;
-        let new_root = plan::cstring(root_dir.as_os_str().as_bytes()).map_err(|e| SandboxError::Host {
-            what: "state directory".into(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        })?;
+        let host_entries =
+            plan::root_entries(Path::new("/"), Some(plan::HOST_DIRS)).map_err(host("listing /"))?;
+        let host_etc = plan::root_entries(Path::new("/etc"), Some(plan::HOST_ETC))
+            .map_err(host("listing /etc"))?;
+        let new_root =
+            plan::cstring(root_dir.as_os_str().as_bytes()).map_err(|e| SandboxError::Host {
+                what: "state directory".into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            })?;
         let report = HostReport::inspect(&cgroups);
         let sandbox = Sandbox {
             cgroups,
@@ -182,7 +205,8 @@ impl Sandbox {
             last_capability: sys::last_capability(),
             cpus: sys::available_cpus(),
             sequence: AtomicU64::new(0),
-            runner_id: runner_id(std::process::id()).unwrap_or_else(|| std::process::id().to_string()),
+            runner_id: runner_id(std::process::id())
+                .unwrap_or_else(|| std::process::id().to_string()),
             report,
             config,
         };
@@ -221,7 +245,11 @@ impl Sandbox {
             Root::Host => PathBuf::from("/"),
             Root::Dir(dir) => existing_dir("root directory", dir)?,
         };
-        let task_dir = spec.task_dir.as_deref().map(|d| existing_dir("task directory", d)).transpose()?;
+        let task_dir = spec
+            .task_dir
+            .as_deref()
+            .map(|d| existing_dir("task directory", d))
+            .transpose()?;
         let program = spec.argv.first().ok_or(SpecError::EmptyCommand)?;
         if program.is_empty() {
             return Err(SpecError::EmptyCommand);
@@ -236,7 +264,11 @@ impl Sandbox {
             }
         }
         let env = effective_env(&spec.env);
-        let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         let Some(resolved) = plan::resolve_program(program, &path_var, &root_path) else {
             return Ok(not_found(program));
         };
@@ -246,7 +278,16 @@ impl Sandbox {
             result.message = None;
             return Ok(result);
         }
-        match self.start_and_supervise(spec, &limits, &root_path, task_dir.as_deref(), resolved, &env, events, abort) {
+        match self.start_and_supervise(
+            spec,
+            &limits,
+            &root_path,
+            task_dir.as_deref(),
+            resolved,
+            &env,
+            events,
+            abort,
+        ) {
             Ok(result) => Ok(result),
             Err(message) => Ok(RunResult::crash(message)),
         }
@@ -257,14 +298,25 @@ impl Sandbox {
             if ok {
                 Ok(())
             } else {
-                Err(SpecError::Unenforceable { limit, reason: reason.to_string() })
+                Err(SpecError::Unenforceable {
+                    limit,
+                    reason: reason.to_string(),
+                })
             }
         };
         if limits.memory.is_some() {
-            need(LimitKind::Memory, self.cgroups.has_controller("memory"), "no memory cgroup controller")?;
+            need(
+                LimitKind::Memory,
+                self.cgroups.has_controller("memory"),
+                "no memory cgroup controller",
+            )?;
         }
         if limits.cpus.is_some() {
-            need(LimitKind::Cpus, self.cgroups.has_controller("cpu"), "no cpu cgroup controller")?;
+            need(
+                LimitKind::Cpus,
+                self.cgroups.has_controller("cpu"),
+                "no cpu cgroup controller",
+            )?;
         }
         if limits.cpu_time.is_some() {
             need(
@@ -288,9 +340,19 @@ impl Sandbox {
         events: &mut dyn RunEvents,
         abort: Option<&AbortHandle>,
     ) -> Result<RunResult, String> {
-        let lease = self.uids.acquire().map_err(|e| format!("allocating a uid: {e}"))?;
-        let name = format!("run-{}-{}", self.runner_id, self.sequence.fetch_add(1, Ordering::Relaxed));
-        let mut cgroups = self.cgroups.create(&name, limits).map_err(|e| e.to_string())?;
+        let lease = self
+            .uids
+            .acquire()
+            .map_err(|e| format!("allocating a uid: {e}"))?;
+        let name = format!(
+            "run-{}-{}",
+            self.runner_id,
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cgroups = self
+            .cgroups
+            .create(&name, limits)
+            .map_err(|e| e.to_string())?;
 
         let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
         let (stdout_r, stdout_w) = sys::pipe().map_err(io("creating the stdout pipe"))?;
@@ -298,7 +360,9 @@ impl Sandbox {
         let (error_r, error_w) = sys::pipe().map_err(io("creating the report pipe"))?;
         let mut stdin_feed = None;
         let stdin_child: OwnedFd = match &spec.stdin {
-            Stdin::Null => std::fs::File::open("/dev/null").map_err(io("opening /dev/null"))?.into(),
+            Stdin::Null => std::fs::File::open("/dev/null")
+                .map_err(io("opening /dev/null"))?
+                .into(),
             Stdin::Fd(fd) => fd.try_clone().map_err(io("duplicating stdin"))?,
             Stdin::Bytes(bytes) => {
                 let (r, w) = sys::pipe().map_err(io("creating the stdin pipe"))?;
@@ -329,8 +393,9 @@ impl Sandbox {
             .map_err(|e| format!("preparing the run: {e}"))?;
 
         let started = Instant::now();
-        let spawned = sys::process::spawn(NAMESPACES, cgroups.clone_target(), child_main, &child_plan)
-            .map_err(io("creating the sandboxed process"))?;
+        let spawned =
+            sys::process::spawn(NAMESPACES, cgroups.clone_target(), child_main, &child_plan)
+                .map_err(io("creating the sandboxed process"))?;
         drop((stdout_w, stderr_w, error_w, stdin_child));
         drop(child_plan);
         if let Some((sync_r, sync_w)) = sync {
@@ -344,7 +409,9 @@ impl Sandbox {
             let _ = sys::write(sync_w.as_fd(), b"g");
         }
 
-        let parallelism = limits.cpus.map_or(self.cpus as f64, |m| (m as f64 / 1000.0).min(self.cpus as f64));
+        let parallelism = limits.cpus.map_or(self.cpus as f64, |m| {
+            (m as f64 / 1000.0).min(self.cpus as f64)
+        });
         let abort_fd = abort.and_then(|a| a.inner.wake.as_ref().map(|fd| fd.as_fd()));
         let requested = || abort.is_some_and(AbortHandle::is_aborted);
         let supervised = supervise(
@@ -363,7 +430,8 @@ impl Sandbox {
             events,
             &requested,
         );
-        let status = sys::process::wait_pidfd(spawned.pidfd.as_fd()).map_err(io("waiting for the run"))?;
+        let status =
+            sys::process::wait_pidfd(spawned.pidfd.as_fd()).map_err(io("waiting for the run"))?;
         let ended = supervised.ended.unwrap_or_else(Instant::now);
         let setup_failure = read_setup_failure(&error_r);
 
@@ -389,10 +457,19 @@ impl Sandbox {
         if let Some((stage, errno)) = setup_failure {
             if stage == Stage::Exec as u32 {
                 // Like a shell: 126 for a program that cannot be executed, 127 for one not found.
-                let code = if errno == libc::ENOENT { exit_codes::NOT_FOUND } else { 126 };
-                let mut result = result_base(Status::Failed, usage, supervised.stdout, supervised.stderr);
+                let code = if errno == libc::ENOENT {
+                    exit_codes::NOT_FOUND
+                } else {
+                    126
+                };
+                let mut result =
+                    result_base(Status::Failed, usage, supervised.stdout, supervised.stderr);
                 result.exit_code = Some(code);
-                result.message = Some(format!("cannot execute {}: {}", program_name(spec), sys::errno_text(errno)));
+                result.message = Some(format!(
+                    "cannot execute {}: {}",
+                    program_name(spec),
+                    sys::errno_text(errno)
+                ));
                 return Ok(result);
             }
             crash = Some(format!(
@@ -404,7 +481,9 @@ impl Sandbox {
         if let Err(e) = removal {
             message = Some(format!("cleanup: {e}"));
         }
-        let cpu_over_limit = limits.cpu_time.is_some_and(|l| (cpu_user + cpu_sys) > l.as_micros() as u64);
+        let cpu_over_limit = limits
+            .cpu_time
+            .is_some_and(|l| (cpu_user + cpu_sys) > l.as_micros() as u64);
         let verdict = decide(&Observations {
             crash: crash.clone(),
             first_kill: supervised.first_kill,
@@ -434,7 +513,10 @@ impl Sandbox {
         };
         let mut steps = Vec::new();
         let _ = self.filesystem_steps(&root_path, spec.task_dir.as_deref(), limits, 0, &mut steps);
-        steps.get(stage as usize).map_or_else(|| format!("at step {stage}"), |s| format!("while {}", s.describe()))
+        steps.get(stage as usize).map_or_else(
+            || format!("at step {stage}"),
+            |s| format!("while {}", s.describe()),
+        )
     }
 
     fn filesystem_steps(
@@ -465,12 +547,16 @@ impl Sandbox {
             let etc = plan::under(root, "etc");
             steps.push(Step::Mkdir(etc.clone(), 0o755));
             for (name, contents) in plan::etc_files(uid) {
-                steps.push(Step::File { path: plan::under(&etc, name), contents: contents.into_bytes(), mode: 0o644 });
+                steps.push(Step::File {
+                    path: plan::under(&etc, name),
+                    contents: contents.into_bytes(),
+                    mode: 0o644,
+                });
             }
             plan::place_entries(&etc, &self.host_etc, steps)?;
         } else {
-            let entries =
-                plan::root_entries(root_path, None).map_err(|e| format!("listing {}: {e}", root_path.display()))?;
+            let entries = plan::root_entries(root_path, None)
+                .map_err(|e| format!("listing {}: {e}", root_path.display()))?;
             plan::place_entries(root, &entries, steps)?;
         }
         plan::system_mounts(root, limits.disk.unwrap_or(64 << 20), steps);
@@ -514,9 +600,17 @@ impl Sandbox {
                 }
             }
             let path = plan::cstring(Path::new("/tmp").join(&file.path).as_os_str().as_bytes())?;
-            input_files.push((path, file.contents.clone(), if file.executable { 0o755 } else { 0o644 }));
+            input_files.push((
+                path,
+                file.contents.clone(),
+                if file.executable { 0o755 } else { 0o644 },
+            ));
         }
-        let argv: Vec<CString> = spec.argv.iter().map(|a| plan::cstring(a.as_bytes())).collect::<Result<_, _>>()?;
+        let argv: Vec<CString> = spec
+            .argv
+            .iter()
+            .map(|a| plan::cstring(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
         let envp: Vec<CString> = env
             .iter()
             .map(|(k, v)| {
@@ -575,7 +669,10 @@ fn result_base(status: Status, usage: Usage, stdout: Vec<u8>, stderr: Vec<u8>) -
 }
 
 fn program_name(spec: &RunSpec) -> String {
-    spec.argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+    spec.argv
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn not_found(program: &OsStr) -> RunResult {
@@ -586,7 +683,11 @@ fn not_found(program: &OsStr) -> RunResult {
 }
 
 fn existing_dir(what: &'static str, dir: &Path) -> Result<PathBuf, SpecError> {
-    let err = |problem: String| SpecError::Path { what, path: dir.to_path_buf(), problem };
+    let err = |problem: String| SpecError::Path {
+        what,
+        path: dir.to_path_buf(),
+        problem,
+    };
     let meta = std::fs::metadata(dir).map_err(|e| err(e.to_string()))?;
     if !meta.is_dir() {
         return Err(err("is not a directory".into()));
@@ -642,7 +743,10 @@ fn runner_id(pid: u32) -> Option<String> {
 /// exists (its pid is gone, or now belongs to a process started at another time) was left by a
 /// runner that crashed.
 fn runner_is_gone(name: &str) -> bool {
-    let Some(id) = name.strip_prefix("run-").and_then(|rest| rest.split('-').next()) else {
+    let Some(id) = name
+        .strip_prefix("run-")
+        .and_then(|rest| rest.split('-').next())
+    else {
         return false;
     };
     let Some(pid) = id.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
@@ -659,10 +763,19 @@ mod tests {
     fn stale_group_names() {
         let me = runner_id(std::process::id()).unwrap_or_default();
         assert!(!runner_is_gone("something-else"));
-        assert!(!runner_is_gone(&format!("run-{me}-3")), "this process is alive");
-        assert!(runner_is_gone(&format!("run-{}.1-3", std::process::id())), "same pid, other start");
+        assert!(
+            !runner_is_gone(&format!("run-{me}-3")),
+            "this process is alive"
+        );
+        assert!(
+            runner_is_gone(&format!("run-{}.1-3", std::process::id())),
+            "same pid, other start"
+        );
         assert!(runner_is_gone("run-999999999.5-1"));
-        assert!(runner_is_gone("run-15240-0"), "a name without start time is from a dead runner");
+        assert!(
+            runner_is_gone("run-15240-0"),
+            "a name without start time is from a dead runner"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch,
 };
 
 use crate::sys::child::SeccompProgram;
@@ -85,36 +86,64 @@ fn target_arch() -> Result<TargetArch, PolicyError> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(|e| PolicyError(format!("{e:?}")))
 }
 
-fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<SeccompProgram, PolicyError> {
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), target_arch()?)
-        .map_err(|e| PolicyError(e.to_string()))?;
-    let program: seccompiler::BpfProgram =
-        filter.try_into().map_err(|e: seccompiler::BackendError| PolicyError(e.to_string()))?;
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    errno: i32,
+) -> Result<SeccompProgram, PolicyError> {
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        target_arch()?,
+    )
+    .map_err(|e| PolicyError(e.to_string()))?;
+    let program: seccompiler::BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| PolicyError(e.to_string()))?;
     Ok(SeccompProgram::new(
-        program.into_iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect(),
+        program
+            .into_iter()
+            .map(|i| libc::sock_filter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect(),
     ))
 }
 
 /// The run's filters, to be installed in order: the deny table (`EPERM`), then `clone3` (`ENOSYS`).
 pub fn policy() -> Result<Vec<SeccompProgram>, PolicyError> {
-    let mut denied: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
+    let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
     let clone_rules = NAMESPACE_FLAGS
         .iter()
         .map(|&flag| {
-            let condition =
-                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag as u64), flag as u64)
-                    .map_err(|e| PolicyError(e.to_string()))?;
+            let condition = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag as u64),
+                flag as u64,
+            )
+            .map_err(|e| PolicyError(e.to_string()))?;
             SeccompRule::new(vec![condition]).map_err(|e| PolicyError(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     denied.insert(libc::SYS_clone, clone_rules);
     let clone3: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, Vec::new())].into();
-    Ok(vec![compile(denied, libc::EPERM)?, compile(clone3, libc::ENOSYS)?])
+    Ok(vec![
+        compile(denied, libc::EPERM)?,
+        compile(clone3, libc::ENOSYS)?,
+    ])
 }
 
 /// The names of the denied calls, for `warren sandbox check` and the docs.
 pub fn denied_names() -> impl Iterator<Item = &'static str> {
-    DENIED.iter().map(|&(name, _)| name).chain(["clone with CLONE_NEW*", "clone3 (ENOSYS)"])
+    DENIED
+        .iter()
+        .map(|&(name, _)| name)
+        .chain(["clone with CLONE_NEW*", "clone3 (ENOSYS)"])
 }
 
 #[cfg(test)]

@@ -63,7 +63,11 @@ const MIN_CPU_CHECK: Duration = Duration::from_millis(1);
 const SAMPLE_BUFFER: usize = 10_000;
 
 /// Runs the loop until the tree is gone and every output pipe is drained.
-pub fn supervise(mut s: Supervision<'_>, events: &mut dyn RunEvents, abort_requested: &dyn Fn() -> bool) -> Supervised {
+pub fn supervise(
+    mut s: Supervision<'_>,
+    events: &mut dyn RunEvents,
+    abort_requested: &dyn Fn() -> bool,
+) -> Supervised {
     let mut out = Supervised::default();
     let mut open = [true, true];
     for fd in &s.outputs {
@@ -75,7 +79,8 @@ pub fn supervise(mut s: Supervision<'_>, events: &mut dyn RunEvents, abort_reque
     let output_limit = s.limits.output.unwrap_or(u64::MAX);
     let wall_deadline = s.limits.wall_time.map(|t| s.started + t);
     let cpu_limit_us = s.limits.cpu_time.map(|t| t.as_micros() as u64);
-    let mut next_cpu_check = cpu_limit_us.map(|limit| s.started + cpu_horizon(limit, 0, s.parallelism));
+    let mut next_cpu_check =
+        cpu_limit_us.map(|limit| s.started + cpu_horizon(limit, 0, s.parallelism));
     let mut next_sample = Some(s.started + s.stats_interval);
     let mut exited = false;
     let mut buf = vec![0u8; 64 * 1024];
@@ -94,7 +99,11 @@ pub fn supervise(mut s: Supervision<'_>, events: &mut dyn RunEvents, abort_reque
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(5);
         let mut roles: Vec<Role> = Vec::with_capacity(5);
         let mut watch = |fd: BorrowedFd<'_>, events: i16, role: Role| {
-            fds.push(libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events,
+                revents: 0,
+            });
             roles.push(role);
         };
         if !exited {
@@ -114,12 +123,20 @@ pub fn supervise(mut s: Supervision<'_>, events: &mut dyn RunEvents, abort_reque
             }
         }
         let now = Instant::now();
-        let nearest =
-            if exited { None } else { [wall_deadline, next_cpu_check, next_sample].into_iter().flatten().min() };
+        let nearest = if exited {
+            None
+        } else {
+            [wall_deadline, next_cpu_check, next_sample]
+                .into_iter()
+                .flatten()
+                .min()
+        };
         let timeout = nearest.map(|d| d.saturating_duration_since(now));
         // An abort handle without an eventfd is checked at least every 20 ms.
         let timeout = if s.abort.is_none() && out.first_kill.is_none() && !exited {
-            Some(timeout.map_or(Duration::from_millis(20), |t| t.min(Duration::from_millis(20))))
+            Some(timeout.map_or(Duration::from_millis(20), |t| {
+                t.min(Duration::from_millis(20))
+            }))
         } else {
             timeout
         };
@@ -135,7 +152,11 @@ pub fn supervise(mut s: Supervision<'_>, events: &mut dyn RunEvents, abort_reque
                     out.ended = Some(Instant::now());
                 }
                 Role::Output(i) => {
-                    let stream = if i == 0 { Stream::Stdout } else { Stream::Stderr };
+                    let stream = if i == 0 {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    };
                     match sys::read(s.outputs[i].as_fd(), &mut buf) {
                         Ok(0) => open[i] = false,
                         Ok(n) => {

@@ -37,7 +37,12 @@ impl UidPool {
     /// A pool whose lock files live in `dir`.
     pub fn new(dir: PathBuf, base: u32, count: u32) -> std::io::Result<Arc<UidPool>> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Arc::new(UidPool { dir, base, count: count.max(1), state: Mutex::new(PoolState::default()) }))
+        Ok(Arc::new(UidPool {
+            dir,
+            base,
+            count: count.max(1),
+            state: Mutex::new(PoolState::default()),
+        }))
     }
 
     /// Takes a uid no other run on this host holds.
@@ -50,16 +55,26 @@ impl UidPool {
             if state.in_use.contains(&uid) {
                 continue;
             }
-            let lock =
-                OpenOptions::new().create(true).truncate(false).write(true).open(self.dir.join(uid.to_string()))?;
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.dir.join(uid.to_string()))?;
             if sys::try_lock_exclusive(lock.as_fd())? {
                 state.in_use.insert(uid);
-                return Ok(UidLease { pool: Arc::clone(self), uid, lock });
+                return Ok(UidLease {
+                    pool: Arc::clone(self),
+                    uid,
+                    lock,
+                });
             }
         }
         Err(std::io::Error::new(
             std::io::ErrorKind::WouldBlock,
-            format!("all {} sandbox uids from {} are in use", self.count, self.base),
+            format!(
+                "all {} sandbox uids from {} are in use",
+                self.count, self.base
+            ),
         ))
     }
 }
@@ -79,8 +94,12 @@ mod tests {
     #[test]
     fn leases_are_distinct_and_reused_after_release() {
         let Ok(tmp) = tempfile::tempdir() else { return };
-        let Ok(pool) = UidPool::new(tmp.path().to_path_buf(), 1000, 2) else { panic!("pool") };
-        let (Ok(a), Ok(b)) = (pool.acquire(), pool.acquire()) else { panic!("acquire") };
+        let Ok(pool) = UidPool::new(tmp.path().to_path_buf(), 1000, 2) else {
+            panic!("pool")
+        };
+        let (Ok(a), Ok(b)) = (pool.acquire(), pool.acquire()) else {
+            panic!("acquire")
+        };
         assert_ne!(a.uid, b.uid);
         assert!(pool.acquire().is_err(), "only two uids");
         let freed = a.uid;
@@ -91,12 +110,20 @@ mod tests {
     #[test]
     fn another_process_lock_is_respected() {
         let Ok(tmp) = tempfile::tempdir() else { return };
-        let Ok(first) = UidPool::new(tmp.path().to_path_buf(), 5000, 2) else { panic!("pool") };
-        let Ok(second) = UidPool::new(tmp.path().to_path_buf(), 5000, 2) else { panic!("pool") };
-        let Ok(a) = first.acquire() else { panic!("acquire") };
+        let Ok(first) = UidPool::new(tmp.path().to_path_buf(), 5000, 2) else {
+            panic!("pool")
+        };
+        let Ok(second) = UidPool::new(tmp.path().to_path_buf(), 5000, 2) else {
+            panic!("pool")
+        };
+        let Ok(a) = first.acquire() else {
+            panic!("acquire")
+        };
         // flock locks belong to open file descriptions, so a second pool (as another process
         // would) cannot take the same uid.
-        let Ok(b) = second.acquire() else { panic!("acquire") };
+        let Ok(b) = second.acquire() else {
+            panic!("acquire")
+        };
         assert_ne!(a.uid, b.uid);
     }
 }

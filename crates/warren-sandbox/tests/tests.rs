@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use warren_core::limits::{LimitKind, Limits};
 use warren_core::result::Status;
-use warren_sandbox::{AbortHandle, CollectOutput, InputFile, Root, RunEvents, RunSpec, SpecError, Stream};
+use warren_sandbox::{
+    AbortHandle, CollectOutput, InputFile, Root, RunEvents, RunSpec, SpecError, Stream,
+};
 
 use util::*;
 
@@ -35,17 +37,32 @@ fn exit_codes_and_signals_are_reported() {
     // from itself: TERM does nothing and it exits normally after the sleep.
     assert_eq!(r.status, Status::Success, "{r:?}");
     let r = sh(&sb, "sh -c 'kill -SEGV $$'; exit $?", Limits::default());
-    assert_eq!((r.status, r.exit_code), (Status::Failed, Some(128 + 11)), "{r:?}");
+    assert_eq!(
+        (r.status, r.exit_code),
+        (Status::Failed, Some(128 + 11)),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn pythia_timeout_keeps_output_so_far() {
     let Some(sb) = sandbox() else { return };
-    let r = sh(&sb, "echo Start; sleep 60", Limits { wall_time: ms(1000), ..Default::default() });
+    let r = sh(
+        &sb,
+        "echo Start; sleep 60",
+        Limits {
+            wall_time: ms(1000),
+            ..Default::default()
+        },
+    );
     assert_eq!(r.status, Status::Timeout);
     assert_eq!(r.limit_hit, Some(LimitKind::WallTime));
     assert_eq!(out(&r), "Start\n");
-    assert!(within(1000, 100).contains(&r.usage.wall_ms), "wall {}", r.usage.wall_ms);
+    assert!(
+        within(1000, 100).contains(&r.usage.wall_ms),
+        "wall {}",
+        r.usage.wall_ms
+    );
 }
 
 #[test]
@@ -57,15 +74,32 @@ fn pythia_output_limits() {
         (4, Status::Overflow, "abcd"),
         (3, Status::Overflow, "abc"),
     ] {
-        let r = sh(&sb, "echo -n abcde", Limits { output: Some(limit), ..Default::default() });
-        assert_eq!((r.status, out(&r).as_str()), (status, kept), "output limit {limit}");
+        let r = sh(
+            &sb,
+            "echo -n abcde",
+            Limits {
+                output: Some(limit),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            (r.status, out(&r).as_str()),
+            (status, kept),
+            "output limit {limit}"
+        );
     }
 }
 
 #[test]
 fn pythia_line_reading_loop_echoes_stdin() {
     let Some(sb) = sandbox() else { return };
-    let r = run(&sb, &with_stdin(r#"while read x; do echo "Hello $x!"; done"#, b"me\npythia\n"));
+    let r = run(
+        &sb,
+        &with_stdin(
+            r#"while read x; do echo "Hello $x!"; done"#,
+            b"me\npythia\n",
+        ),
+    );
     assert_eq!(r.status, Status::Success);
     assert_eq!(out(&r), "Hello me!\nHello pythia!\n");
 }
@@ -82,7 +116,14 @@ fn large_stdin_is_fed_completely() {
 fn yes_against_the_output_limit_is_stopped_at_once_with_exactly_the_limit() {
     let Some(sb) = sandbox() else { return };
     let started = Instant::now();
-    let r = sh(&sb, "yes", Limits { output: Some(100_000), ..Default::default() });
+    let r = sh(
+        &sb,
+        "yes",
+        Limits {
+            output: Some(100_000),
+            ..Default::default()
+        },
+    );
     assert!(started.elapsed() < Duration::from_secs(slowdown()));
     assert_eq!(r.status, Status::Overflow);
     assert_eq!(r.stdout.len(), 100_000);
@@ -92,7 +133,14 @@ fn yes_against_the_output_limit_is_stopped_at_once_with_exactly_the_limit() {
 #[test]
 fn overflow_is_immediate_even_when_the_program_sleeps() {
     let Some(sb) = sandbox() else { return };
-    let r = sh(&sb, "echo abcdefghijklmnop; sleep 20", Limits { output: Some(5), ..Default::default() });
+    let r = sh(
+        &sb,
+        "echo abcdefghijklmnop; sleep 20",
+        Limits {
+            output: Some(5),
+            ..Default::default()
+        },
+    );
     assert_eq!((r.status, out(&r).as_str()), (Status::Overflow, "abcde"));
     assert!(r.usage.wall_ms < 2000 * slowdown());
 }
@@ -100,10 +148,23 @@ fn overflow_is_immediate_even_when_the_program_sleeps() {
 #[test]
 fn cpu_spin_against_the_cpu_limit() {
     let Some(sb) = sandbox() else { return };
-    let r = sh(&sb, "while :; do :; done", Limits { cpu_time: ms(300), ..Default::default() });
-    assert_eq!((r.status, r.limit_hit), (Status::Timeout, Some(LimitKind::CpuTime)));
+    let r = sh(
+        &sb,
+        "while :; do :; done",
+        Limits {
+            cpu_time: ms(300),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        (r.status, r.limit_hit),
+        (Status::Timeout, Some(LimitKind::CpuTime))
+    );
     let cpu = r.usage.cpu_user_ms + r.usage.cpu_sys_ms;
-    assert!(within(300, 30).contains(&cpu), "cpu {cpu} ms for a 300 ms limit");
+    assert!(
+        within(300, 30).contains(&cpu),
+        "cpu {cpu} ms for a 300 ms limit"
+    );
 }
 
 #[test]
@@ -112,19 +173,42 @@ fn cpu_limit_counts_every_process_of_the_tree() {
     let r = sh(
         &sb,
         "for i in 1 2 3 4; do (while :; do :; done) & done; wait",
-        Limits { cpu_time: ms(400), ..Default::default() },
+        Limits {
+            cpu_time: ms(400),
+            ..Default::default()
+        },
     );
-    assert_eq!((r.status, r.limit_hit), (Status::Timeout, Some(LimitKind::CpuTime)));
+    assert_eq!(
+        (r.status, r.limit_hit),
+        (Status::Timeout, Some(LimitKind::CpuTime))
+    );
     let cpu = r.usage.cpu_user_ms + r.usage.cpu_sys_ms;
-    assert!(within(400, 50).contains(&cpu), "cpu {cpu} ms for a 400 ms limit");
+    assert!(
+        within(400, 50).contains(&cpu),
+        "cpu {cpu} ms for a 400 ms limit"
+    );
 }
 
 #[test]
 fn cpu_spin_against_the_wall_limit() {
     let Some(sb) = sandbox() else { return };
-    let r = sh(&sb, "while :; do :; done", Limits { wall_time: ms(300), ..Default::default() });
-    assert_eq!((r.status, r.limit_hit), (Status::Timeout, Some(LimitKind::WallTime)));
-    assert!(within(300, 20).contains(&r.usage.wall_ms), "wall {}", r.usage.wall_ms);
+    let r = sh(
+        &sb,
+        "while :; do :; done",
+        Limits {
+            wall_time: ms(300),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        (r.status, r.limit_hit),
+        (Status::Timeout, Some(LimitKind::WallTime))
+    );
+    assert!(
+        within(300, 20).contains(&r.usage.wall_ms),
+        "wall {}",
+        r.usage.wall_ms
+    );
 }
 
 #[test]
@@ -145,16 +229,30 @@ fn memory_hog_is_reported_as_memory_from_the_cgroup() {
     let r = sh(
         &sb,
         "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
-        Limits { memory: Some(32 << 20), ..Default::default() },
+        Limits {
+            memory: Some(32 << 20),
+            ..Default::default()
+        },
     );
-    assert_eq!((r.status, r.limit_hit), (Status::Memory, Some(LimitKind::Memory)), "{r:?}");
+    assert_eq!(
+        (r.status, r.limit_hit),
+        (Status::Memory, Some(LimitKind::Memory)),
+        "{r:?}"
+    );
     assert!(r.usage.peak_memory_bytes <= 32 << 20);
 }
 
 #[test]
 fn full_disk_is_an_error_for_the_writer_only() {
     let Some(sb) = sandbox() else { return };
-    let r = sh(&sb, "cat /dev/zero > /tmp/x; echo Done", Limits { disk: Some(1 << 20), ..Default::default() });
+    let r = sh(
+        &sb,
+        "cat /dev/zero > /tmp/x; echo Done",
+        Limits {
+            disk: Some(1 << 20),
+            ..Default::default()
+        },
+    );
     assert_eq!(r.status, Status::Success);
     assert_eq!(out(&r), "Done\n");
     assert!(String::from_utf8_lossy(&r.stderr).contains("No space left"));
@@ -163,11 +261,24 @@ fn full_disk_is_an_error_for_the_writer_only() {
 #[test]
 fn shell_fork_bomb_is_contained() {
     let Some(sb) = sandbox() else { return };
-    let r = sh(&sb, ":(){ :|:& };:", Limits { pids: Some(64), wall_time: ms(1500), ..Default::default() });
-    assert!(matches!(r.status, Status::Timeout | Status::Success | Status::Failed), "{r:?}");
+    let r = sh(
+        &sb,
+        ":(){ :|:& };:",
+        Limits {
+            pids: Some(64),
+            wall_time: ms(1500),
+            ..Default::default()
+        },
+    );
+    assert!(
+        matches!(r.status, Status::Timeout | Status::Success | Status::Failed),
+        "{r:?}"
+    );
     assert!(r.usage.peak_pids <= 64, "peak pids {}", r.usage.peak_pids);
     // The host still forks.
-    assert!(std::process::Command::new("true").status().is_ok_and(|s| s.success()));
+    assert!(std::process::Command::new("true")
+        .status()
+        .is_ok_and(|s| s.success()));
 }
 
 #[test]
@@ -175,15 +286,27 @@ fn c_fork_bomb_is_contained() {
     let Some(sb) = sandbox() else { return };
     let Ok(dir) = tempfile::tempdir() else { return };
     let source = dir.path().join("bomb.c");
-    std::fs::write(&source, "#include <unistd.h>\nint main(void){ for(;;) fork(); }\n").ok();
-    let compiled = std::process::Command::new("cc").arg("-o").arg(dir.path().join("bomb")).arg(&source).status();
+    std::fs::write(
+        &source,
+        "#include <unistd.h>\nint main(void){ for(;;) fork(); }\n",
+    )
+    .ok();
+    let compiled = std::process::Command::new("cc")
+        .arg("-o")
+        .arg(dir.path().join("bomb"))
+        .arg(&source)
+        .status();
     if !compiled.is_ok_and(|s| s.success()) {
         eprintln!("SKIPPED: no C compiler (cc) to build the fork bomb");
         return;
     }
     let mut spec = RunSpec::command(["/task/bomb"]);
     spec.task_dir = Some(dir.path().to_path_buf());
-    spec.limits = Limits { pids: Some(32), wall_time: ms(1000), ..Default::default() };
+    spec.limits = Limits {
+        pids: Some(32),
+        wall_time: ms(1000),
+        ..Default::default()
+    };
     let r = run(&sb, &spec);
     assert_eq!(r.status, Status::Timeout, "{r:?}");
     assert!(r.usage.peak_pids <= 32);
@@ -197,13 +320,23 @@ fn loopback_is_private_and_host_listeners_unreachable() {
     };
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     listener.set_nonblocking(true).ok();
-    let r =
-        run(&sb, &RunSpec::command(["bash", "-c", &format!("echo hi > /dev/tcp/127.0.0.1/{port} && echo connected")]));
+    let r = run(
+        &sb,
+        &RunSpec::command([
+            "bash",
+            "-c",
+            &format!("echo hi > /dev/tcp/127.0.0.1/{port} && echo connected"),
+        ]),
+    );
     assert_eq!(r.status, Status::Failed, "{r:?}");
     assert!(!out(&r).contains("connected"));
     assert!(listener.accept().is_err(), "the host listener was reached");
     // Its own loopback works: a server and a client inside the run.
-    let r = sh(&sb, "ip -o link show lo 2>/dev/null || cat /proc/net/dev", Limits::default());
+    let r = sh(
+        &sb,
+        "ip -o link show lo 2>/dev/null || cat /proc/net/dev",
+        Limits::default(),
+    );
     assert!(out(&r).contains("lo"));
 }
 
@@ -218,7 +351,11 @@ fn secrets_are_absent_and_root_is_read_only() {
         let r = sh(&sb, &format!("echo x > {target}"), Limits::default());
         assert_eq!(r.status, Status::Failed, "{target} is writable");
     }
-    let r = sh(&sb, "echo x > /tmp/ok && cat /tmp/ok && pwd", Limits::default());
+    let r = sh(
+        &sb,
+        "echo x > /tmp/ok && cat /tmp/ok && pwd",
+        Limits::default(),
+    );
     assert_eq!(out(&r), "x\n/tmp\n");
 }
 
@@ -228,10 +365,23 @@ fn kill_all_inside_reaches_only_the_run() {
     let Ok(mut host) = std::process::Command::new("sleep").arg("30").spawn() else {
         return;
     };
-    let r = sh(&sb, "sleep 5 & kill -9 -1; wait; echo survived", Limits { wall_time: ms(3000), ..Default::default() });
+    let r = sh(
+        &sb,
+        "sleep 5 & kill -9 -1; wait; echo survived",
+        Limits {
+            wall_time: ms(3000),
+            ..Default::default()
+        },
+    );
     assert_eq!(out(&r), "survived\n");
-    assert!(r.usage.wall_ms < 2000 * slowdown(), "the inner sleep was not killed");
-    assert!(host.try_wait().is_ok_and(|s| s.is_none()), "a host process was killed");
+    assert!(
+        r.usage.wall_ms < 2000 * slowdown(),
+        "the inner sleep was not killed"
+    );
+    assert!(
+        host.try_wait().is_ok_and(|s| s.is_none()),
+        "a host process was killed"
+    );
     let _ = host.kill();
     let _ = host.wait();
 }
@@ -242,7 +392,9 @@ fn daemons_that_double_fork_are_gone_at_the_end() {
     let marker = format!("warren-daemon-marker-{}", std::process::id());
     let r = sh(
         &sb,
-        &format!("setsid sh -c 'sleep 1000; : {marker}' > /dev/null 2>&1 < /dev/null & echo started"),
+        &format!(
+            "setsid sh -c 'sleep 1000; : {marker}' > /dev/null 2>&1 < /dev/null & echo started"
+        ),
         Limits::default(),
     );
     assert_eq!(out(&r), "started\n");
@@ -279,7 +431,11 @@ fn identity_is_unprivileged_with_no_capabilities() {
         Limits::default(),
     );
     let text = out(&r);
-    let uid: u32 = text.lines().next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    let uid: u32 = text
+        .lines()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     assert!(uid >= 1000, "uid {uid}");
     for line in [
         "CapEff:\t0000000000000000",
@@ -301,7 +457,11 @@ fn concurrent_runs_do_not_interfere() {
             .map(|i| {
                 let sb = &sb;
                 scope.spawn(move || {
-                    let spec = RunSpec::command(["sh", "-c", &format!("echo {i}; sleep 0.3; id -u; kill -9 -1")]);
+                    let spec = RunSpec::command([
+                        "sh",
+                        "-c",
+                        &format!("echo {i}; sleep 0.3; id -u; kill -9 -1"),
+                    ]);
                     let r = sb.run(&spec, &mut CollectOutput, None).ok();
                     (i, r.map(|r| out(&r)).unwrap_or_default())
                 })
@@ -315,7 +475,10 @@ fn concurrent_runs_do_not_interfere() {
     for (i, text) in results {
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some(i.to_string().as_str()));
-        assert!(uids.insert(lines.next().unwrap_or_default().to_string()), "uid shared");
+        assert!(
+            uids.insert(lines.next().unwrap_or_default().to_string()),
+            "uid shared"
+        );
     }
 }
 
@@ -336,14 +499,35 @@ impl RunEvents for Recorder {
 #[test]
 fn output_is_streamed_while_the_run_goes_on() {
     let Some(sb) = sandbox() else { return };
-    let spec = RunSpec::command(["sh", "-c", "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three"]);
-    let mut rec = Recorder { chunks: Vec::new(), samples: 0 };
+    let spec = RunSpec::command([
+        "sh",
+        "-c",
+        "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three",
+    ]);
+    let mut rec = Recorder {
+        chunks: Vec::new(),
+        samples: 0,
+    };
     let started = Instant::now();
     let r = sb.run(&spec, &mut rec, None).ok();
     assert_eq!(r.map(|r| r.status), Some(Status::Success));
-    let texts: Vec<(Stream, &[u8])> = rec.chunks.iter().map(|(s, d, _)| (*s, d.as_slice())).collect();
-    assert_eq!(texts, [(Stream::Stdout, &b"one\n"[..]), (Stream::Stderr, b"two\n"), (Stream::Stdout, b"three\n")]);
-    assert!(rec.chunks[0].2 - started < Duration::from_millis(200 * slowdown()), "first chunk was not live");
+    let texts: Vec<(Stream, &[u8])> = rec
+        .chunks
+        .iter()
+        .map(|(s, d, _)| (*s, d.as_slice()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (Stream::Stdout, &b"one\n"[..]),
+            (Stream::Stderr, b"two\n"),
+            (Stream::Stdout, b"three\n")
+        ]
+    );
+    assert!(
+        rec.chunks[0].2 - started < Duration::from_millis(200 * slowdown()),
+        "first chunk was not live"
+    );
     assert!(rec.samples >= 3, "{} statistics samples", rec.samples);
 }
 
@@ -375,7 +559,11 @@ fn abort_ends_the_run_at_once_with_output_so_far() {
     assert_eq!(r.as_ref().map(|r| r.status), Some(Status::Abort));
     assert_eq!(r.map(|r| r.stdout), Some(b"Start\n".to_vec()));
     let aborted_at = aborted_at.unwrap_or(ended);
-    assert!(ended - aborted_at < Duration::from_millis(100 * slowdown()), "abort took {:?}", ended - aborted_at);
+    assert!(
+        ended - aborted_at < Duration::from_millis(100 * slowdown()),
+        "abort took {:?}",
+        ended - aborted_at
+    );
     assert_no_leftovers(&sb);
 }
 
@@ -386,10 +574,22 @@ fn input_files_and_task_dir_are_in_place() {
         return;
     };
     std::fs::write(task.path().join("check.sh"), "echo checked").ok();
-    let mut spec = RunSpec::command(["sh", "-c", "cat data/in.txt; ./run.sh; sh /task/check.sh; echo no > /task/x"]);
+    let mut spec = RunSpec::command([
+        "sh",
+        "-c",
+        "cat data/in.txt; ./run.sh; sh /task/check.sh; echo no > /task/x",
+    ]);
     spec.files = vec![
-        InputFile { path: "data/in.txt".into(), contents: b"input\n".to_vec(), executable: false },
-        InputFile { path: "run.sh".into(), contents: b"#!/bin/sh\necho script\n".to_vec(), executable: true },
+        InputFile {
+            path: "data/in.txt".into(),
+            contents: b"input\n".to_vec(),
+            executable: false,
+        },
+        InputFile {
+            path: "run.sh".into(),
+            contents: b"#!/bin/sh\necho script\n".to_vec(),
+            executable: true,
+        },
     ];
     spec.task_dir = Some(task.path().to_path_buf());
     let r = run(&sb, &spec);
@@ -413,7 +613,10 @@ fn a_directory_tree_can_be_the_root() {
     spec.root = Root::Dir(root.path().to_path_buf());
     let r = run(&sb, &spec);
     // /usr is a symlink to the host's /usr, resolved inside the new root: it dangles.
-    assert!(r.status == Status::Success || r.status == Status::Failed, "{r:?}");
+    assert!(
+        r.status == Status::Success || r.status == Status::Failed,
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -423,13 +626,22 @@ fn a_program_that_does_not_exist_fails_like_a_shell() {
     assert_eq!((r.status, r.exit_code), (Status::Failed, Some(127)));
     assert!(r.message.unwrap_or_default().contains("not found"));
     let r = run(&sb, &RunSpec::command(["/etc/passwd"]));
-    assert_eq!((r.status, r.exit_code), (Status::Failed, Some(126)), "{r:?}");
+    assert_eq!(
+        (r.status, r.exit_code),
+        (Status::Failed, Some(126)),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn bad_specs_are_clear_errors() {
     let Some(sb) = sandbox() else { return };
-    let err = |spec: RunSpec| sb.run(&spec, &mut CollectOutput, None).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = |spec: RunSpec| {
+        sb.run(&spec, &mut CollectOutput, None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
     assert_eq!(err(RunSpec::default()), SpecError::EmptyCommand.to_string());
     let mut spec = RunSpec::command(["true"]);
     spec.limits.memory = Some(0);
@@ -441,7 +653,11 @@ fn bad_specs_are_clear_errors() {
     spec.root = Root::Dir("/no/such/root".into());
     assert!(err(spec).contains("/no/such/root"));
     let mut spec = RunSpec::command(["true"]);
-    spec.files = vec![InputFile { path: "../escape".into(), contents: Vec::new(), executable: false }];
+    spec.files = vec![InputFile {
+        path: "../escape".into(),
+        contents: Vec::new(),
+        executable: false,
+    }];
     assert!(err(spec).contains("../escape"));
 }
 
@@ -452,9 +668,13 @@ fn leftovers_of_a_crashed_runner_are_reclaimed() {
     let stale = "run-999999999.1-0";
     let mut made = Vec::new();
     // Wherever the first sandbox made its parent group (v1 hierarchies, the cgroup2 tree).
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return };
-    let mut parents: Vec<std::path::PathBuf> =
-        hierarchies.filter_map(Result::ok).map(|e| e.path().join(&parent)).collect();
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut parents: Vec<std::path::PathBuf> = hierarchies
+        .filter_map(Result::ok)
+        .map(|e| e.path().join(&parent))
+        .collect();
     parents.push(std::path::Path::new("/sys/fs/cgroup").join(&parent));
     for parent_dir in parents.into_iter().filter(|p| p.is_dir()) {
         let dir = parent_dir.join(stale);
@@ -476,7 +696,8 @@ fn sandbox_check_names_the_layout() {
     let text = sb.report().to_string();
     assert!(text.contains("cgroups:"), "{text}");
     let mut buf = String::new();
-    let _ = std::fs::File::open("/proc/self/mountinfo").and_then(|mut f| f.read_to_string(&mut buf));
+    let _ =
+        std::fs::File::open("/proc/self/mountinfo").and_then(|mut f| f.read_to_string(&mut buf));
     if buf.contains(" - cgroup2 ") && buf.contains(" - cgroup ") {
         assert!(text.contains("hybrid"), "{text}");
     }

@@ -10,8 +10,14 @@ use warren_sandbox::{CollectOutput, RunResult, RunSpec, Sandbox, SandboxConfig, 
 /// Each test gets its own parent cgroup, named after the test, so that leftovers can be
 /// checked while other tests run in the same process.
 pub fn sandbox() -> Option<Sandbox> {
-    let test = std::thread::current().name().unwrap_or("main").replace("::", "-");
-    let config = SandboxConfig { cgroup_parent: format!("warren-test-{test}"), ..SandboxConfig::default() };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("main")
+        .replace("::", "-");
+    let config = SandboxConfig {
+        cgroup_parent: format!("warren-test-{test}"),
+        ..SandboxConfig::default()
+    };
     match Sandbox::new(config) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -62,13 +68,20 @@ pub fn assert_no_leftovers(sandbox: &Sandbox) {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
-    let mut dirs: Vec<std::path::PathBuf> = hierarchies.filter_map(Result::ok).map(|e| e.path().join(parent)).collect();
+    let mut dirs: Vec<std::path::PathBuf> = hierarchies
+        .filter_map(Result::ok)
+        .map(|e| e.path().join(parent))
+        .collect();
     dirs.push(Path::new("/sys/fs/cgroup").join(parent));
     for dir in dirs {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.filter_map(Result::ok) {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                assert!(!name.starts_with("run-"), "cgroup {} left behind", entry.path().display());
+                assert!(
+                    !name.starts_with("run-"),
+                    "cgroup {} left behind",
+                    entry.path().display()
+                );
             }
         }
     }
@@ -85,7 +98,11 @@ pub fn host_processes_with(marker: &str) -> Vec<u32> {
         .filter(|pid| *pid != std::process::id())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(marker)
+                })
                 .unwrap_or(false)
         })
         .collect()
@@ -95,7 +112,11 @@ pub fn host_processes_with(marker: &str) -> Vec<u32> {
 /// when the suite runs under software emulation. Only the precision bounds of timing tests
 /// are stretched by it; what they assert stays the same.
 pub fn slowdown() -> u64 {
-    std::env::var("WARREN_TEST_SLOWDOWN").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1)
+    std::env::var("WARREN_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// `base` plus a tolerance stretched by [`slowdown`].

@@ -22,7 +22,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
     match cmd {
         BenchCommand::Sandbox { runs, rate_runs } => {
             let warren = std::env::current_exe().context("finding the warren binary")?;
-            let options = warren_bench::sandbox::Options { runs, warren, rate_runs };
+            let options = warren_bench::sandbox::Options {
+                runs,
+                warren,
+                rate_runs,
+            };
             let report = warren_bench::sandbox::run(&options).map_err(anyhow::Error::msg)?;
             println!("{report}");
             Ok(0)

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod cancel;
 pub mod client_args;
 pub mod limit_args;

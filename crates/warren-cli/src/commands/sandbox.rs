@@ -96,7 +96,8 @@ fn run_one(args: RunArgs) -> anyhow::Result<u8> {
     let limits = args.limits.to_limits()?;
     let stdin = match &args.stdin {
         Some(path) => {
-            let file = std::fs::File::open(path).with_context(|| format!("opening --stdin {}", path.display()))?;
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("opening --stdin {}", path.display()))?;
             Stdin::Fd(OwnedFd::from(file))
         }
         None => match std::io::stdin().as_fd_owned() {
@@ -113,10 +114,16 @@ fn run_one(args: RunArgs) -> anyhow::Result<u8> {
         ..RunSpec::default()
     };
     let sandbox = Sandbox::new(SandboxConfig::default()).context("preparing the sandbox")?;
-    let result =
-        if args.json { sandbox.run(&spec, &mut Quiet, None)? } else { sandbox.run(&spec, &mut Terminal, None)? };
+    let result = if args.json {
+        sandbox.run(&spec, &mut Quiet, None)?
+    } else {
+        sandbox.run(&spec, &mut Terminal, None)?
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result).context("encoding the result")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).context("encoding the result")?
+        );
     } else {
         let explain = match result.status {
             Status::Success => None,

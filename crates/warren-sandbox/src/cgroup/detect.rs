@@ -61,8 +61,10 @@ impl CgroupMounts {
             match fstype {
                 "cgroup2" => {
                     // Prefer the mount at the root itself, then the shortest path.
-                    let better =
-                        mounts.v2.as_ref().is_none_or(|old| mount_point.as_os_str().len() < old.as_os_str().len());
+                    let better = mounts
+                        .v2
+                        .as_ref()
+                        .is_none_or(|old| mount_point.as_os_str().len() < old.as_os_str().len());
                     if better {
                         mounts.v2 = Some(mount_point);
                     }
@@ -70,7 +72,10 @@ impl CgroupMounts {
                 "cgroup" => {
                     for option in super_options.split(',') {
                         if let Some(controller) = Controller::from_name(option) {
-                            mounts.v1.entry(controller).or_insert_with(|| mount_point.clone());
+                            mounts
+                                .v1
+                                .entry(controller)
+                                .or_insert_with(|| mount_point.clone());
                         }
                     }
                 }
@@ -97,8 +102,14 @@ fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let code = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\'
+            && i + 4 <= bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let code =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(code as char);
             i += 4;
         } else {
@@ -138,8 +149,14 @@ mod tests {
         let m = CgroupMounts::parse(HYBRID, root());
         assert_eq!(m.layout(), Layout::Hybrid);
         assert_eq!(m.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
-        assert_eq!(m.v1.get(&Controller::Memory).map(PathBuf::as_path), Some(Path::new("/sys/fs/cgroup/memory")));
-        assert_eq!(m.v1.get(&Controller::Pids).map(PathBuf::as_path), Some(Path::new("/sys/fs/cgroup/pids")));
+        assert_eq!(
+            m.v1.get(&Controller::Memory).map(PathBuf::as_path),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
+        assert_eq!(
+            m.v1.get(&Controller::Pids).map(PathBuf::as_path),
+            Some(Path::new("/sys/fs/cgroup/pids"))
+        );
     }
 
     #[test]
@@ -151,7 +168,10 @@ mod tests {
         assert_eq!(m.v1.get(&Controller::Cpuacct), m.v1.get(&Controller::Cpu));
         assert_eq!(CgroupMounts::parse("", root()).layout(), Layout::None);
         // Mounts elsewhere are not ours to use.
-        assert_eq!(CgroupMounts::parse(V2, Path::new("/elsewhere")).layout(), Layout::None);
+        assert_eq!(
+            CgroupMounts::parse(V2, Path::new("/elsewhere")).layout(),
+            Layout::None
+        );
     }
 
     #[test]

@@ -99,7 +99,10 @@ impl RunCgroups {
                 continue;
             }
             group.attach(pid).map_err(|e| {
-                io::Error::new(e.kind(), format!("moving pid {pid} into {}: {e}", group.path().display()))
+                io::Error::new(
+                    e.kind(),
+                    format!("moving pid {pid} into {}: {e}", group.path().display()),
+                )
             })?;
         }
         Ok(())
@@ -149,8 +152,10 @@ impl RunCgroups {
         let mut first_error = None;
         for group in self.groups.drain(..) {
             if let Err(e) = remove_when_empty(group.as_ref()) {
-                first_error
-                    .get_or_insert(io::Error::new(e.kind(), format!("removing {}: {e}", group.path().display())));
+                first_error.get_or_insert(io::Error::new(
+                    e.kind(),
+                    format!("removing {}: {e}", group.path().display()),
+                ));
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -206,7 +211,10 @@ pub struct CgroupError {
 
 impl CgroupError {
     pub(crate) fn new(what: impl Into<String>, source: io::Error) -> CgroupError {
-        CgroupError { what: what.into(), source }
+        CgroupError {
+            what: what.into(),
+            source,
+        }
     }
 }
 
@@ -215,7 +223,9 @@ impl CgroupHost {
     pub fn new(mounts: &CgroupMounts, parent: &str) -> Result<CgroupHost, CgroupError> {
         let layout = mounts.layout();
         let v2 = match &mounts.v2 {
-            Some(root) if layout != Layout::V1 => Some(v2::Hierarchy::new(root, parent, layout == Layout::V2)?),
+            Some(root) if layout != Layout::V1 => {
+                Some(v2::Hierarchy::new(root, parent, layout == Layout::V2)?)
+            }
             _ => None,
         };
         let mut v1 = Vec::new();
@@ -236,7 +246,11 @@ impl CgroupHost {
 
     /// Which controllers can enforce limits, by name (for `warren sandbox check`).
     pub fn controllers(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.v1.iter().map(|h| format!("{} (v1)", h.controller().name())).collect();
+        let mut names: Vec<String> = self
+            .v1
+            .iter()
+            .map(|h| format!("{} (v1)", h.controller().name()))
+            .collect();
         if let Some(v2) = &self.v2 {
             names.extend(v2.controllers().iter().map(|c| format!("{c} (v2)")));
         }
@@ -246,7 +260,10 @@ impl CgroupHost {
     /// Whether a controller for `resource` ("memory", "pids", "cpu", "io") is available.
     pub fn has_controller(&self, resource: &str) -> bool {
         self.v1.iter().any(|h| h.controller().name() == resource)
-            || self.v2.as_ref().is_some_and(|h| h.controllers().iter().any(|c| c == resource))
+            || self
+                .v2
+                .as_ref()
+                .is_some_and(|h| h.controllers().iter().any(|c| c == resource))
     }
 
     /// Whether runs are tracked in a cgroup2 tree (clone into it, kill through it).
@@ -266,9 +283,9 @@ impl CgroupHost {
             }
         }
         for group in &run.groups {
-            group
-                .set_limits(limits)
-                .map_err(|e| CgroupError::new(format!("setting limits in {}", group.path().display()), e))?;
+            group.set_limits(limits).map_err(|e| {
+                CgroupError::new(format!("setting limits in {}", group.path().display()), e)
+            })?;
         }
         Ok(run)
     }
@@ -277,7 +294,8 @@ impl CgroupHost {
     /// group's name and says whether its runner is gone.
     pub fn reclaim(&self, is_stale: &dyn Fn(&str) -> bool) -> usize {
         let mut reclaimed = 0;
-        let mut hierarchies: Vec<&dyn Reclaim> = self.v1.iter().map(|h| h as &dyn Reclaim).collect();
+        let mut hierarchies: Vec<&dyn Reclaim> =
+            self.v1.iter().map(|h| h as &dyn Reclaim).collect();
         if let Some(v2) = &self.v2 {
             hierarchies.insert(0, v2);
         }
@@ -349,14 +367,20 @@ pub(crate) fn read_keyed(path: &Path, key: &str) -> Option<u64> {
 pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let mut parts = line.split_whitespace();
-        (parts.next() == Some(key)).then(|| parts.next()?.parse().ok()).flatten()
+        (parts.next() == Some(key))
+            .then(|| parts.next()?.parse().ok())
+            .flatten()
     })
 }
 
 /// Writes a control file, naming it in the error.
 pub(crate) fn write_control(path: &Path, value: &str) -> io::Result<()> {
-    std::fs::write(path, value)
-        .map_err(|e| io::Error::new(e.kind(), format!("writing {value:?} to {}: {e}", path.display())))
+    std::fs::write(path, value).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("writing {value:?} to {}: {e}", path.display()),
+        )
+    })
 }
 
 /// Creates a directory; an existing one is fine.
@@ -369,7 +393,10 @@ pub(crate) fn make_dir(path: &Path) -> io::Result<()> {
 
 /// Makes a run's group directory. Another runner removes the shared parent when it shuts down
 /// and finds it empty; when that races with this, `remake_parent` restores it and we try again.
-pub(crate) fn make_run_dir(dir: &Path, remake_parent: &dyn Fn() -> io::Result<()>) -> io::Result<()> {
+pub(crate) fn make_run_dir(
+    dir: &Path,
+    remake_parent: &dyn Fn() -> io::Result<()>,
+) -> io::Result<()> {
     let mut made = make_dir(dir);
     for _ in 0..10 {
         match &made {
@@ -396,6 +423,9 @@ mod tests {
         assert_eq!(keyed_value(text, "user_usec"), Some(1000));
         assert_eq!(keyed_value(text, "usage_usec"), Some(1500));
         assert_eq!(keyed_value(text, "nope"), None);
-        assert_eq!(keyed_value("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"), Some(3));
+        assert_eq!(
+            keyed_value("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"),
+            Some(3)
+        );
     }
 }

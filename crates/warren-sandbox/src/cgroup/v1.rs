@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use warren_core::limits::Limits;
 
 use super::{
-    child_path, list_dirs, make_dir, make_run_dir, read_keyed, read_u64, write_control, CgroupError, Group, Reclaim,
+    child_path, list_dirs, make_dir, make_run_dir, read_keyed, read_u64, write_control,
+    CgroupError, Group, Reclaim,
 };
 
 /// The v1 controllers Warren uses.
@@ -26,7 +27,12 @@ pub enum Controller {
 
 impl Controller {
     /// Controllers Warren makes groups in.
-    pub const WANTED: [Controller; 4] = [Controller::Memory, Controller::Pids, Controller::Cpu, Controller::Cpuacct];
+    pub const WANTED: [Controller; 4] = [
+        Controller::Memory,
+        Controller::Pids,
+        Controller::Cpu,
+        Controller::Cpuacct,
+    ];
 
     /// The kernel's name.
     pub fn name(self) -> &'static str {
@@ -64,10 +70,17 @@ pub struct Hierarchy {
 
 impl Hierarchy {
     /// Makes `mount/parent`.
-    pub fn new(controller: Controller, mount: &Path, parent: &str) -> Result<Hierarchy, CgroupError> {
+    pub fn new(
+        controller: Controller,
+        mount: &Path,
+        parent: &str,
+    ) -> Result<Hierarchy, CgroupError> {
         let dir = child_path(mount, parent);
         make_dir(&dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
-        Ok(Hierarchy { controller, parent: dir })
+        Ok(Hierarchy {
+            controller,
+            parent: dir,
+        })
     }
 
     /// The controller.
@@ -85,7 +98,10 @@ impl Hierarchy {
         let dir = child_path(&self.parent, name);
         make_run_dir(&dir, &|| make_dir(&self.parent))
             .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
-        Ok(V1Group { controller: self.controller, dir })
+        Ok(V1Group {
+            controller: self.controller,
+            dir,
+        })
     }
 }
 
@@ -96,7 +112,12 @@ impl Reclaim for Hierarchy {
 
     fn open(&self, name: &str) -> Option<Box<dyn Group>> {
         let dir = child_path(&self.parent, name);
-        dir.is_dir().then(|| Box::new(V1Group { controller: self.controller, dir }) as Box<dyn Group>)
+        dir.is_dir().then(|| {
+            Box::new(V1Group {
+                controller: self.controller,
+                dir,
+            }) as Box<dyn Group>
+        })
     }
 }
 
@@ -130,7 +151,10 @@ impl Group for V1Group {
             },
             Controller::Cpu => match limits.cpus {
                 Some(milli) => {
-                    write_control(&self.dir.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+                    write_control(
+                        &self.dir.join("cpu.cfs_period_us"),
+                        &CFS_PERIOD_US.to_string(),
+                    )?;
                     let quota = (milli * CFS_PERIOD_US / 1000).max(1000);
                     write_control(&self.dir.join("cpu.cfs_quota_us"), &quota.to_string())
                 }
@@ -145,7 +169,9 @@ impl Group for V1Group {
     }
 
     fn attach(&self, pid: libc::pid_t) -> io::Result<()> {
-        let mut file = OpenOptions::new().write(true).open(self.dir.join("cgroup.procs"))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))?;
         file.write_all(pid.to_string().as_bytes())
     }
 
@@ -158,15 +184,18 @@ impl Group for V1Group {
     }
 
     fn memory_current(&self) -> Option<u64> {
-        (self.controller == Controller::Memory).then(|| read_u64(&self.dir.join("memory.usage_in_bytes")))?
+        (self.controller == Controller::Memory)
+            .then(|| read_u64(&self.dir.join("memory.usage_in_bytes")))?
     }
 
     fn memory_peak(&self) -> Option<u64> {
-        (self.controller == Controller::Memory).then(|| read_u64(&self.dir.join("memory.max_usage_in_bytes")))?
+        (self.controller == Controller::Memory)
+            .then(|| read_u64(&self.dir.join("memory.max_usage_in_bytes")))?
     }
 
     fn oom_kills(&self) -> Option<u64> {
-        (self.controller == Controller::Memory).then(|| read_keyed(&self.dir.join("memory.oom_control"), "oom_kill"))?
+        (self.controller == Controller::Memory)
+            .then(|| read_keyed(&self.dir.join("memory.oom_control"), "oom_kill"))?
     }
 
     fn pids_current(&self) -> Option<u64> {
@@ -181,7 +210,10 @@ impl Group for V1Group {
         // v1 has no cgroup.kill: signal each member. A fork racing this is caught by the
         // caller's own kill of the PID namespace's init, which takes the whole namespace down.
         let procs = std::fs::read_to_string(self.dir.join("cgroup.procs"))?;
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<libc::pid_t>().ok()) {
+        for pid in procs
+            .lines()
+            .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+        {
             // A pid that has exited meanwhile just fails.
             let _ = crate::sys::kill(pid, libc::SIGKILL);
         }
@@ -205,19 +237,36 @@ mod tests {
     fn limits_are_written_to_the_right_files() {
         let tmp = tempfile::tempdir().map_err(|e| e.to_string());
         let Ok(tmp) = tmp else { return };
-        let limits = Limits { memory: Some(64 << 20), pids: Some(10), cpus: Some(500), ..Default::default() };
-        let mem = Hierarchy::new(Controller::Memory, tmp.path(), "warren").and_then(|h| h.create("run-1"));
+        let limits = Limits {
+            memory: Some(64 << 20),
+            pids: Some(10),
+            cpus: Some(500),
+            ..Default::default()
+        };
+        let mem = Hierarchy::new(Controller::Memory, tmp.path(), "warren")
+            .and_then(|h| h.create("run-1"));
         let Ok(mem) = mem else { panic!("create") };
         std::fs::write(mem.dir.join("memory.memsw.limit_in_bytes"), "").ok();
         assert!(mem.set_limits(&limits).is_ok());
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        assert_eq!(read(&mem.dir.join("memory.limit_in_bytes")), (64u64 << 20).to_string());
-        assert_eq!(read(&mem.dir.join("memory.memsw.limit_in_bytes")), (64u64 << 20).to_string());
-        let cpu = Hierarchy::new(Controller::Cpu, tmp.path(), "warren").and_then(|h| h.create("run-1"));
+        assert_eq!(
+            read(&mem.dir.join("memory.limit_in_bytes")),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(&mem.dir.join("memory.memsw.limit_in_bytes")),
+            (64u64 << 20).to_string()
+        );
+        let cpu =
+            Hierarchy::new(Controller::Cpu, tmp.path(), "warren").and_then(|h| h.create("run-1"));
         let Ok(cpu) = cpu else { panic!("create") };
         assert!(cpu.set_limits(&limits).is_ok());
         assert_eq!(read(&cpu.dir.join("cpu.cfs_quota_us")), "50000");
-        std::fs::write(mem.dir.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").ok();
+        std::fs::write(
+            mem.dir.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .ok();
         assert_eq!(mem.oom_kills(), Some(2));
         assert_eq!(cpu.oom_kills(), None);
     }
@@ -226,7 +275,13 @@ mod tests {
     fn only_useful_groups_are_made() {
         let plain = Limits::default();
         assert!(!Controller::Cpu.needed(&plain, true));
-        assert!(Controller::Cpu.needed(&Limits { cpus: Some(100), ..plain.clone() }, true));
+        assert!(Controller::Cpu.needed(
+            &Limits {
+                cpus: Some(100),
+                ..plain.clone()
+            },
+            true
+        ));
         assert!(!Controller::Cpuacct.needed(&plain, true));
         assert!(Controller::Cpuacct.needed(&plain, false));
     }

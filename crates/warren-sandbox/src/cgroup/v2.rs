@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use warren_core::limits::Limits;
 
 use super::{
-    child_path, list_dirs, make_dir, make_run_dir, read_keyed, read_text, read_u64, write_control, CgroupError, Group,
-    Reclaim,
+    child_path, list_dirs, make_dir, make_run_dir, read_keyed, read_text, read_u64, write_control,
+    CgroupError, Group, Reclaim,
 };
 
 /// Controllers Warren enables for its runs when the tree has them.
@@ -23,10 +23,16 @@ fn prepare_parent(root: &Path, dir: &Path, enable: bool) -> Result<Vec<String>, 
     if enable {
         for level in [root, dir] {
             let available = read_text(&level.join("cgroup.controllers")).unwrap_or_default();
-            for controller in WANTED.iter().filter(|c| available.split_whitespace().any(|a| a == **c)) {
+            for controller in WANTED
+                .iter()
+                .filter(|c| available.split_whitespace().any(|a| a == **c))
+            {
                 // A controller can be refused (e.g. a threaded subtree); the limits it would
                 // enforce are then reported as unavailable instead of failing every run.
-                let _ = write_control(&level.join("cgroup.subtree_control"), &format!("+{controller}"));
+                let _ = write_control(
+                    &level.join("cgroup.subtree_control"),
+                    &format!("+{controller}"),
+                );
             }
         }
     }
@@ -48,7 +54,12 @@ impl Hierarchy {
     pub fn new(root: &Path, parent: &str, enable: bool) -> Result<Hierarchy, CgroupError> {
         let dir = child_path(root, parent);
         let controllers = prepare_parent(root, &dir, enable)?;
-        Ok(Hierarchy { root: root.to_path_buf(), parent: dir, enable, controllers })
+        Ok(Hierarchy {
+            root: root.to_path_buf(),
+            parent: dir,
+            enable,
+            controllers,
+        })
     }
 
     /// Controllers runs get.
@@ -64,8 +75,13 @@ impl Hierarchy {
     /// Makes a run's group.
     pub fn create(&self, name: &str) -> Result<V2Group, CgroupError> {
         let dir = child_path(&self.parent, name);
-        let remake = || prepare_parent(&self.root, &self.parent, self.enable).map(|_| ()).map_err(|e| e.source);
-        make_run_dir(&dir, &remake).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+        let remake = || {
+            prepare_parent(&self.root, &self.parent, self.enable)
+                .map(|_| ())
+                .map_err(|e| e.source)
+        };
+        make_run_dir(&dir, &remake)
+            .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
         V2Group::open(dir)
     }
 }
@@ -76,7 +92,9 @@ impl Reclaim for Hierarchy {
     }
 
     fn open(&self, name: &str) -> Option<Box<dyn Group>> {
-        V2Group::open(child_path(&self.parent, name)).ok().map(|g| Box::new(g) as Box<dyn Group>)
+        V2Group::open(child_path(&self.parent, name))
+            .ok()
+            .map(|g| Box::new(g) as Box<dyn Group>)
     }
 }
 
@@ -89,7 +107,8 @@ pub struct V2Group {
 
 impl V2Group {
     fn open(dir: PathBuf) -> Result<V2Group, CgroupError> {
-        let fd = File::open(&dir).map_err(|e| CgroupError::new(format!("opening {}", dir.display()), e))?;
+        let fd = File::open(&dir)
+            .map_err(|e| CgroupError::new(format!("opening {}", dir.display()), e))?;
         Ok(V2Group { dir, fd: fd.into() })
     }
 
@@ -133,13 +152,18 @@ impl Group for V2Group {
     }
 
     fn attach(&self, pid: libc::pid_t) -> io::Result<()> {
-        let mut file = OpenOptions::new().write(true).open(self.file("cgroup.procs"))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(self.file("cgroup.procs"))?;
         file.write_all(pid.to_string().as_bytes())
     }
 
     fn cpu_usec(&self) -> Option<(u64, u64)> {
         let text = std::fs::read_to_string(self.file("cpu.stat")).ok()?;
-        Some((super::keyed_value(&text, "user_usec")?, super::keyed_value(&text, "system_usec")?))
+        Some((
+            super::keyed_value(&text, "user_usec")?,
+            super::keyed_value(&text, "system_usec")?,
+        ))
     }
 
     fn memory_current(&self) -> Option<u64> {
@@ -189,9 +213,15 @@ impl Group for V2Group {
 fn parse_io_stat(text: &str) -> (u64, u64) {
     let mut totals = (0, 0);
     for field in text.split_whitespace() {
-        if let Some(v) = field.strip_prefix("rbytes=").and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(v) = field
+            .strip_prefix("rbytes=")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             totals.0 += v;
-        } else if let Some(v) = field.strip_prefix("wbytes=").and_then(|v| v.parse::<u64>().ok()) {
+        } else if let Some(v) = field
+            .strip_prefix("wbytes=")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             totals.1 += v;
         }
     }
@@ -212,14 +242,29 @@ mod tests {
     #[test]
     fn limits_only_where_the_controller_is() {
         let Ok(tmp) = tempfile::tempdir() else { return };
-        let Ok(h) = Hierarchy::new(tmp.path(), "warren", false) else { panic!("hierarchy") };
-        let Ok(g) = h.create("run-1") else { panic!("group") };
+        let Ok(h) = Hierarchy::new(tmp.path(), "warren", false) else {
+            panic!("hierarchy")
+        };
+        let Ok(g) = h.create("run-1") else {
+            panic!("group")
+        };
         std::fs::write(g.file("pids.max"), "").ok();
-        let limits = Limits { memory: Some(1 << 30), pids: Some(7), ..Default::default() };
+        let limits = Limits {
+            memory: Some(1 << 30),
+            pids: Some(7),
+            ..Default::default()
+        };
         assert!(g.set_limits(&limits).is_ok());
-        assert_eq!(std::fs::read_to_string(g.file("pids.max")).ok().as_deref(), Some("7"));
+        assert_eq!(
+            std::fs::read_to_string(g.file("pids.max")).ok().as_deref(),
+            Some("7")
+        );
         assert!(!g.file("memory.max").exists());
-        std::fs::write(g.file("cpu.stat"), "usage_usec 30\nuser_usec 20\nsystem_usec 10\n").ok();
+        std::fs::write(
+            g.file("cpu.stat"),
+            "usage_usec 30\nuser_usec 20\nsystem_usec 10\n",
+        )
+        .ok();
         assert_eq!(g.cpu_usec(), Some((20, 10)));
     }
 }

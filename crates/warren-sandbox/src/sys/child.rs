@@ -37,7 +37,13 @@ pub fn mount(
 ) -> Res {
     // SAFETY: every pointer is null or a NUL-terminated string borrowed for the call.
     check(unsafe {
-        libc::mount(ptr_or_null(source), target.as_ptr(), ptr_or_null(fstype), flags, ptr_or_null(data).cast())
+        libc::mount(
+            ptr_or_null(source),
+            target.as_ptr(),
+            ptr_or_null(fstype),
+            flags,
+            ptr_or_null(data).cast(),
+        )
     } as libc::c_long)
 }
 
@@ -107,7 +113,13 @@ pub fn mkdir(path: &CStr, mode: libc::mode_t) -> Res {
 /// mknod(2) for a character device.
 pub fn mknod_char(path: &CStr, mode: libc::mode_t, major: u32, minor: u32) -> Res {
     // SAFETY: `path` is NUL-terminated; makedev is pure arithmetic.
-    check(unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | mode, libc::makedev(major, minor)) } as libc::c_long)
+    check(unsafe {
+        libc::mknod(
+            path.as_ptr(),
+            libc::S_IFCHR | mode,
+            libc::makedev(major, minor),
+        )
+    } as libc::c_long)
 }
 
 /// symlink(2).
@@ -131,8 +143,13 @@ pub fn chown(path: &CStr, uid: libc::uid_t, gid: libc::gid_t) -> Res {
 /// Creates (or truncates) a file with `mode` and writes `contents` to it.
 pub fn write_file(path: &CStr, contents: &[u8], mode: libc::mode_t) -> Res {
     // SAFETY: `path` is NUL-terminated.
-    let fd =
-        unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, mode) };
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            mode,
+        )
+    };
     if fd < 0 {
         return Err(errno());
     }
@@ -217,7 +234,10 @@ pub fn dup2(old: RawFd, new: RawFd) -> Res {
 
 /// setrlimit(2) with equal soft and hard limits.
 pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> Res {
-    let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
     // SAFETY: `limit` is a valid rlimit borrowed for the call.
     check(unsafe { libc::setrlimit(resource, &limit) } as libc::c_long)
 }
@@ -261,13 +281,28 @@ pub fn clear_capabilities() -> Res {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    let header = Header { version: VERSION_3, pid: 0 };
-    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: `header` and the two-element `data` array are what capset expects for version 3,
     // both borrowed for the call.
     check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) })?;
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } as libc::c_long)
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } as libc::c_long)
 }
 
 /// Sets `no_new_privs`: exec can never grant privileges again (setuid bits, file capabilities).
@@ -307,7 +342,12 @@ pub fn cloexec_from(first: RawFd) -> Res {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range takes no pointers; with CLOSE_RANGE_CLOEXEC it closes nothing now.
     check(unsafe {
-        libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC)
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
     })
 }
 
@@ -331,8 +371,13 @@ impl SeccompProgram {
         };
         // SAFETY: `prog` points into `self.filters`, which lives across the call; the kernel
         // copies the program before returning.
-        check(unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) }
-            as libc::c_long)
+        check(unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            )
+        } as libc::c_long)
     }
 }
 

@@ -39,7 +39,11 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL only read and set the file status flags of a descriptor we borrow.
     unsafe {
         let flags = check(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) as libc::c_long)?;
-        check(libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags as libc::c_int | libc::O_NONBLOCK) as libc::c_long)?;
+        check(libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFL,
+            flags as libc::c_int | libc::O_NONBLOCK,
+        ) as libc::c_long)?;
     }
     Ok(())
 }
@@ -47,7 +51,8 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// An eventfd used as a cross-thread wake-up (close-on-exec, non-blocking).
 pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes no pointers.
-    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as libc::c_long)?;
+    let fd =
+        check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as libc::c_long)?;
     // SAFETY: eventfd succeeded, so the descriptor is open and ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -63,14 +68,18 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Reads from a descriptor into `buf`, returning the byte count (0 at end of file).
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
-    let n = check(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } as libc::c_long)?;
+    let n = check(
+        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } as libc::c_long,
+    )?;
     Ok(n as usize)
 }
 
 /// Writes `buf` to a descriptor, returning the byte count written.
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
-    let n = check(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) } as libc::c_long)?;
+    let n = check(
+        unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) } as libc::c_long,
+    )?;
     Ok(n as usize)
 }
 
@@ -81,10 +90,19 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> i
         tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
     });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs; `ts_ptr` is null or points to
     // `ts`, which outlives the call; a null signal mask leaves the mask unchanged.
-    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null()) };
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ts_ptr,
+            std::ptr::null(),
+        )
+    };
     match check(n as libc::c_long) {
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
@@ -130,7 +148,10 @@ pub fn available_cpus() -> usize {
 
 /// The highest capability number the kernel knows.
 pub fn last_capability() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
 }
 
 /// The human text of an errno value.

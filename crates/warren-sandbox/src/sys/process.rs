@@ -63,23 +63,42 @@ pub fn spawn<T>(
     // where the kernel writes the new pidfd. Without CLONE_VM the child gets a copy of this
     // address space and continues on a copy of this stack, exactly like fork; it only calls
     // `child`, which never returns.
-    let mut ret =
-        unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let mut ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     let mut in_cgroup = cgroup.is_some();
     if ret < 0 {
         let err = io::Error::last_os_error();
         let errno = err.raw_os_error();
         // clone3 missing (old kernel, or a seccomp policy hiding it), or CLONE_INTO_CGROUP
         // refused: fall back to clone, and let the caller move the child.
-        if errno != Some(libc::ENOSYS) && errno != Some(libc::EINVAL) && errno != Some(libc::EOPNOTSUPP) {
+        if errno != Some(libc::ENOSYS)
+            && errno != Some(libc::EINVAL)
+            && errno != Some(libc::EOPNOTSUPP)
+        {
             return Err(err);
         }
         in_cgroup = false;
-        let flags = namespaces as libc::c_ulong | libc::CLONE_PIDFD as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+        let flags = namespaces as libc::c_ulong
+            | libc::CLONE_PIDFD as libc::c_ulong
+            | libc::SIGCHLD as libc::c_ulong;
         // SAFETY: fork-like clone (no CLONE_VM, null stack so the child continues on a copy of
         // this stack); with CLONE_PIDFD the kernel writes the pidfd to the third argument,
         // `pidfd`, which outlives the call.
-        ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, &mut pidfd as *mut RawFd, 0usize, 0usize) };
+        ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                flags,
+                0usize,
+                &mut pidfd as *mut RawFd,
+                0usize,
+                0usize,
+            )
+        };
     }
     let pid = check(ret)?;
     if pid == 0 {
@@ -87,14 +106,24 @@ pub fn spawn<T>(
     }
     // SAFETY: the kernel has just created this pidfd for us; nothing else owns it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(Spawned { pid: pid as libc::pid_t, pidfd, in_cgroup })
+    Ok(Spawned {
+        pid: pid as libc::pid_t,
+        pidfd,
+        in_cgroup,
+    })
 }
 
 /// Sends a signal through a pidfd (never hits a recycled pid).
 pub fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: a null siginfo is allowed and means "as kill(2) would send it".
     check(unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
     })?;
     Ok(())
 }
@@ -115,8 +144,14 @@ pub fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<WaitStatus> {
         // SAFETY: all-zero is a valid siginfo_t; the kernel fills it on success.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t that outlives the call.
-        let ret =
-            unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::__WALL) };
+        let ret = unsafe {
+            libc::waitid(
+                P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::__WALL,
+            )
+        };
         if ret < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
