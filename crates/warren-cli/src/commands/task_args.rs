@@ -176,6 +176,8 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
+const EXAMPLE_TIME: &str = "2026-11-22T12:00:00Z";
+
 /// An RFC 3339 time, or a delay from `now` (`+10m`, `90s`).
 fn parse_time(flag: &str, text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
     if let Ok(time) = text.parse::<Timestamp>() {
@@ -184,9 +186,9 @@ fn parse_time(flag: &str, text: &str, now: Timestamp) -> anyhow::Result<Timestam
     let delay = text.strip_prefix('+').unwrap_or(text);
     match parse_duration(delay) {
         Ok(delay) => Ok(now.plus_ms(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))),
-        Err(_) => bail!(
-            "{flag} {text}: expected an RFC 3339 time like 2026-11-22T12:00:00Z or a delay like +10m"
-        ),
+        Err(_) => {
+            bail!("{flag} {text}: expected an RFC 3339 time ({EXAMPLE_TIME}) or a delay (+10m)")
+        }
     }
 }
 
