@@ -655,7 +655,7 @@ impl Sandbox {
 }
 
 fn cgroups_cpu(cgroups: &RunCgroups) -> (u64, u64) {
-    cgroups.read().cpu_usec.unwrap_or((0, 0))
+    cgroups.cpu_usec().unwrap_or((0, 0))
 }
 
 fn result_base(status: Status, usage: Usage, stdout: Vec<u8>, stderr: Vec<u8>) -> RunResult {

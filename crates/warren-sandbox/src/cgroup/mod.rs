@@ -118,9 +118,14 @@ impl RunCgroups {
         }
     }
 
+    /// CPU time used so far: (user, system) microseconds, if known.
+    pub fn cpu_usec(&self) -> Option<(u64, u64)> {
+        self.first(|g| g.cpu_usec())
+    }
+
     /// CPU time used so far, in microseconds (user + system), if known.
     pub fn cpu_total_usec(&self) -> Option<u64> {
-        self.first(|g| g.cpu_usec()).map(|(u, s)| u + s)
+        self.cpu_usec().map(|(u, s)| u + s)
     }
 
     /// Peak memory.
@@ -350,7 +355,25 @@ pub(crate) fn list_dirs(dir: &Path) -> Vec<String> {
 
 /// Reads a whole small file as a trimmed string.
 pub(crate) fn read_text(path: &Path) -> io::Result<String> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string())
+    read_small(path).map(|s| s.trim().to_string())
+}
+
+/// Reads a small control file with one open, reads and close: cgroup files report size 0, so
+/// the size probe `read_to_string` makes first would be wasted on every sample.
+pub(crate) fn read_small(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = file.read(&mut buf[len..])?;
+        if n == 0 || len + n == buf.len() {
+            len += n;
+            break;
+        }
+        len += n;
+    }
+    Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
 /// Reads a file holding one number.
@@ -360,7 +383,7 @@ pub(crate) fn read_u64(path: &Path) -> Option<u64> {
 
 /// Reads `key value` lines (cpu.stat, memory.events, memory.oom_control) and returns `key`'s value.
 pub(crate) fn read_keyed(path: &Path, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = read_small(path).ok()?;
     keyed_value(&text, key)
 }
 

@@ -82,7 +82,7 @@ impl Hierarchy {
         };
         make_run_dir(&dir, &remake)
             .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
-        V2Group::open(dir)
+        V2Group::open(dir, &self.controllers)
     }
 }
 
@@ -92,7 +92,7 @@ impl Reclaim for Hierarchy {
     }
 
     fn open(&self, name: &str) -> Option<Box<dyn Group>> {
-        V2Group::open(child_path(&self.parent, name))
+        V2Group::open(child_path(&self.parent, name), &self.controllers)
             .ok()
             .map(|g| Box::new(g) as Box<dyn Group>)
     }
@@ -103,13 +103,28 @@ impl Reclaim for Hierarchy {
 pub struct V2Group {
     dir: PathBuf,
     fd: OwnedFd,
+    /// Which of memory, pids, io are enabled here; files of the others are never read.
+    has: [bool; 3],
 }
 
 impl V2Group {
-    fn open(dir: PathBuf) -> Result<V2Group, CgroupError> {
+    fn open(dir: PathBuf, controllers: &[String]) -> Result<V2Group, CgroupError> {
         let fd = File::open(&dir)
             .map_err(|e| CgroupError::new(format!("opening {}", dir.display()), e))?;
-        Ok(V2Group { dir, fd: fd.into() })
+        let has = ["memory", "pids", "io"].map(|c| controllers.iter().any(|e| e == c));
+        Ok(V2Group {
+            dir,
+            fd: fd.into(),
+            has,
+        })
+    }
+
+    fn read_if(&self, enabled: usize, name: &str) -> Option<u64> {
+        if self.has[enabled] {
+            read_u64(&self.file(name))
+        } else {
+            None
+        }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -159,7 +174,7 @@ impl Group for V2Group {
     }
 
     fn cpu_usec(&self) -> Option<(u64, u64)> {
-        let text = std::fs::read_to_string(self.file("cpu.stat")).ok()?;
+        let text = super::read_small(&self.file("cpu.stat")).ok()?;
         Some((
             super::keyed_value(&text, "user_usec")?,
             super::keyed_value(&text, "system_usec")?,
@@ -167,27 +182,30 @@ impl Group for V2Group {
     }
 
     fn memory_current(&self) -> Option<u64> {
-        read_u64(&self.file("memory.current"))
+        self.read_if(0, "memory.current")
     }
 
     fn memory_peak(&self) -> Option<u64> {
-        read_u64(&self.file("memory.peak"))
+        self.read_if(0, "memory.peak")
     }
 
     fn oom_kills(&self) -> Option<u64> {
-        read_keyed(&self.file("memory.events"), "oom_kill")
+        self.has[0].then(|| read_keyed(&self.file("memory.events"), "oom_kill"))?
     }
 
     fn pids_current(&self) -> Option<u64> {
-        read_u64(&self.file("pids.current"))
+        self.read_if(1, "pids.current")
     }
 
     fn pids_peak(&self) -> Option<u64> {
-        read_u64(&self.file("pids.peak"))
+        self.read_if(1, "pids.peak")
     }
 
     fn io_bytes(&self) -> Option<(u64, u64)> {
-        let text = std::fs::read_to_string(self.file("io.stat")).ok()?;
+        if !self.has[2] {
+            return None;
+        }
+        let text = super::read_small(&self.file("io.stat")).ok()?;
         Some(parse_io_stat(&text))
     }
 
