@@ -1,0 +1,3 @@
+//! Warren coordinator.
+#![forbid(unsafe_code)]
+pub mod store;

@@ -1,0 +1,110 @@
+//! A store in memory, for tests of the queue logic. Same behaviour as SQLite, no durability.
+//! Clones share the same data (as two connections to one database do).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use warren_core::task::{TaskId, TaskState, WorkerView};
+
+use super::{ListQuery, Store, StoreError, TaskRecord, Write};
+
+/// Everything in maps.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    tasks: BTreeMap<TaskId, TaskRecord>,
+    workers: BTreeMap<String, WorkerView>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn apply(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut this = self.lock();
+        let this = &mut *this;
+        for write in writes {
+            match write {
+                Write::Insert(record) => {
+                    this.tasks.insert(record.id, (**record).clone());
+                }
+                Write::Dispatch { id, worker, attempts, started_at } => {
+                    if let Some(t) = this.tasks.get_mut(id) {
+                        t.state = TaskState::InProgress;
+                        t.worker = Some(worker.clone());
+                        t.attempts = *attempts;
+                        t.started_at = Some(*started_at);
+                    }
+                }
+                Write::Requeue { id, queue_order, reason } => {
+                    if let Some(t) = this.tasks.get_mut(id) {
+                        t.state = TaskState::Waiting;
+                        t.worker = None;
+                        t.queue_order = *queue_order;
+                        t.reason = Some(reason.clone());
+                    }
+                }
+                Write::Finish { id, state, worker, result, reason, finished_at } => {
+                    if let Some(t) = this.tasks.get_mut(id) {
+                        t.state = *state;
+                        if worker.is_some() {
+                            t.worker = worker.clone();
+                        }
+                        t.result = result.as_deref().cloned();
+                        t.reason = reason.clone();
+                        t.finished_at = Some(*finished_at);
+                    }
+                }
+                Write::Worker(view) => {
+                    this.workers.insert(view.id.clone(), (**view).clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn active_tasks(&mut self) -> Result<Vec<TaskRecord>, StoreError> {
+        Ok(self.lock().tasks.values().filter(|t| !t.state.is_terminal()).cloned().collect())
+    }
+
+    fn task(&mut self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        Ok(self.lock().tasks.get(&id).cloned())
+    }
+
+    fn list(&mut self, q: &ListQuery) -> Result<Vec<TaskRecord>, StoreError> {
+        let keep = |t: &&TaskRecord| {
+            q.state.is_none_or(|s| t.state == s)
+                && q.owner.as_ref().is_none_or(|o| &t.owner == o)
+                && q.worker.as_ref().is_none_or(|w| t.worker.as_ref() == Some(w))
+                && q.after.is_none_or(|a| if q.ascending { t.id > a } else { t.id < a })
+        };
+        let strip = |t: &TaskRecord| TaskRecord { result: None, ..t.clone() };
+        let limit = q.limit as usize;
+        let this = self.lock();
+        Ok(if q.ascending {
+            this.tasks.values().filter(keep).take(limit).map(strip).collect()
+        } else {
+            this.tasks.values().rev().filter(keep).take(limit).map(strip).collect()
+        })
+    }
+
+    fn max_task_id(&mut self) -> Result<TaskId, StoreError> {
+        Ok(self.lock().tasks.keys().next_back().copied().unwrap_or(0))
+    }
+
+    fn workers(&mut self) -> Result<Vec<WorkerView>, StoreError> {
+        Ok(self.lock().workers.values().cloned().collect())
+    }
+}

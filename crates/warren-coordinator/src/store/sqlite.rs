@@ -1,0 +1,256 @@
+//! The embedded store: one SQLite file in write-ahead-log mode.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use warren_core::task::{TaskId, TaskState, Timestamp, WorkerView};
+
+use super::{ListQuery, Origin, Store, StoreError, TaskRecord, Write};
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is on disk before it returns (`synchronous=FULL`): survives power loss.
+    #[default]
+    Full,
+    /// Commits survive the process being killed at any moment, not the machine losing power
+    /// (`synchronous=NORMAL`).
+    Process,
+}
+
+/// SQLite, WAL mode.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    queue_order INTEGER NOT NULL,
+    worker TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    reason TEXT,
+    result TEXT,
+    origin TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, id);
+CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks(owner, id);
+CREATE INDEX IF NOT EXISTS tasks_by_worker ON tasks(worker, id);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    view TEXT NOT NULL
+);
+";
+
+const COLUMNS: &str = "id, state, spec, owner, priority, queue_order, worker, attempts, created_at, \
+                       started_at, finished_at, reason, origin";
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database at `path`.
+    pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Process => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.unix_ms
+}
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp::from_unix_ms)
+}
+
+fn corrupt(id: i64, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt { what: format!("task {id}"), detail: detail.to_string() }
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt { what: "value to store".into(), detail: e.to_string() }
+}
+
+fn read_task(row: &Row<'_>, with_result: bool) -> Result<TaskRecord, StoreError> {
+    let id: i64 = row.get(0)?;
+    let state: String = row.get(1)?;
+    let spec: String = row.get(2)?;
+    let result: Option<String> = if with_result { row.get(13)? } else { None };
+    Ok(TaskRecord {
+        id: id as TaskId,
+        state: state.parse::<TaskState>().map_err(|e| corrupt(id, e))?,
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt(id, e))?,
+        owner: row.get(3)?,
+        priority: row.get(4)?,
+        queue_order: row.get(5)?,
+        worker: row.get(6)?,
+        attempts: row.get(7)?,
+        created_at: Timestamp::from_unix_ms(row.get(8)?),
+        started_at: ts(row.get(9)?),
+        finished_at: ts(row.get(10)?),
+        reason: row.get(11)?,
+        origin: Origin::parse(&row.get::<_, String>(12)?),
+        result: match result {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(id, e))?),
+            None => None,
+        },
+    })
+}
+
+impl Store for SqliteStore {
+    fn apply(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for write in writes {
+            match write {
+                Write::Insert(t) => {
+                    let spec = serde_json::to_string(&t.spec).map_err(json_err)?;
+                    tx.prepare_cached(
+                        "INSERT INTO tasks (id, state, spec, owner, priority, queue_order, worker, attempts, \
+                         created_at, started_at, finished_at, reason, origin) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    )?
+                    .execute(params![
+                        t.id as i64,
+                        t.state.name(),
+                        spec,
+                        t.owner,
+                        t.priority,
+                        t.queue_order,
+                        t.worker,
+                        t.attempts,
+                        ms(t.created_at),
+                        t.started_at.map(ms),
+                        t.finished_at.map(ms),
+                        t.reason,
+                        t.origin.name(),
+                    ])?;
+                }
+                Write::Dispatch { id, worker, attempts, started_at } => {
+                    tx.prepare_cached(
+                        "UPDATE tasks SET state = 'IN PROGRESS', worker = ?2, attempts = ?3, started_at = ?4 \
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![*id as i64, worker, attempts, ms(*started_at)])?;
+                }
+                Write::Requeue { id, queue_order, reason } => {
+                    tx.prepare_cached(
+                        "UPDATE tasks SET state = 'WAITING', worker = NULL, queue_order = ?2, reason = ?3 \
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![*id as i64, queue_order, reason])?;
+                }
+                Write::Finish { id, state, worker, result, reason, finished_at } => {
+                    let result = match result {
+                        Some(r) => Some(serde_json::to_string(r).map_err(json_err)?),
+                        None => None,
+                    };
+                    tx.prepare_cached(
+                        "UPDATE tasks SET state = ?2, worker = COALESCE(?3, worker), result = ?4, reason = ?5, \
+                         finished_at = ?6 WHERE id = ?1",
+                    )?
+                    .execute(params![*id as i64, state.name(), worker, result, reason, ms(*finished_at)])?;
+                }
+                Write::Worker(view) => {
+                    let text = serde_json::to_string(view).map_err(json_err)?;
+                    tx.prepare_cached(
+                        "INSERT INTO workers (id, view) VALUES (?1, ?2) \
+                         ON CONFLICT(id) DO UPDATE SET view = excluded.view",
+                    )?
+                    .execute(params![view.id, text])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn active_tasks(&mut self) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tasks WHERE state IN ('WAITING', 'IN PROGRESS') ORDER BY id"
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(read_task(row, false)?);
+        }
+        Ok(out)
+    }
+
+    fn task(&mut self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {COLUMNS}, result FROM tasks WHERE id = ?1"))?;
+        let row = stmt
+            .query_row([id as i64], |row| Ok(read_task(row, true)))
+            .optional()?;
+        row.transpose()
+    }
+
+    fn list(&mut self, q: &ListQuery) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(state) = q.state {
+            args.push(state.name().to_string().into());
+            sql += &format!(" AND state = ?{}", args.len());
+        }
+        if let Some(owner) = &q.owner {
+            args.push(owner.clone().into());
+            sql += &format!(" AND owner = ?{}", args.len());
+        }
+        if let Some(worker) = &q.worker {
+            args.push(worker.clone().into());
+            sql += &format!(" AND worker = ?{}", args.len());
+        }
+        if let Some(after) = q.after {
+            args.push((after as i64).into());
+            sql += &format!(" AND id {} ?{}", if q.ascending { ">" } else { "<" }, args.len());
+        }
+        sql += if q.ascending { " ORDER BY id ASC" } else { " ORDER BY id DESC" };
+        args.push(i64::from(q.limit).into());
+        sql += &format!(" LIMIT ?{}", args.len());
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(read_task(row, false)?);
+        }
+        Ok(out)
+    }
+
+    fn max_task_id(&mut self) -> Result<TaskId, StoreError> {
+        let max: Option<i64> = self.conn.query_row("SELECT MAX(id) FROM tasks", [], |r| r.get(0))?;
+        Ok(max.unwrap_or(0) as TaskId)
+    }
+
+    fn workers(&mut self) -> Result<Vec<WorkerView>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, view FROM workers ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let text: String = row.get(1)?;
+            out.push(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                what: format!("worker {id}"),
+                detail: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+}

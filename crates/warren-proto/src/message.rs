@@ -1,0 +1,316 @@
+//! The messages: Pythia's core (`keep-alive`, `register-pool`, `launch`, `done`, `abort`) and
+//! Warren's additions, whose type names begin with a hyphen so a plain Pythia peer ignores them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use warren_core::result::{RunResult, Status};
+use warren_core::stats::StatSample;
+use warren_core::task::{OutputStream, TaskSpec};
+
+/// One protocol message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "message")]
+pub enum Message {
+    /// Sent after an idle interval so the peer knows the connection is alive.
+    #[serde(rename = "keep-alive")]
+    KeepAlive,
+    /// A pool offers `capacity` slots (Pythia).
+    #[serde(rename = "register-pool")]
+    RegisterPool {
+        /// Tasks it runs at once.
+        #[serde(default)]
+        capacity: u32,
+    },
+    /// Run a Pythia task (queue -> pool, or frontend -> queue).
+    #[serde(rename = "launch")]
+    Launch(Launch),
+    /// A Pythia task ended (pool -> queue, or queue -> frontend).
+    #[serde(rename = "done")]
+    Done(Done),
+    /// Abort a task (queue -> pool, or frontend -> queue).
+    #[serde(rename = "abort")]
+    Abort {
+        /// The task.
+        #[serde(default)]
+        id: String,
+    },
+    /// Warren: who a worker is, what it offers, what it still runs (worker -> coordinator,
+    /// before `register-pool`).
+    #[serde(rename = "-register")]
+    Register(Register),
+    /// Warren: run a Warren task (coordinator -> worker).
+    #[serde(rename = "-launch")]
+    RunTask(RunTask),
+    /// Warren: a chunk of a running task's output, binary-safe (worker -> coordinator).
+    #[serde(rename = "-output")]
+    Output(OutputData),
+    /// Warren: a statistics sample of a running task (worker -> coordinator).
+    #[serde(rename = "-stats")]
+    Stats {
+        /// The task.
+        id: String,
+        /// The sample.
+        sample: StatSample,
+    },
+    /// Warren: a task's full result (worker -> coordinator); repeated until acknowledged.
+    #[serde(rename = "-done")]
+    Finished {
+        /// The task.
+        id: String,
+        /// Its result.
+        result: RunResult,
+    },
+    /// Warren: a result is recorded durably; the worker may forget it (coordinator -> worker).
+    #[serde(rename = "-ack")]
+    Ack {
+        /// The task.
+        id: String,
+    },
+    /// Warren: the peer refuses the connection (bad token, bad registration), then closes it.
+    #[serde(rename = "-refused")]
+    Refused {
+        /// Why, for a human.
+        reason: String,
+    },
+}
+
+impl Message {
+    /// The type name on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::KeepAlive => "keep-alive",
+            Message::RegisterPool { .. } => "register-pool",
+            Message::Launch(_) => "launch",
+            Message::Done(_) => "done",
+            Message::Abort { .. } => "abort",
+            Message::Register(_) => "-register",
+            Message::RunTask(_) => "-launch",
+            Message::Output(_) => "-output",
+            Message::Stats { .. } => "-stats",
+            Message::Finished { .. } => "-done",
+            Message::Ack { .. } => "-ack",
+            Message::Refused { .. } => "-refused",
+        }
+    }
+
+    /// Whether `kind` is a message type this crate knows.
+    pub fn is_known(kind: &str) -> bool {
+        matches!(
+            kind,
+            "keep-alive"
+                | "register-pool"
+                | "launch"
+                | "done"
+                | "abort"
+                | "-register"
+                | "-launch"
+                | "-output"
+                | "-stats"
+                | "-done"
+                | "-ack"
+                | "-refused"
+        )
+    }
+}
+
+/// Pythia's `launch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    /// The task id (chosen by whoever launches).
+    #[serde(default)]
+    pub id: String,
+    /// What to run.
+    #[serde(default)]
+    pub task: PythiaTask,
+    /// Standard input.
+    #[serde(default)]
+    pub input: String,
+}
+
+/// Pythia's task: an environment, a task filesystem whose `control` is run, and limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythiaTask {
+    /// The environment (root filesystem) name.
+    #[serde(default)]
+    pub environment: String,
+    /// The task filesystem name.
+    #[serde(default)]
+    pub taskfs: String,
+    /// Its limits.
+    #[serde(default)]
+    pub limits: PythiaLimits,
+}
+
+/// Pythia's limits: time in seconds, memory and disk in megabytes, output in bytes; 0 is unset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythiaLimits {
+    /// Seconds of wall time.
+    #[serde(default)]
+    pub time: u64,
+    /// Megabytes of memory.
+    #[serde(default)]
+    pub memory: u64,
+    /// Megabytes of writable disk.
+    #[serde(default)]
+    pub disk: u64,
+    /// Bytes of output.
+    #[serde(default)]
+    pub output: u64,
+}
+
+/// Pythia's `done`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// The task id.
+    #[serde(default)]
+    pub id: String,
+    /// One of Pythia's statuses (see [`PythiaStatus`]).
+    #[serde(default)]
+    pub status: String,
+    /// The output (stdout and stderr as Pythia captures them).
+    #[serde(default)]
+    pub output: String,
+}
+
+/// Pythia's statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PythiaStatus {
+    /// The task ran to its end.
+    Success,
+    /// It ran out of time.
+    Timeout,
+    /// It wrote more than its output limit.
+    Overflow,
+    /// It was aborted.
+    Abort,
+    /// The sandbox crashed.
+    Crash,
+    /// A temporary failure: may be retried.
+    Error,
+    /// The task is invalid: never retried.
+    Fatal,
+}
+
+impl PythiaStatus {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PythiaStatus::Success => "success",
+            PythiaStatus::Timeout => "timeout",
+            PythiaStatus::Overflow => "overflow",
+            PythiaStatus::Abort => "abort",
+            PythiaStatus::Crash => "crash",
+            PythiaStatus::Error => "error",
+            PythiaStatus::Fatal => "fatal",
+        }
+    }
+
+    /// Parses a wire name; an unknown one is read as `error` (temporary), the safe reading.
+    pub fn parse(name: &str) -> PythiaStatus {
+        match name {
+            "success" => PythiaStatus::Success,
+            "timeout" => PythiaStatus::Timeout,
+            "overflow" => PythiaStatus::Overflow,
+            "abort" => PythiaStatus::Abort,
+            "crash" => PythiaStatus::Crash,
+            "fatal" => PythiaStatus::Fatal,
+            _ => PythiaStatus::Error,
+        }
+    }
+
+    /// How a Warren status reads to a Pythia peer. Pythia has no exit codes: a program that ran
+    /// to its end (whatever its code) is `success`, a signal or an OOM kill is `crash`.
+    pub fn from_status(status: Status) -> PythiaStatus {
+        match status {
+            Status::Success | Status::Failed => PythiaStatus::Success,
+            Status::Timeout => PythiaStatus::Timeout,
+            Status::Overflow => PythiaStatus::Overflow,
+            Status::Abort => PythiaStatus::Abort,
+            Status::Killed | Status::Memory | Status::Crash => PythiaStatus::Crash,
+            Status::Error => PythiaStatus::Error,
+            Status::Fatal => PythiaStatus::Fatal,
+        }
+    }
+
+    /// The Warren status a Pythia status stands for.
+    pub fn to_status(self) -> Status {
+        match self {
+            PythiaStatus::Success => Status::Success,
+            PythiaStatus::Timeout => Status::Timeout,
+            PythiaStatus::Overflow => Status::Overflow,
+            PythiaStatus::Abort => Status::Abort,
+            PythiaStatus::Crash => Status::Crash,
+            PythiaStatus::Error => Status::Error,
+            PythiaStatus::Fatal => Status::Fatal,
+        }
+    }
+}
+
+/// Warren's `-register`: a worker's identity and resources.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// The worker's stable id.
+    pub id: String,
+    /// Tasks it runs at once.
+    pub capacity: u32,
+    /// Memory it offers, bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// CPU it offers, milli-CPUs.
+    #[serde(default)]
+    pub milli_cpus: u64,
+    /// Capabilities (given and detected).
+    #[serde(default)]
+    pub caps: BTreeMap<String, String>,
+    /// Environments it offers.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// The join token, required when the queue port listens beyond loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Tasks it is still running (after a reconnect).
+    #[serde(default)]
+    pub running: Vec<String>,
+    /// Tasks that finished while it was away; their `-done` follows the registration.
+    #[serde(default)]
+    pub finished: Vec<String>,
+    /// Warren version of the worker.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// Warren's `-launch`: a Warren task with its limits already resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTask {
+    /// The task id.
+    pub id: String,
+    /// What to run.
+    pub spec: TaskSpec,
+}
+
+/// Warren's `-output`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputData {
+    /// The task.
+    pub id: String,
+    /// Which stream.
+    pub stream: OutputStream,
+    /// The bytes, base64 on the wire.
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+mod base64_bytes {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use warren_core::bytes;
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&bytes::to_base64(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        bytes::from_base64(&text).map_err(de::Error::custom)
+    }
+}

@@ -1,0 +1,2 @@
+//! Warren worker.
+#![forbid(unsafe_code)]
