@@ -1,4 +1,5 @@
 //! Protocol tests over real sockets on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
