@@ -2,8 +2,10 @@
 //! Warren's additions, whose type names begin with a hyphen so a plain Pythia peer ignores them.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use warren_core::limits::Limits;
 use warren_core::result::{RunResult, Status};
 use warren_core::stats::StatSample;
 use warren_core::task::{OutputStream, TaskSpec};
@@ -142,6 +144,43 @@ pub struct PythiaTask {
     pub limits: PythiaLimits,
 }
 
+impl PythiaTask {
+    /// The Warren task this Pythia task stands for: `/task/control` of the task filesystem, run
+    /// in the environment, with `input` on standard input. Zero limits stay unset.
+    pub fn to_spec(&self, input: &str) -> TaskSpec {
+        let l = self.limits;
+        let nonzero = |v: u64| (v > 0).then_some(v);
+        TaskSpec {
+            stdin: (!input.is_empty()).then(|| input.to_string()),
+            environment: (!self.environment.is_empty()).then(|| self.environment.clone()),
+            taskfs: Some(self.taskfs.clone()),
+            limits: Limits {
+                wall_time: nonzero(l.time).map(Duration::from_secs),
+                memory: nonzero(l.memory).map(|m| m.saturating_mul(1 << 20)),
+                disk: nonzero(l.disk).map(|d| d.saturating_mul(1 << 20)),
+                output: nonzero(l.output),
+                ..Limits::default()
+            },
+            ..TaskSpec::default()
+        }
+    }
+
+    /// The Pythia form of a Warren task (limits rounded up to Pythia's units).
+    pub fn from_spec(spec: &TaskSpec) -> PythiaTask {
+        let l = &spec.limits;
+        PythiaTask {
+            environment: spec.environment.clone().unwrap_or_default(),
+            taskfs: spec.taskfs.clone().unwrap_or_default(),
+            limits: PythiaLimits {
+                time: l.wall_time.map(|d| d.as_millis().div_ceil(1000) as u64).unwrap_or(0),
+                memory: l.memory.map(|m| m.div_ceil(1 << 20)).unwrap_or(0),
+                disk: l.disk.map(|d| d.div_ceil(1 << 20)).unwrap_or(0),
+                output: l.output.unwrap_or(0),
+            },
+        }
+    }
+}
+
 /// Pythia's limits: time in seconds, memory and disk in megabytes, output in bytes; 0 is unset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PythiaLimits {
@@ -171,6 +210,31 @@ pub struct Done {
     /// The output (stdout and stderr as Pythia captures them).
     #[serde(default)]
     pub output: String,
+}
+
+impl Done {
+    /// A Warren result as a Pythia peer reads it: the status mapped, stdout then stderr as the
+    /// output.
+    pub fn from_result(id: String, result: &RunResult) -> Done {
+        let mut output = String::from_utf8_lossy(&result.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&result.stderr));
+        if let (true, Some(message)) = (output.is_empty(), &result.message) {
+            output = message.clone();
+        }
+        Done { id, status: PythiaStatus::from_status(result.status).name().to_string(), output }
+    }
+
+    /// A Pythia `done` as a Warren result.
+    pub fn to_result(&self) -> RunResult {
+        let status = PythiaStatus::parse(&self.status).to_status();
+        let mut result = RunResult::crash(String::new());
+        result.status = status;
+        result.message = None;
+        result.exit_code = (status == Status::Success).then_some(0);
+        result.stdout = self.output.clone().into_bytes();
+        result.usage.output_bytes = result.stdout.len() as u64;
+        result
+    }
 }
 
 /// Pythia's statuses.

@@ -1,0 +1,344 @@
+//! The HTTP API. Handlers only parse, call the [`Service`], and map errors.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | POST | `/v1/tasks` (`?wait=true&timeout=30s`) | 201 + task view (200 + finished view with `wait`) |
+//! | GET | `/v1/tasks` (`?state=&owner=&worker=&after=&order=asc\|desc&limit=`) | `{"tasks": [...], "next": cursor}` |
+//! | GET | `/v1/tasks/{id}` (`?wait=true&timeout=`) | task view |
+//! | GET | `/v1/tasks/{id}/output` | server-sent events: `output` ([`OutputChunk`]), `stats` ([`StatSample`]), then one `end` (task view) |
+//! | POST | `/v1/tasks/{id}/cancel` | task view |
+//! | GET | `/v1/workers` | `{"workers": [...]}` |
+//! | GET | `/healthz`, `/v1/version` | status |
+//!
+//! Errors are JSON `{"error": message, "field": name-or-null}` with a 4xx status naming the field,
+//! or 500 with a generic message (the real one is logged).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Serialize;
+use warren_core::task::{OutputChunk, TaskId, TaskPage, TaskSpec, TaskView};
+use warren_core::units::parse_duration;
+
+use crate::hub::HubEvent;
+use crate::service::{OutputSource, Service, ServiceError};
+use crate::store::ListQuery;
+
+/// What the API's handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The queue.
+    pub service: Arc<Service>,
+    /// Bearer token API clients must present; `None` on loopback-only listeners.
+    pub token: Option<Arc<str>>,
+    /// Largest request body.
+    pub max_body: usize,
+    /// Longest `?wait=true`.
+    pub max_wait: Duration,
+}
+
+/// An API error: status, message, and the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), field: Some(field.into()) }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    field: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: &self.message, field: self.field.as_deref() };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Field(f) => ApiError::bad(f.field.clone(), f.to_string()),
+            ServiceError::NotFound(_) => ApiError { status: StatusCode::NOT_FOUND, message: e.to_string(), field: None },
+            ServiceError::Conflict(_) => ApiError { status: StatusCode::CONFLICT, message: e.to_string(), field: None },
+            ServiceError::QueueFull(_) => {
+                ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string(), field: None }
+            }
+            ServiceError::Store(detail) => {
+                tracing::error!("store error answering a request: {detail}");
+                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: "internal error".into(), field: None }
+            }
+        }
+    }
+}
+
+/// The API's routes over `state`.
+pub fn router(state: ApiState) -> Router {
+    let max_body = state.max_body;
+    let v1 = Router::new()
+        .route("/v1/tasks", post(submit).get(list))
+        .route("/v1/tasks/{id}", get(task))
+        .route("/v1/tasks/{id}/output", get(output))
+        .route("/v1/tasks/{id}/cancel", post(cancel))
+        .route("/v1/workers", get(workers))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/version", get(version))
+        .merge(v1)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented.is_none_or(|p| !constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            return ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                message: "a valid bearer token is required (Authorization: Bearer <token from DATA_DIR/api-token>)"
+                    .into(),
+                field: Some("Authorization".into()),
+            }
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without stopping at the first difference.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found() -> ApiError {
+    ApiError { status: StatusCode::NOT_FOUND, message: "no such endpoint".into(), field: None }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "api": "v1" }))
+}
+
+fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse().map_err(|_| ApiError::bad("id", format!("`{raw}` is not a task id")))
+}
+
+/// Reads `?wait=true&timeout=...`.
+fn wait_param(params: &HashMap<String, String>, max: Duration) -> Result<Option<Duration>, ApiError> {
+    let wait = match params.get("wait").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => return Err(ApiError::bad("wait", format!("`{other}` is not true or false"))),
+    };
+    if !wait {
+        return Ok(None);
+    }
+    let timeout = match params.get("timeout") {
+        Some(t) => parse_duration(t).map_err(|e| ApiError::bad("timeout", e.to_string()))?,
+        None => max,
+    };
+    Ok(Some(timeout.min(max)))
+}
+
+fn parse_spec(body: &[u8]) -> Result<TaskSpec, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let spec: TaskSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path == "." { unknown_field(&inner.to_string()).unwrap_or_else(|| "body".into()) } else { path };
+        ApiError::bad(field.clone(), format!("`{field}`: {inner}"))
+    })?;
+    de.end().map_err(|e| ApiError::bad("body", format!("trailing data after the task: {e}")))?;
+    Ok(spec)
+}
+
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError { status, message: format!("the body is larger than {} bytes", state.max_body), field: Some("body".into()) }
+        } else {
+            ApiError { status, message: e.body_text(), field: Some("body".into()) }
+        }
+    })?;
+    let wait = wait_param(&params, state.max_wait)?;
+    let spec = parse_spec(&body)?;
+    let view = state.service.submit(spec, "local".into()).await?;
+    match wait {
+        Some(timeout) => {
+            let view = state.service.wait(view.id, timeout).await?;
+            Ok((StatusCode::OK, Json(view)).into_response())
+        }
+        None => Ok((StatusCode::CREATED, Json(view)).into_response()),
+    }
+}
+
+async fn task(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<TaskView>, ApiError> {
+    let id = task_id(&id)?;
+    let view = match wait_param(&params, state.max_wait)? {
+        Some(timeout) => state.service.wait(id, timeout).await?,
+        None => state.service.task(id).await?,
+    };
+    Ok(Json(view))
+}
+
+async fn cancel(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
+    Ok(Json(state.service.cancel(task_id(&id)?).await?))
+}
+
+async fn workers(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "workers": state.service.workers() }))
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<TaskPage>, ApiError> {
+    const KNOWN: [&str; 6] = ["state", "owner", "worker", "after", "order", "limit"];
+    if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::bad(unknown.clone(), format!("unknown filter `{unknown}` (known: {})", KNOWN.join(", "))));
+    }
+    let mut query = ListQuery { limit: 100, ..ListQuery::default() };
+    if let Some(s) = params.get("state") {
+        query.state = Some(s.parse().map_err(|e: warren_core::task::FieldError| ApiError::bad("state", e.to_string()))?);
+    }
+    query.owner = params.get("owner").cloned();
+    query.worker = params.get("worker").cloned();
+    if let Some(a) = params.get("after") {
+        query.after = Some(a.parse().map_err(|_| ApiError::bad("after", format!("`{a}` is not a cursor")))?);
+    }
+    query.ascending = match params.get("order").map(String::as_str) {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(o) => return Err(ApiError::bad("order", format!("`{o}` is not asc or desc"))),
+    };
+    if let Some(l) = params.get("limit") {
+        query.limit = l
+            .parse()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::bad("limit", format!("`{l}` is not a number in 1..1000")))?;
+    }
+    let limit = query.limit as usize;
+    let tasks = state.service.list(query).await?;
+    let next = (tasks.len() == limit).then(|| tasks.last().map(|t| t.id.to_string())).flatten();
+    Ok(Json(TaskPage { tasks, next }))
+}
+
+fn output_event(event: &HubEvent) -> Event {
+    match event {
+        HubEvent::Output(stream, data) => {
+            let chunk = OutputChunk::new(*stream, data);
+            Event::default().event("output").data(serde_json::to_string(&chunk).unwrap_or_default())
+        }
+        HubEvent::Stats(sample) => {
+            Event::default().event("stats").data(serde_json::to_string(sample).unwrap_or_default())
+        }
+    }
+}
+
+fn end_event(view: &TaskView) -> Event {
+    Event::default().event("end").data(serde_json::to_string(view).unwrap_or_default())
+}
+
+async fn output(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = task_id(&id)?;
+    let source = state.service.output(id).await?;
+    enum Cursor {
+        Live { hub: Arc<crate::hub::Hub>, rx: tokio::sync::watch::Receiver<u64>, next: usize },
+        Replay(Vec<Event>),
+        Done,
+    }
+    let start = match source {
+        OutputSource::Live(hub) => {
+            let rx = hub.subscribe();
+            Cursor::Live { hub, rx, next: 0 }
+        }
+        OutputSource::Finished(view) => {
+            let mut events = Vec::new();
+            if let Some(result) = &view.result {
+                use warren_core::task::OutputStream;
+                for (stream, data) in [(OutputStream::Stdout, &result.stdout), (OutputStream::Stderr, &result.stderr)] {
+                    if !data.is_empty() {
+                        events.push(output_event(&HubEvent::Output(stream, data.as_slice().into())));
+                    }
+                }
+            }
+            events.push(end_event(&view));
+            events.reverse();
+            Cursor::Replay(events)
+        }
+    };
+    let events = stream::unfold(start, |cursor| async move {
+        match cursor {
+            Cursor::Done => None,
+            Cursor::Replay(mut events) => {
+                let event = events.pop()?;
+                Some((vec![event], Cursor::Replay(events)))
+            }
+            Cursor::Live { hub, mut rx, next } => loop {
+                rx.borrow_and_update();
+                let (new, end) = hub.since(next);
+                if !new.is_empty() {
+                    let next = next + new.len();
+                    let batch = new.iter().map(output_event).collect();
+                    return Some((batch, Cursor::Live { hub, rx, next }));
+                }
+                if let Some(view) = end {
+                    return Some((vec![end_event(&view)], Cursor::Done));
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            },
+        }
+    })
+    .flat_map(|batch| stream::iter(batch.into_iter().map(Ok)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
