@@ -39,6 +39,12 @@ enum Command {
     Tasks(commands::tasks::TasksArgs),
     /// List the workers the coordinator knows.
     Workers(commands::workers::WorkersArgs),
+    /// Start the coordinator: the durable queue, the HTTP API and the queue port.
+    Server(commands::server::ServerArgs),
+    /// Start a worker: connect to a coordinator and run its tasks in the sandbox.
+    Worker(commands::worker::WorkerArgs),
+    /// Start everything on this machine: the coordinator and one local worker, in one process.
+    Up(commands::up::UpArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +59,9 @@ fn main() -> ExitCode {
         Command::Cancel(args) => commands::cancel::run(args),
         Command::Tasks(args) => commands::tasks::run(args),
         Command::Workers(args) => commands::workers::run(args),
+        Command::Server(args) => commands::server::run(args),
+        Command::Worker(args) => commands::worker::run(args),
+        Command::Up(args) => commands::up::run(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

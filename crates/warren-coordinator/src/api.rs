@@ -59,7 +59,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), field: Some(field.into()) }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
 }
 
@@ -71,7 +75,10 @@ struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: &self.message, field: self.field.as_deref() };
+        let body = ErrorBody {
+            error: &self.message,
+            field: self.field.as_deref(),
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -80,14 +87,28 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Field(f) => ApiError::bad(f.field.clone(), f.to_string()),
-            ServiceError::NotFound(_) => ApiError { status: StatusCode::NOT_FOUND, message: e.to_string(), field: None },
-            ServiceError::Conflict(_) => ApiError { status: StatusCode::CONFLICT, message: e.to_string(), field: None },
-            ServiceError::QueueFull(_) => {
-                ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string(), field: None }
-            }
+            ServiceError::NotFound(_) => ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: e.to_string(),
+                field: None,
+            },
+            ServiceError::Conflict(_) => ApiError {
+                status: StatusCode::CONFLICT,
+                message: e.to_string(),
+                field: None,
+            },
+            ServiceError::QueueFull(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+                field: None,
+            },
             ServiceError::Store(detail) => {
                 tracing::error!("store error answering a request: {detail}");
-                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: "internal error".into(), field: None }
+                ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message: "internal error".into(),
+                    field: None,
+                }
             }
         }
     }
@@ -138,7 +159,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn not_found() -> ApiError {
-    ApiError { status: StatusCode::NOT_FOUND, message: "no such endpoint".into(), field: None }
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no such endpoint".into(),
+        field: None,
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -150,15 +175,24 @@ async fn version() -> Json<serde_json::Value> {
 }
 
 fn task_id(raw: &str) -> Result<TaskId, ApiError> {
-    raw.parse().map_err(|_| ApiError::bad("id", format!("`{raw}` is not a task id")))
+    raw.parse()
+        .map_err(|_| ApiError::bad("id", format!("`{raw}` is not a task id")))
 }
 
 /// Reads `?wait=true&timeout=...`.
-fn wait_param(params: &HashMap<String, String>, max: Duration) -> Result<Option<Duration>, ApiError> {
+fn wait_param(
+    params: &HashMap<String, String>,
+    max: Duration,
+) -> Result<Option<Duration>, ApiError> {
     let wait = match params.get("wait").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
-        Some(other) => return Err(ApiError::bad("wait", format!("`{other}` is not true or false"))),
+        Some(other) => {
+            return Err(ApiError::bad(
+                "wait",
+                format!("`{other}` is not true or false"),
+            ))
+        }
     };
     if !wait {
         return Ok(None);
@@ -175,10 +209,15 @@ fn parse_spec(body: &[u8]) -> Result<TaskSpec, ApiError> {
     let spec: TaskSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." { unknown_field(&inner.to_string()).unwrap_or_else(|| "body".into()) } else { path };
+        let field = if path == "." {
+            unknown_field(&inner.to_string()).unwrap_or_else(|| "body".into())
+        } else {
+            path
+        };
         ApiError::bad(field.clone(), format!("`{field}`: {inner}"))
     })?;
-    de.end().map_err(|e| ApiError::bad("body", format!("trailing data after the task: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::bad("body", format!("trailing data after the task: {e}")))?;
     Ok(spec)
 }
 
@@ -195,9 +234,17 @@ async fn submit(
     let body = body.map_err(|e| {
         let status = e.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError { status, message: format!("the body is larger than {} bytes", state.max_body), field: Some("body".into()) }
+            ApiError {
+                status,
+                message: format!("the body is larger than {} bytes", state.max_body),
+                field: Some("body".into()),
+            }
         } else {
-            ApiError { status, message: e.body_text(), field: Some("body".into()) }
+            ApiError {
+                status,
+                message: e.body_text(),
+                field: Some("body".into()),
+            }
         }
     })?;
     let wait = wait_param(&params, state.max_wait)?;
@@ -225,7 +272,10 @@ async fn task(
     Ok(Json(view))
 }
 
-async fn cancel(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
+async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
     Ok(Json(state.service.cancel(task_id(&id)?).await?))
 }
 
@@ -239,16 +289,28 @@ async fn list(
 ) -> Result<Json<TaskPage>, ApiError> {
     const KNOWN: [&str; 6] = ["state", "owner", "worker", "after", "order", "limit"];
     if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ApiError::bad(unknown.clone(), format!("unknown filter `{unknown}` (known: {})", KNOWN.join(", "))));
+        return Err(ApiError::bad(
+            unknown.clone(),
+            format!("unknown filter `{unknown}` (known: {})", KNOWN.join(", ")),
+        ));
     }
-    let mut query = ListQuery { limit: 100, ..ListQuery::default() };
+    let mut query = ListQuery {
+        limit: 100,
+        ..ListQuery::default()
+    };
     if let Some(s) = params.get("state") {
-        query.state = Some(s.parse().map_err(|e: warren_core::task::FieldError| ApiError::bad("state", e.to_string()))?);
+        query.state =
+            Some(s.parse().map_err(|e: warren_core::task::FieldError| {
+                ApiError::bad("state", e.to_string())
+            })?);
     }
     query.owner = params.get("owner").cloned();
     query.worker = params.get("worker").cloned();
     if let Some(a) = params.get("after") {
-        query.after = Some(a.parse().map_err(|_| ApiError::bad("after", format!("`{a}` is not a cursor")))?);
+        query.after = Some(
+            a.parse()
+                .map_err(|_| ApiError::bad("after", format!("`{a}` is not a cursor")))?,
+        );
     }
     query.ascending = match params.get("order").map(String::as_str) {
         None | Some("desc") => false,
@@ -264,7 +326,9 @@ async fn list(
     }
     let limit = query.limit as usize;
     let tasks = state.service.list(query).await?;
-    let next = (tasks.len() == limit).then(|| tasks.last().map(|t| t.id.to_string())).flatten();
+    let next = (tasks.len() == limit)
+        .then(|| tasks.last().map(|t| t.id.to_string()))
+        .flatten();
     Ok(Json(TaskPage { tasks, next }))
 }
 
@@ -272,16 +336,20 @@ fn output_event(event: &HubEvent) -> Event {
     match event {
         HubEvent::Output(stream, data) => {
             let chunk = OutputChunk::new(*stream, data);
-            Event::default().event("output").data(serde_json::to_string(&chunk).unwrap_or_default())
+            Event::default()
+                .event("output")
+                .data(serde_json::to_string(&chunk).unwrap_or_default())
         }
-        HubEvent::Stats(sample) => {
-            Event::default().event("stats").data(serde_json::to_string(sample).unwrap_or_default())
-        }
+        HubEvent::Stats(sample) => Event::default()
+            .event("stats")
+            .data(serde_json::to_string(sample).unwrap_or_default()),
     }
 }
 
 fn end_event(view: &TaskView) -> Event {
-    Event::default().event("end").data(serde_json::to_string(view).unwrap_or_default())
+    Event::default()
+        .event("end")
+        .data(serde_json::to_string(view).unwrap_or_default())
 }
 
 async fn output(
@@ -291,7 +359,11 @@ async fn output(
     let id = task_id(&id)?;
     let source = state.service.output(id).await?;
     enum Cursor {
-        Live { hub: Arc<crate::hub::Hub>, rx: tokio::sync::watch::Receiver<u64>, next: usize },
+        Live {
+            hub: Arc<crate::hub::Hub>,
+            rx: tokio::sync::watch::Receiver<u64>,
+            next: usize,
+        },
         Replay(Vec<Event>),
         Done,
     }
@@ -304,9 +376,15 @@ async fn output(
             let mut events = Vec::new();
             if let Some(result) = &view.result {
                 use warren_core::task::OutputStream;
-                for (stream, data) in [(OutputStream::Stdout, &result.stdout), (OutputStream::Stderr, &result.stderr)] {
+                for (stream, data) in [
+                    (OutputStream::Stdout, &result.stdout),
+                    (OutputStream::Stderr, &result.stderr),
+                ] {
                     if !data.is_empty() {
-                        events.push(output_event(&HubEvent::Output(stream, data.as_slice().into())));
+                        events.push(output_event(&HubEvent::Output(
+                            stream,
+                            data.as_slice().into(),
+                        )));
                     }
                 }
             }

@@ -31,7 +31,10 @@ struct Inner {
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { inner: Mutex::new(Inner::default()), version: watch::Sender::new(0) }
+        Hub {
+            inner: Mutex::new(Inner::default()),
+            version: watch::Sender::new(0),
+        }
     }
 }
 
@@ -75,7 +78,11 @@ impl Hub {
     /// Events from index `from` on, and the end when reached.
     pub fn since(&self, from: usize) -> (Vec<HubEvent>, Option<TaskView>) {
         let inner = self.lock();
-        let events = inner.events.get(from..).map(<[HubEvent]>::to_vec).unwrap_or_default();
+        let events = inner
+            .events
+            .get(from..)
+            .map(<[HubEvent]>::to_vec)
+            .unwrap_or_default();
         (events, inner.end.as_deref().cloned())
     }
 

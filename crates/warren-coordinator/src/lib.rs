@@ -135,13 +135,20 @@ impl Coordinator {
             dir: dir.clone(),
             source: ServiceError::Store(e.to_string()),
         })?;
-        let store_err = |source| StartError::Store { dir: dir.clone(), source };
-        let (writer_store, reader_store): (Box<dyn store::Store>, Box<dyn store::Store>) = if config.in_memory {
+        let store_err = |source| StartError::Store {
+            dir: dir.clone(),
+            source,
+        };
+        let (writer_store, reader_store): (Box<dyn store::Store>, Box<dyn store::Store>) = if config
+            .in_memory
+        {
             let memory = store::MemoryStore::new();
             (Box::new(memory.clone()), Box::new(memory))
         } else {
             let path = config.data_dir.join("warren.db");
-            let open = || store::SqliteStore::open(&path, config.durability).map_err(|e| store_err(e.into()));
+            let open = || {
+                store::SqliteStore::open(&path, config.durability).map_err(|e| store_err(e.into()))
+            };
             (Box::new(open()?), Box::new(open()?))
         };
         let join_token = auth::load_or_create(&config.data_dir.join("join-token"))?;
@@ -152,12 +159,26 @@ impl Coordinator {
             }
         }
         let bind = |what, addr| async move {
-            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
         };
         let http_listener = bind("the HTTP API", config.http).await?;
         let queue_listener = bind("the queue port", config.queue).await?;
-        let http_addr = http_listener.local_addr().map_err(|source| StartError::Bind { what: "the HTTP API", addr: config.http, source })?;
-        let queue_addr = queue_listener.local_addr().map_err(|source| StartError::Bind { what: "the queue port", addr: config.queue, source })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "the HTTP API",
+                addr: config.http,
+                source,
+            })?;
+        let queue_addr = queue_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "the queue port",
+                addr: config.queue,
+                source,
+            })?;
 
         let (service, _writer_thread) = Service::open(
             writer_store,
@@ -166,14 +187,19 @@ impl Coordinator {
             config.queue_config.clone(),
         )
         .map_err(store_err)?;
-        let token_for = |addr: SocketAddr, token: &str| (!addr.ip().is_loopback()).then(|| Arc::<str>::from(token));
+        let token_for = |addr: SocketAddr, token: &str| {
+            (!addr.ip().is_loopback()).then(|| Arc::<str>::from(token))
+        };
         let api_state = api::ApiState {
             service: Arc::clone(&service),
             token: token_for(http_addr, &api_token),
             max_body: config.max_body,
             max_wait: config.max_wait,
         };
-        let port = queue::QueuePort { keepalive: config.keepalive, token: token_for(queue_addr, &join_token) };
+        let port = queue::QueuePort {
+            keepalive: config.keepalive,
+            token: token_for(queue_addr, &join_token),
+        };
         let mut tasks = Vec::new();
         let router = api::router(api_state);
         tasks.push(tokio::spawn(async move {
@@ -181,7 +207,11 @@ impl Coordinator {
                 tracing::error!("HTTP API stopped: {e}");
             }
         }));
-        tasks.push(tokio::spawn(queue::serve(queue_listener, Arc::clone(&service), port)));
+        tasks.push(tokio::spawn(queue::serve(
+            queue_listener,
+            Arc::clone(&service),
+            port,
+        )));
         tasks.push(tokio::spawn(Arc::clone(&service).run_timers()));
         let grace = config.queue_config.orphan_grace;
         let orphans = Arc::clone(&service);
@@ -189,7 +219,14 @@ impl Coordinator {
             tokio::time::sleep(grace).await;
             orphans.expire_orphans();
         }));
-        Ok(Coordinator { http_addr, queue_addr, service, join_token, api_token, tasks })
+        Ok(Coordinator {
+            http_addr,
+            queue_addr,
+            service,
+            join_token,
+            api_token,
+            tasks,
+        })
     }
 
     /// Serves until the process ends.

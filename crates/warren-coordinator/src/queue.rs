@@ -40,8 +40,12 @@ pub async fn serve(listener: TcpListener, service: Arc<Service>, port: QueuePort
 }
 
 enum Role {
-    Undecided { register: Option<warren_proto::Register> },
-    Worker { id: String },
+    Undecided {
+        register: Option<warren_proto::Register>,
+    },
+    Worker {
+        id: String,
+    },
     Frontend,
 }
 
@@ -70,7 +74,9 @@ async fn handle(stream: TcpStream, addr: SocketAddr, service: Arc<Service>, port
                 // Only an undecided connection is refused.
                 role = Role::Undecided { register: None };
                 tracing::warn!(%addr, "refusing queue connection: {reason}");
-                tx.send(Message::Refused { reason: reason.clone() });
+                tx.send(Message::Refused {
+                    reason: reason.clone(),
+                });
                 break reason;
             }
         };
@@ -95,7 +101,10 @@ fn step(
         Role::Undecided { register } => match message {
             Message::Register(reg) => {
                 if let Some(token) = &port.token {
-                    let ok = reg.token.as_deref().is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+                    let ok = reg
+                        .token
+                        .as_deref()
+                        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
                     if !ok {
                         return Err("invalid or missing join token (give the worker --token-file or WARREN_TOKEN)".into());
                     }
@@ -103,7 +112,9 @@ fn step(
                 if reg.id.is_empty() || reg.id.len() > 128 || reg.id.starts_with("pool-") {
                     return Err(format!("`{}` is not a worker id", reg.id));
                 }
-                Ok(Role::Undecided { register: Some(reg) })
+                Ok(Role::Undecided {
+                    register: Some(reg),
+                })
             }
             Message::RegisterPool { capacity } => {
                 let hello = match register {
@@ -140,7 +151,9 @@ fn step(
             match message {
                 Message::Launch(launch) => service.frontend_launch(conn_id, launch),
                 Message::Abort { id } => service.frontend_abort(conn_id, &id),
-                other => tracing::debug!(%addr, kind = other.kind(), "ignoring message from a frontend"),
+                other => {
+                    tracing::debug!(%addr, kind = other.kind(), "ignoring message from a frontend")
+                }
             }
             Ok(Role::Frontend)
         }

@@ -15,10 +15,12 @@ use warren_core::result::{RunResult, Status};
 use warren_core::schedule::{self, Candidate, Slot};
 use warren_core::stats::StatSample;
 use warren_core::task::{
-    transition, FieldError, TaskEvent, TaskId, TaskSpec, TaskState, TaskView, Timestamp, Transition,
-    WorkerState, WorkerView,
+    transition, FieldError, TaskEvent, TaskId, TaskSpec, TaskState, TaskView, Timestamp,
+    Transition, WorkerState, WorkerView,
 };
-use warren_proto::{Done, Launch, Message, MessageSender, PythiaStatus, PythiaTask, Register, RunTask};
+use warren_proto::{
+    Done, Launch, Message, MessageSender, PythiaStatus, PythiaTask, Register, RunTask,
+};
 
 use crate::clock::Clock;
 use crate::hub::{Hub, HubEvent};
@@ -136,7 +138,9 @@ pub struct Service {
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Service")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -183,7 +187,12 @@ fn parse_id(id: &str) -> Option<TaskId> {
 }
 
 /// A Warren result (or its absence) as a Pythia frontend reads it.
-pub fn pythia_done(id: String, result: Option<&RunResult>, state: TaskState, reason: Option<&str>) -> Done {
+pub fn pythia_done(
+    id: String,
+    result: Option<&RunResult>,
+    state: TaskState,
+    reason: Option<&str>,
+) -> Done {
     match result {
         Some(r) => Done::from_result(id, r),
         None => {
@@ -192,7 +201,11 @@ pub fn pythia_done(id: String, result: Option<&RunResult>, state: TaskState, rea
                 TaskState::Invalid => PythiaStatus::Fatal,
                 _ => PythiaStatus::Error,
             };
-            Done { id, status: status.name().to_string(), output: reason.unwrap_or_default().to_string() }
+            Done {
+                id,
+                status: status.name().to_string(),
+                output: reason.unwrap_or_default().to_string(),
+            }
         }
     }
 }
@@ -203,10 +216,15 @@ impl State {
     }
 
     fn enqueue(&mut self, id: TaskId, fx: &mut Effects) {
-        let Some(task) = self.tasks.get(&id) else { return };
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
         let r = &task.record;
         self.queue.insert((r.priority, r.queue_order, id));
-        for t in [r.spec.valid_after, r.spec.deadline.map(|d| d.plus_ms(1))].into_iter().flatten() {
+        for t in [r.spec.valid_after, r.spec.deadline.map(|d| d.plus_ms(1))]
+            .into_iter()
+            .flatten()
+        {
             self.timers.insert((t, id));
             fx.timers_changed = true;
         }
@@ -231,8 +249,15 @@ impl State {
         fx: &mut Effects,
     ) {
         self.dequeue(id);
-        let Some(task) = self.tasks.get_mut(&id) else { return };
-        if let Some(worker) = task.record.worker.as_ref().and_then(|w| self.workers.get_mut(w)) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if let Some(worker) = task
+            .record
+            .worker
+            .as_ref()
+            .and_then(|w| self.workers.get_mut(w))
+        {
             worker.running.remove(&id);
         }
         task.record.state = state;
@@ -250,11 +275,26 @@ impl State {
         fx.finished.push(id);
     }
 
-    fn lose_task(&mut self, id: TaskId, why: &str, max_attempts: u32, now: Timestamp, fx: &mut Effects) {
-        let Some(task) = self.tasks.get(&id) else { return };
+    fn lose_task(
+        &mut self,
+        id: TaskId,
+        why: &str,
+        max_attempts: u32,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
         let attempts = task.record.attempts;
         let worker = task.record.worker.clone().unwrap_or_default();
-        match transition(task.record.state, TaskEvent::WorkerLost { attempts, max_attempts }) {
+        match transition(
+            task.record.state,
+            TaskEvent::WorkerLost {
+                attempts,
+                max_attempts,
+            },
+        ) {
             Ok(Transition::Requeue) => {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.running.remove(&id);
@@ -268,11 +308,16 @@ impl State {
                     task.record.queue_order = order;
                     task.record.reason = Some(reason.clone());
                 }
-                fx.writes.push(Write::Requeue { id, queue_order: order, reason });
+                fx.writes.push(Write::Requeue {
+                    id,
+                    queue_order: order,
+                    reason,
+                });
                 self.enqueue(id, fx);
             }
             Ok(Transition::Enter(TaskState::Failed)) => {
-                let reason = format!("worker {worker} lost ({why}) on attempt {attempts} of {max_attempts}");
+                let reason =
+                    format!("worker {worker} lost ({why}) on attempt {attempts} of {max_attempts}");
                 self.finish(id, TaskState::Failed, None, Some(reason), now, fx);
             }
             _ => {}
@@ -334,20 +379,31 @@ impl State {
         };
         for launch in launches {
             // Re-check before applying.
-            let Some(task) = self.tasks.get(&launch.task) else { continue };
+            let Some(task) = self.tasks.get(&launch.task) else {
+                continue;
+            };
             if transition(task.record.state, TaskEvent::Dispatch).is_err() {
                 continue;
             }
             self.dequeue(launch.task);
-            let Some(worker) = self.workers.get_mut(&launch.worker) else { continue };
-            let Some(conn) = worker.conn.as_ref() else { continue };
-            let Some(task) = self.tasks.get_mut(&launch.task) else { continue };
+            let Some(worker) = self.workers.get_mut(&launch.worker) else {
+                continue;
+            };
+            let Some(conn) = worker.conn.as_ref() else {
+                continue;
+            };
+            let Some(task) = self.tasks.get_mut(&launch.task) else {
+                continue;
+            };
             task.record.state = TaskState::InProgress;
             task.record.worker = Some(launch.worker.clone());
             task.record.attempts += 1;
             task.record.started_at = Some(now);
             let message = if conn.warren {
-                Message::RunTask(RunTask { id: launch.task.to_string(), spec: task.record.spec.clone() })
+                Message::RunTask(RunTask {
+                    id: launch.task.to_string(),
+                    spec: task.record.spec.clone(),
+                })
             } else {
                 Message::Launch(Launch {
                     id: launch.task.to_string(),
@@ -371,8 +427,13 @@ impl State {
     fn refresh_worker_states(&mut self) {
         for w in self.workers.values_mut() {
             w.view.running = w.running.len() as u32;
-            if w.conn.is_some() && matches!(w.view.state, WorkerState::Idle | WorkerState::Running) {
-                w.view.state = if w.running.is_empty() { WorkerState::Idle } else { WorkerState::Running };
+            if w.conn.is_some() && matches!(w.view.state, WorkerState::Idle | WorkerState::Running)
+            {
+                w.view.state = if w.running.is_empty() {
+                    WorkerState::Idle
+                } else {
+                    WorkerState::Running
+                };
             }
         }
     }
@@ -388,13 +449,23 @@ impl Service {
         config: QueueConfig,
     ) -> Result<(Arc<Service>, std::thread::JoinHandle<()>), ServiceError> {
         let now = clock.now();
-        let mut state = State { next_id: writer_store.max_task_id()? + 1, ..State::default() };
+        let mut state = State {
+            next_id: writer_store.max_task_id()? + 1,
+            ..State::default()
+        };
         let mut fx = Effects::default();
         for mut view in writer_store.workers()? {
             view.state = WorkerState::Failed;
             view.running = 0;
             view.reason = Some("not connected since the coordinator started".into());
-            state.workers.insert(view.id.clone(), WorkerEntry { view, conn: None, running: HashSet::new() });
+            state.workers.insert(
+                view.id.clone(),
+                WorkerEntry {
+                    view,
+                    conn: None,
+                    running: HashSet::new(),
+                },
+            );
         }
         for record in writer_store.active_tasks()? {
             let id = record.id;
@@ -402,25 +473,35 @@ impl Service {
             let origin = record.origin;
             let in_progress = record.state == TaskState::InProgress;
             let worker = record.worker.clone();
-            state.tasks.insert(id, Active { record, hub: Arc::new(Hub::default()), frontend: None });
+            state.tasks.insert(
+                id,
+                Active {
+                    record,
+                    hub: Arc::new(Hub::default()),
+                    frontend: None,
+                },
+            );
             if origin == Origin::Frontend {
                 // Its frontend's connection died with the previous coordinator.
                 let reason = "its Pythia frontend disconnected (coordinator restarted)".to_string();
                 state.finish(id, TaskState::Cancelled, None, Some(reason), now, &mut fx);
             } else if in_progress {
                 let worker = worker.unwrap_or_default();
-                let entry = state.workers.entry(worker.clone()).or_insert_with(|| WorkerEntry {
-                    view: offline_view(&worker),
-                    conn: None,
-                    running: HashSet::new(),
-                });
+                let entry = state
+                    .workers
+                    .entry(worker.clone())
+                    .or_insert_with(|| WorkerEntry {
+                        view: offline_view(&worker),
+                        conn: None,
+                        running: HashSet::new(),
+                    });
                 entry.running.insert(id);
             } else {
                 state.enqueue(id, &mut fx);
             }
         }
-        let (writer, handle) =
-            Writer::start(writer_store).map_err(|e| ServiceError::Store(format!("starting the writer: {e}")))?;
+        let (writer, handle) = Writer::start(writer_store)
+            .map_err(|e| ServiceError::Store(format!("starting the writer: {e}")))?;
         let service = Arc::new(Service {
             state: Mutex::new(state),
             writer,
@@ -450,24 +531,25 @@ impl Service {
         if fx.writes.is_empty() {
             return;
         }
-        let then: Option<crate::writer::AfterCommit> = if fx.finished.is_empty() && fx.acks.is_empty() {
-            None
-        } else {
-            let service = Arc::clone(self);
-            let finished = fx.finished;
-            let acks = fx.acks;
-            Some(Box::new(move |outcome| {
-                if let Err(e) = outcome {
-                    // Not acknowledged: the worker keeps the result and delivers it again.
-                    tracing::error!("recording the end of tasks {finished:?} failed: {e}");
-                    return;
-                }
-                service.publish_ends(&finished);
-                for (tx, id) in acks {
-                    tx.send(Message::Ack { id });
-                }
-            }))
-        };
+        let then: Option<crate::writer::AfterCommit> =
+            if fx.finished.is_empty() && fx.acks.is_empty() {
+                None
+            } else {
+                let service = Arc::clone(self);
+                let finished = fx.finished;
+                let acks = fx.acks;
+                Some(Box::new(move |outcome| {
+                    if let Err(e) = outcome {
+                        // Not acknowledged: the worker keeps the result and delivers it again.
+                        tracing::error!("recording the end of tasks {finished:?} failed: {e}");
+                        return;
+                    }
+                    service.publish_ends(&finished);
+                    for (tx, id) in acks {
+                        tx.send(Message::Ack { id });
+                    }
+                }))
+            };
         self.writer.submit(fx.writes, then);
     }
 
@@ -476,12 +558,19 @@ impl Service {
     fn publish_ends(&self, ids: &[TaskId]) {
         let mut state = self.lock();
         for id in ids {
-            let Some(task) = state.tasks.remove(id) else { continue };
+            let Some(task) = state.tasks.remove(id) else {
+                continue;
+            };
             let view = view_of(&task.record, task.record.result.clone());
             if let Some((conn, their_id)) = &task.frontend {
                 if let Some(fe) = state.frontends.get_mut(conn) {
                     fe.ids.remove(their_id);
-                    let done = pythia_done(their_id.clone(), view.result.as_ref(), view.state, view.reason.as_deref());
+                    let done = pythia_done(
+                        their_id.clone(),
+                        view.result.as_ref(),
+                        view.state,
+                        view.reason.as_deref(),
+                    );
                     fe.tx.send(Message::Done(done));
                 }
             }
@@ -497,10 +586,16 @@ impl Service {
 
     /// Accepts a task: validated, stored, then queued. Returns its view (WAITING, or INVALID when
     /// no known worker could ever run it).
-    pub async fn submit(self: &Arc<Self>, mut spec: TaskSpec, owner: String) -> Result<TaskView, ServiceError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        mut spec: TaskSpec,
+        owner: String,
+    ) -> Result<TaskView, ServiceError> {
         spec.validate()?;
         spec.limits = spec.limits.with_defaults(&self.config.default_limits);
-        spec.limits.validate().map_err(|e| FieldError::new(format!("limits.{}", e.limit), e.problem))?;
+        spec.limits
+            .validate()
+            .map_err(|e| FieldError::new(format!("limits.{}", e.limit), e.problem))?;
         let now = self.now();
         let record = {
             let mut state = self.lock();
@@ -512,7 +607,11 @@ impl Service {
             let invalid = unsatisfiable(&state, &spec);
             TaskRecord {
                 id,
-                state: if invalid.is_some() { TaskState::Invalid } else { TaskState::Waiting },
+                state: if invalid.is_some() {
+                    TaskState::Invalid
+                } else {
+                    TaskState::Waiting
+                },
                 priority: spec.effective_priority(),
                 owner: spec.owner.clone().unwrap_or(owner),
                 spec,
@@ -527,14 +626,24 @@ impl Service {
                 origin: Origin::Api,
             }
         };
-        self.writer.commit(vec![Write::Insert(Box::new(record.clone()))]).await.map_err(ServiceError::Store)?;
+        self.writer
+            .commit(vec![Write::Insert(Box::new(record.clone()))])
+            .await
+            .map_err(ServiceError::Store)?;
         let view = view_of(&record, None);
         if record.state == TaskState::Waiting {
             let mut fx = Effects::default();
             {
                 let mut state = self.lock();
                 let id = record.id;
-                state.tasks.insert(id, Active { record, hub: Arc::new(Hub::default()), frontend: None });
+                state.tasks.insert(
+                    id,
+                    Active {
+                        record,
+                        hub: Arc::new(Hub::default()),
+                        frontend: None,
+                    },
+                );
                 state.enqueue(id, &mut fx);
                 state.dispatch(now, &mut fx);
             }
@@ -563,16 +672,26 @@ impl Service {
 
     fn live_view(&self, id: TaskId) -> Option<TaskView> {
         let state = self.lock();
-        state.tasks.get(&id).map(|t| view_of(&t.record, t.record.result.clone()))
+        state
+            .tasks
+            .get(&id)
+            .map(|t| view_of(&t.record, t.record.result.clone()))
     }
 
-    fn read_store<T>(&self, f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>) -> Result<T, ServiceError> {
+    fn read_store<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>,
+    ) -> Result<T, ServiceError> {
         let mut store = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&mut **store)?)
     }
 
     /// Waits (at most `timeout`) for the task to end; its view either way.
-    pub async fn wait(self: &Arc<Self>, id: TaskId, timeout: Duration) -> Result<TaskView, ServiceError> {
+    pub async fn wait(
+        self: &Arc<Self>,
+        id: TaskId,
+        timeout: Duration,
+    ) -> Result<TaskView, ServiceError> {
         let hub = self.lock().tasks.get(&id).map(|t| Arc::clone(&t.hub));
         if let Some(hub) = hub {
             if let Some(view) = hub.wait_end(timeout).await {
@@ -605,7 +724,10 @@ impl Service {
             Some(Err(e)) => Err(ServiceError::Conflict(e)),
             None => {
                 let view = self.task(id).await?;
-                Err(ServiceError::Conflict(format!("task {id} is already {}", view.state)))
+                Err(ServiceError::Conflict(format!(
+                    "task {id} is already {}",
+                    view.state
+                )))
             }
         }
     }
@@ -667,7 +789,8 @@ impl Service {
                 }
                 state.timers.pop_first();
                 let expired = state.tasks.get(&id).is_some_and(|task| {
-                    task.record.state == TaskState::Waiting && task.record.spec.deadline.is_some_and(|d| d < now)
+                    task.record.state == TaskState::Waiting
+                        && task.record.spec.deadline.is_some_and(|d| d < now)
                 });
                 if expired {
                     let reason = "its deadline passed while it was waiting".to_string();
@@ -692,7 +815,13 @@ impl Service {
                 .flat_map(|w| w.running.iter().copied())
                 .collect();
             for id in orphans {
-                state.lose_task(id, "did not reconnect after the coordinator restarted", self.config.max_attempts, now, &mut fx);
+                state.lose_task(
+                    id,
+                    "did not reconnect after the coordinator restarted",
+                    self.config.max_attempts,
+                    now,
+                    &mut fx,
+                );
             }
             state.dispatch(now, &mut fx);
         }
@@ -709,7 +838,13 @@ impl Service {
     }
 
     /// A worker (Warren) or pool (Pythia) registered on connection `conn_id`. Returns its id.
-    pub fn worker_connected(self: &Arc<Self>, hello: Hello, conn_id: u64, tx: MessageSender, addr: SocketAddr) -> String {
+    pub fn worker_connected(
+        self: &Arc<Self>,
+        hello: Hello,
+        conn_id: u64,
+        tx: MessageSender,
+        addr: SocketAddr,
+    ) -> String {
         let now = self.now();
         let mut fx = Effects::default();
         let id;
@@ -744,24 +879,46 @@ impl Service {
                 }
             };
             id = view.id.clone();
-            let entry = state.workers.entry(id.clone()).or_insert_with(|| WorkerEntry {
-                view: view.clone(),
-                conn: None,
-                running: HashSet::new(),
-            });
+            let entry = state
+                .workers
+                .entry(id.clone())
+                .or_insert_with(|| WorkerEntry {
+                    view: view.clone(),
+                    conn: None,
+                    running: HashSet::new(),
+                });
             entry.view = view;
-            entry.conn = Some(WorkerConn { conn_id, tx: tx.clone(), warren });
+            entry.conn = Some(WorkerConn {
+                conn_id,
+                tx: tx.clone(),
+                warren,
+            });
             // Reconcile what it says it runs with what the queue thinks it runs.
-            let claimed: HashSet<TaskId> = running.iter().chain(finished.iter()).filter_map(|s| parse_id(s)).collect();
+            let claimed: HashSet<TaskId> = running
+                .iter()
+                .chain(finished.iter())
+                .filter_map(|s| parse_id(s))
+                .collect();
             let assigned: Vec<TaskId> = entry.running.iter().copied().collect();
             for task in assigned {
                 if !claimed.contains(&task) {
-                    state.lose_task(task, "it reconnected without the task", self.config.max_attempts, now, &mut fx);
+                    state.lose_task(
+                        task,
+                        "it reconnected without the task",
+                        self.config.max_attempts,
+                        now,
+                        &mut fx,
+                    );
                 }
             }
             for raw in running.iter().chain(finished.iter()) {
-                let Some(task_id) = parse_id(raw) else { continue };
-                let known = state.tasks.get(&task_id).map(|t| (t.record.state, t.record.worker.clone()));
+                let Some(task_id) = parse_id(raw) else {
+                    continue;
+                };
+                let known = state
+                    .tasks
+                    .get(&task_id)
+                    .map(|t| (t.record.state, t.record.worker.clone()));
                 match known {
                     Some((TaskState::Waiting, _)) => {
                         // Re-queued while it was away, but still running there: take it back.
@@ -811,8 +968,12 @@ impl Service {
         let mut fx = Effects::default();
         {
             let mut state = self.lock();
-            let Some(entry) = state.workers.get_mut(worker) else { return };
-            let Some(conn) = entry.conn.as_ref().filter(|c| c.conn_id == conn_id) else { return };
+            let Some(entry) = state.workers.get_mut(worker) else {
+                return;
+            };
+            let Some(conn) = entry.conn.as_ref().filter(|c| c.conn_id == conn_id) else {
+                return;
+            };
             let tx = conn.tx.clone();
             entry.view.last_seen = Some(now);
             match message {
@@ -820,7 +981,9 @@ impl Service {
                     let result = done.to_result();
                     state.complete(worker, &done.id, result, tx, now, &mut fx);
                 }
-                Message::Finished { id, result } => state.complete(worker, &id, result, tx, now, &mut fx),
+                Message::Finished { id, result } => {
+                    state.complete(worker, &id, result, tx, now, &mut fx)
+                }
                 Message::Output(out) => {
                     if let Some(task) = parse_id(&out.id).and_then(|id| state.tasks.get(&id)) {
                         task.hub.push(HubEvent::Output(out.stream, out.data.into()));
@@ -831,7 +994,11 @@ impl Service {
                         push_stats(&task.hub, sample);
                     }
                 }
-                other => tracing::debug!(worker, kind = other.kind(), "ignoring message from a worker"),
+                other => tracing::debug!(
+                    worker,
+                    kind = other.kind(),
+                    "ignoring message from a worker"
+                ),
             }
             state.dispatch(now, &mut fx);
         }
@@ -844,7 +1011,9 @@ impl Service {
         let mut fx = Effects::default();
         {
             let mut state = self.lock();
-            let Some(entry) = state.workers.get_mut(worker) else { return };
+            let Some(entry) = state.workers.get_mut(worker) else {
+                return;
+            };
             if entry.conn.as_ref().is_none_or(|c| c.conn_id != conn_id) {
                 return; // an older connection of a worker that has already reconnected
             }
@@ -872,7 +1041,13 @@ impl Service {
 
     /// A frontend connection started (its first `launch` arrived).
     pub fn frontend_opened(&self, conn_id: u64, tx: MessageSender) {
-        self.lock().frontends.insert(conn_id, Frontend { tx, ids: HashMap::new() });
+        self.lock().frontends.insert(
+            conn_id,
+            Frontend {
+                tx,
+                ids: HashMap::new(),
+            },
+        );
     }
 
     /// A frontend's `launch`.
@@ -883,12 +1058,19 @@ impl Service {
             let mut state = self.lock();
             let waiting = state.waiting();
             let next_id = state.next_id;
-            let Some(fe) = state.frontends.get_mut(&conn_id) else { return };
+            let Some(fe) = state.frontends.get_mut(&conn_id) else {
+                return;
+            };
             let refuse = |status: PythiaStatus, output: &str| {
-                Message::Done(Done { id: launch.id.clone(), status: status.name().into(), output: output.into() })
+                Message::Done(Done {
+                    id: launch.id.clone(),
+                    status: status.name().into(),
+                    output: output.into(),
+                })
             };
             if fe.ids.contains_key(&launch.id) {
-                fe.tx.send(refuse(PythiaStatus::Fatal, "Job already launched"));
+                fe.tx
+                    .send(refuse(PythiaStatus::Fatal, "Job already launched"));
                 return;
             }
             if waiting >= self.config.max_waiting {
@@ -920,7 +1102,14 @@ impl Service {
                 origin: Origin::Frontend,
             };
             fx.writes.push(Write::Insert(Box::new(record.clone())));
-            state.tasks.insert(next_id, Active { record, hub: Arc::new(Hub::default()), frontend: Some((conn_id, launch.id)) });
+            state.tasks.insert(
+                next_id,
+                Active {
+                    record,
+                    hub: Arc::new(Hub::default()),
+                    frontend: Some((conn_id, launch.id)),
+                },
+            );
             state.enqueue(next_id, &mut fx);
             state.dispatch(now, &mut fx);
         }
@@ -933,7 +1122,14 @@ impl Service {
         let mut fx = Effects::default();
         {
             let mut state = self.lock();
-            let Some(id) = state.frontends.get(&conn_id).and_then(|fe| fe.ids.get(their_id)).copied() else { return };
+            let Some(id) = state
+                .frontends
+                .get(&conn_id)
+                .and_then(|fe| fe.ids.get(their_id))
+                .copied()
+            else {
+                return;
+            };
             let _ = state.cancel(id, now, &mut fx);
         }
         self.apply(fx);
@@ -945,7 +1141,9 @@ impl Service {
         let mut fx = Effects::default();
         {
             let mut state = self.lock();
-            let Some(fe) = state.frontends.remove(&conn_id) else { return };
+            let Some(fe) = state.frontends.remove(&conn_id) else {
+                return;
+            };
             for id in fe.ids.values().copied() {
                 let _ = state.cancel(id, now, &mut fx);
             }
@@ -993,20 +1191,38 @@ fn unsatisfiable(state: &State, spec: &TaskSpec) -> Option<String> {
     };
     let any = state.workers.values().any(|w| {
         let runs_commands = w.conn.as_ref().is_none_or(|c| c.warren);
-        schedule::fits(&candidate, &w.view.caps, &w.view.environments, runs_commands)
+        schedule::fits(
+            &candidate,
+            &w.view.caps,
+            &w.view.environments,
+            runs_commands,
+        )
     });
-    (!any).then(|| "no known worker offers the capabilities and environment it requires".to_string())
+    (!any)
+        .then(|| "no known worker offers the capabilities and environment it requires".to_string())
 }
 
 impl State {
-    fn complete(&mut self, worker: &str, raw_id: &str, result: RunResult, tx: MessageSender, now: Timestamp, fx: &mut Effects) {
+    fn complete(
+        &mut self,
+        worker: &str,
+        raw_id: &str,
+        result: RunResult,
+        tx: MessageSender,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
         let Some(id) = parse_id(raw_id) else {
-            tx.send(Message::Ack { id: raw_id.to_string() });
+            tx.send(Message::Ack {
+                id: raw_id.to_string(),
+            });
             return;
         };
         let Some(task) = self.tasks.get_mut(&id) else {
             // Already ended and recorded: completion is idempotent.
-            tx.send(Message::Ack { id: raw_id.to_string() });
+            tx.send(Message::Ack {
+                id: raw_id.to_string(),
+            });
             return;
         };
         match transition(task.record.state, TaskEvent::Complete) {
@@ -1020,7 +1236,12 @@ impl State {
             if let Some(w) = self.workers.get_mut(&other) {
                 w.running.remove(&id);
             }
-            self.send_to_worker(&other, Message::Abort { id: raw_id.to_string() });
+            self.send_to_worker(
+                &other,
+                Message::Abort {
+                    id: raw_id.to_string(),
+                },
+            );
         }
         let raw = raw_id.to_string();
         fx.writes.push(Write::Finish {
@@ -1044,12 +1265,24 @@ impl State {
         fx.acks.push((tx, raw));
     }
 
-    fn cancel(&mut self, id: TaskId, now: Timestamp, fx: &mut Effects) -> Option<Result<TaskView, String>> {
+    fn cancel(
+        &mut self,
+        id: TaskId,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> Option<Result<TaskView, String>> {
         let task = self.tasks.get(&id)?;
         let state = task.record.state;
         Some(match transition(state, TaskEvent::Cancel) {
             Ok(Transition::Enter(TaskState::Cancelled)) => {
-                self.finish(id, TaskState::Cancelled, None, Some("cancelled while waiting".into()), now, fx);
+                self.finish(
+                    id,
+                    TaskState::Cancelled,
+                    None,
+                    Some("cancelled while waiting".into()),
+                    now,
+                    fx,
+                );
                 Ok(self.tasks.get(&id).map(|t| view_of(&t.record, None))?)
             }
             Ok(Transition::AbortOnWorker) => {
@@ -1060,7 +1293,10 @@ impl State {
                     result.status = Status::Abort;
                     self.finish(id, TaskState::Done, Some(result), None, now, fx);
                 }
-                Ok(self.tasks.get(&id).map(|t| view_of(&t.record, t.record.result.clone()))?)
+                Ok(self
+                    .tasks
+                    .get(&id)
+                    .map(|t| view_of(&t.record, t.record.result.clone()))?)
             }
             Ok(_) => Err(format!("task {id} is {state}")),
             Err(e) => Err(e.to_string()),

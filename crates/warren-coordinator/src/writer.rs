@@ -57,7 +57,10 @@ impl Writer {
             return;
         }
         if let Err(mpsc::SendError(job)) = self.tx.send(Job { writes, then }) {
-            tracing::error!("store writer has stopped; {} changes not recorded", job.writes.len());
+            tracing::error!(
+                "store writer has stopped; {} changes not recorded",
+                job.writes.len()
+            );
             if let Some(then) = job.then {
                 then(Err("the store writer has stopped".into()));
             }
@@ -73,12 +76,16 @@ impl Writer {
                 let _ = tx.send(outcome);
             })),
         );
-        rx.await.map_err(|_| "the store writer has stopped".to_string())?
+        rx.await
+            .map_err(|_| "the store writer has stopped".to_string())?
     }
 }
 
 fn commit(store: &mut dyn Store, batch: Vec<Job>) {
-    let all: Vec<Write> = batch.iter().flat_map(|job| job.writes.iter().cloned()).collect();
+    let all: Vec<Write> = batch
+        .iter()
+        .flat_map(|job| job.writes.iter().cloned())
+        .collect();
     match store.apply(&all) {
         Ok(()) => {
             for job in batch {
@@ -89,7 +96,10 @@ fn commit(store: &mut dyn Store, batch: Vec<Job>) {
         }
         Err(err) if batch.len() > 1 => {
             // One bad change must not fail the others: retry each alone.
-            tracing::warn!("group commit of {} changes failed ({err}); retrying one by one", batch.len());
+            tracing::warn!(
+                "group commit of {} changes failed ({err}); retrying one by one",
+                batch.len()
+            );
             for job in batch {
                 let outcome = store.apply(&job.writes).map_err(|e| e.to_string());
                 if let Err(e) = &outcome {

@@ -1,2 +1,464 @@
-//! Warren worker.
+//! Warren's worker: dials a coordinator (re-dialling with exponential back-off from 32 ms doubling
+//! to 5 minutes, forever), registers its stable id, capacity, resources, capabilities and
+//! environments, runs what it is launched through an [`Executor`] (the sandbox), streams output
+//! and statistics back, and keeps each result until the coordinator acknowledges it, so a
+//! coordinator restart loses nothing.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), warren_worker::WorkerError> {
+//! use std::sync::Arc;
+//! use warren_worker::{Config, InstantExecutorForBenchmarks, Worker};
+//! let config = Config::new("127.0.0.1:9000".into(), "/var/lib/warren-worker".into());
+//! let worker = Worker::new(config, Arc::new(InstantExecutorForBenchmarks))?;
+//! worker.run().await;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use warren_core::result::RunResult;
+use warren_core::stats::StatSample;
+use warren_core::task::{OutputStream, TaskSpec};
+use warren_proto::{
+    spawn_writer, Done, Message, MessageReader, MessageSender, OutputData, Register,
+};
+use warren_sandbox::{AbortHandle, RunEvents, Stream};
+
+mod executor;
+
+pub use executor::{run_spec, Executor, InstantExecutorForBenchmarks, SandboxExecutor};
+
+/// First re-dial delay (Pythia's).
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(32);
+/// Longest re-dial delay (Pythia's).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Exponential back-off: `initial`, doubling, capped at `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// A back-off starting at `initial`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The delay before the next attempt; each call doubles the following one.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        delay
+    }
+
+    /// Back to the initial delay (after a successful session).
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// A worker's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The coordinator's queue address (`host:port`).
+    pub connect: String,
+    /// Tasks run at once.
+    pub capacity: u32,
+    /// Holds the stable worker id.
+    pub state_dir: PathBuf,
+    /// Capabilities offered, besides the detected ones (`arch`, `os`), which these override.
+    pub caps: BTreeMap<String, String>,
+    /// Directory of environments (each subdirectory is one, used read-only as `/`).
+    pub environments_dir: Option<PathBuf>,
+    /// Directory of Pythia task filesystems (each subdirectory is one, bound at `/task`).
+    pub taskfs_dir: Option<PathBuf>,
+    /// Join token, needed when the coordinator's queue port is beyond loopback.
+    pub token: Option<String>,
+    /// Keep-alive interval (a coordinator silent for three is dropped and re-dialled).
+    pub keepalive: Duration,
+    /// First re-dial delay.
+    pub backoff_initial: Duration,
+    /// Longest re-dial delay.
+    pub backoff_max: Duration,
+    /// Memory offered, bytes.
+    pub memory_bytes: u64,
+    /// CPU offered, milli-CPUs.
+    pub milli_cpus: u64,
+}
+
+impl Config {
+    /// Defaults: capacity = CPUs, resources detected, Pythia's keep-alive and back-off.
+    pub fn new(connect: String, state_dir: PathBuf) -> Config {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        Config {
+            connect,
+            capacity: cpus,
+            state_dir,
+            caps: BTreeMap::new(),
+            environments_dir: None,
+            taskfs_dir: None,
+            token: None,
+            keepalive: warren_proto::DEFAULT_KEEPALIVE,
+            backoff_initial: BACKOFF_INITIAL,
+            backoff_max: BACKOFF_MAX,
+            memory_bytes: host_memory_bytes().unwrap_or(0),
+            milli_cpus: u64::from(cpus) * 1000,
+        }
+    }
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The state directory or the id file failed.
+    #[error("{path}: {source}")]
+    State {
+        /// The path.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// Capabilities every worker reports about its host.
+pub fn detected_caps() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("arch".to_string(), std::env::consts::ARCH.to_string()),
+        ("os".to_string(), std::env::consts::OS.to_string()),
+    ])
+}
+
+/// Total memory from `/proc/meminfo`.
+pub fn host_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The worker's stable id: read from `state_dir/worker-id`, created there on first start as
+/// `<hostname>-<8 random hex digits>`.
+pub fn stable_id(state_dir: &Path) -> Result<String, WorkerError> {
+    let path = state_dir.join("worker-id");
+    let err = |source| WorkerError::State {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    std::fs::create_dir_all(state_dir).map_err(err)?;
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "worker".into());
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let mut random = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .map_err(err)?;
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let id = format!(
+        "{}-{suffix}",
+        if host.is_empty() { "worker" } else { &host }
+    );
+    let tmp = state_dir.join("worker-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n")).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(id)
+}
+
+/// How a task was launched, so its result goes back in the same form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Warren,
+    Pythia,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// The current connection's sender, while connected.
+    tx: Option<MessageSender>,
+    running: HashMap<String, AbortHandle>,
+    /// Results not yet acknowledged, in the form to send them.
+    unacked: BTreeMap<String, Message>,
+}
+
+/// A worker.
+pub struct Worker {
+    id: String,
+    config: Config,
+    executor: Arc<dyn Executor>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Forwards a run's live events to whatever connection is current.
+struct Forward {
+    id: String,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Forward {
+    fn send(&self, message: Message) {
+        if let Some(tx) = &lock(&self.shared).tx {
+            tx.send(message);
+        }
+    }
+}
+
+impl RunEvents for Forward {
+    fn output(&mut self, stream: Stream, data: &[u8]) {
+        let stream = match stream {
+            Stream::Stdout => OutputStream::Stdout,
+            Stream::Stderr => OutputStream::Stderr,
+        };
+        self.send(Message::Output(OutputData {
+            id: self.id.clone(),
+            stream,
+            data: data.to_vec(),
+        }));
+    }
+
+    fn stats(&mut self, sample: &StatSample) {
+        self.send(Message::Stats {
+            id: self.id.clone(),
+            sample: *sample,
+        });
+    }
+}
+
+impl Worker {
+    /// A worker with its stable id loaded (or created) from `config.state_dir`.
+    pub fn new(config: Config, executor: Arc<dyn Executor>) -> Result<Worker, WorkerError> {
+        let id = stable_id(&config.state_dir)?;
+        Ok(Worker {
+            id,
+            config,
+            executor,
+            shared: Arc::default(),
+        })
+    }
+
+    /// Its stable id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Dials, serves, and re-dials forever.
+    pub async fn run(self) {
+        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        loop {
+            match TcpStream::connect(&self.config.connect).await {
+                Ok(stream) => {
+                    let started = Instant::now();
+                    let (why, refused) = self.session(stream).await;
+                    if refused {
+                        tracing::error!(coordinator = self.config.connect, "refused: {why}");
+                    } else {
+                        tracing::warn!(
+                            coordinator = self.config.connect,
+                            "connection ended: {why}"
+                        );
+                        if started.elapsed() >= Duration::from_secs(1) {
+                            backoff.reset();
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(coordinator = self.config.connect, "dial failed: {e}"),
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    fn registration(&self, running: Vec<String>, finished: Vec<String>) -> Register {
+        let mut caps = detected_caps();
+        caps.extend(self.config.caps.clone());
+        let environments = self
+            .config
+            .environments_dir
+            .as_deref()
+            .and_then(|dir| std::fs::read_dir(dir).ok())
+            .map(|entries| {
+                let mut names: Vec<String> = entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect();
+                names.sort();
+                names
+            })
+            .unwrap_or_default();
+        Register {
+            id: self.id.clone(),
+            capacity: self.config.capacity,
+            memory_bytes: self.config.memory_bytes,
+            milli_cpus: self.config.milli_cpus,
+            caps,
+            environments,
+            token: self.config.token.clone(),
+            running,
+            finished,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// One connection: register, then serve until it ends. Returns why, and whether the
+    /// coordinator refused the worker.
+    async fn session(&self, stream: TcpStream) -> (String, bool) {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (tx, writer) = spawn_writer(write, self.config.keepalive);
+        {
+            let mut shared = lock(&self.shared);
+            let running = shared.running.keys().cloned().collect();
+            let finished = shared.unacked.keys().cloned().collect();
+            tx.send(Message::Register(self.registration(running, finished)));
+            tx.send(Message::RegisterPool {
+                capacity: self.config.capacity,
+            });
+            for result in shared.unacked.values() {
+                tx.send(result.clone());
+            }
+            shared.tx = Some(tx.clone());
+        }
+        tracing::info!(
+            worker = self.id,
+            coordinator = self.config.connect,
+            "registered"
+        );
+        let mut reader = MessageReader::new(read, self.config.keepalive);
+        let outcome = loop {
+            match reader.next().await {
+                Ok(Some(Message::RunTask(task))) => self.start(task.id, task.spec, Form::Warren),
+                Ok(Some(Message::Launch(launch))) => {
+                    let spec = launch.task.to_spec(&launch.input);
+                    self.start(launch.id, spec, Form::Pythia)
+                }
+                Ok(Some(Message::Abort { id })) => {
+                    if let Some(handle) = lock(&self.shared).running.get(&id) {
+                        handle.abort();
+                    }
+                }
+                Ok(Some(Message::Ack { id })) => {
+                    lock(&self.shared).unacked.remove(&id);
+                }
+                Ok(Some(Message::Refused { reason })) => break (reason, true),
+                Ok(Some(_)) => {}
+                Ok(None) => break ("closed by the coordinator".to_string(), false),
+                Err(e) => break (e.to_string(), false),
+            }
+        };
+        lock(&self.shared).tx = None;
+        drop(tx);
+        writer.abort();
+        outcome
+    }
+
+    fn start(&self, id: String, spec: TaskSpec, form: Form) {
+        let abort = AbortHandle::new();
+        {
+            let mut shared = lock(&self.shared);
+            if shared.running.contains_key(&id) {
+                return; // already running: a repeated launch
+            }
+            if let Some(result) = shared.unacked.get(&id) {
+                // Already finished: the coordinator has not seen the result yet.
+                if let Some(tx) = &shared.tx {
+                    tx.send(result.clone());
+                }
+                return;
+            }
+            shared.running.insert(id.clone(), abort.clone());
+        }
+        let executor = Arc::clone(&self.executor);
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut events = Forward {
+                id: id.clone(),
+                shared: Arc::clone(&shared),
+            };
+            let result: RunResult = executor.run(&spec, &mut events, &abort);
+            let message = match form {
+                Form::Warren => Message::Finished {
+                    id: id.clone(),
+                    result,
+                },
+                Form::Pythia => Message::Done(Done::from_result(id.clone(), &result)),
+            };
+            let mut shared = lock(&shared);
+            shared.running.remove(&id);
+            if let Some(tx) = &shared.tx {
+                tx.send(message.clone());
+            }
+            if form == Form::Warren {
+                shared.unacked.insert(id, message);
+            }
+        });
+    }
+
+    /// Tasks running now.
+    pub fn running(&self) -> usize {
+        lock(&self.shared).running.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_32ms_to_5_minutes() {
+        let mut b = Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX);
+        let delays: Vec<u128> = (0..16).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(&delays[..5], &[32, 64, 128, 256, 512]);
+        assert_eq!(delays[13], 262_144);
+        assert_eq!(delays[14], 300_000);
+        assert_eq!(delays[15], 300_000);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 32);
+    }
+
+    #[test]
+    fn stable_id_survives_restarts() {
+        let dir = std::env::temp_dir().join(format!("warren-worker-id-{}", std::process::id()));
+        let first = stable_id(&dir).ok();
+        let second = stable_id(&dir).ok();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(first.is_some());
+        assert_eq!(first, second);
+    }
+}

@@ -8,10 +8,13 @@ pub mod logs;
 pub mod render;
 pub mod run;
 pub mod sandbox;
+pub mod server;
 pub mod status;
 pub mod submit;
 pub mod task_args;
 pub mod tasks;
+pub mod up;
+pub mod worker;
 pub mod workers;
 
 /// Exit code for errors of Warren itself or of the command line (bad flags, unreachable server).

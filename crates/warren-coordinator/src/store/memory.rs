@@ -27,7 +27,9 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -40,7 +42,12 @@ impl Store for MemoryStore {
                 Write::Insert(record) => {
                     this.tasks.insert(record.id, (**record).clone());
                 }
-                Write::Dispatch { id, worker, attempts, started_at } => {
+                Write::Dispatch {
+                    id,
+                    worker,
+                    attempts,
+                    started_at,
+                } => {
                     if let Some(t) = this.tasks.get_mut(id) {
                         t.state = TaskState::InProgress;
                         t.worker = Some(worker.clone());
@@ -48,7 +55,11 @@ impl Store for MemoryStore {
                         t.started_at = Some(*started_at);
                     }
                 }
-                Write::Requeue { id, queue_order, reason } => {
+                Write::Requeue {
+                    id,
+                    queue_order,
+                    reason,
+                } => {
                     if let Some(t) = this.tasks.get_mut(id) {
                         t.state = TaskState::Waiting;
                         t.worker = None;
@@ -56,7 +67,14 @@ impl Store for MemoryStore {
                         t.reason = Some(reason.clone());
                     }
                 }
-                Write::Finish { id, state, worker, result, reason, finished_at } => {
+                Write::Finish {
+                    id,
+                    state,
+                    worker,
+                    result,
+                    reason,
+                    finished_at,
+                } => {
                     if let Some(t) = this.tasks.get_mut(id) {
                         t.state = *state;
                         if worker.is_some() {
@@ -76,7 +94,13 @@ impl Store for MemoryStore {
     }
 
     fn active_tasks(&mut self) -> Result<Vec<TaskRecord>, StoreError> {
-        Ok(self.lock().tasks.values().filter(|t| !t.state.is_terminal()).cloned().collect())
+        Ok(self
+            .lock()
+            .tasks
+            .values()
+            .filter(|t| !t.state.is_terminal())
+            .cloned()
+            .collect())
     }
 
     fn task(&mut self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
@@ -87,16 +111,33 @@ impl Store for MemoryStore {
         let keep = |t: &&TaskRecord| {
             q.state.is_none_or(|s| t.state == s)
                 && q.owner.as_ref().is_none_or(|o| &t.owner == o)
-                && q.worker.as_ref().is_none_or(|w| t.worker.as_ref() == Some(w))
-                && q.after.is_none_or(|a| if q.ascending { t.id > a } else { t.id < a })
+                && q.worker
+                    .as_ref()
+                    .is_none_or(|w| t.worker.as_ref() == Some(w))
+                && q.after
+                    .is_none_or(|a| if q.ascending { t.id > a } else { t.id < a })
         };
-        let strip = |t: &TaskRecord| TaskRecord { result: None, ..t.clone() };
+        let strip = |t: &TaskRecord| TaskRecord {
+            result: None,
+            ..t.clone()
+        };
         let limit = q.limit as usize;
         let this = self.lock();
         Ok(if q.ascending {
-            this.tasks.values().filter(keep).take(limit).map(strip).collect()
+            this.tasks
+                .values()
+                .filter(keep)
+                .take(limit)
+                .map(strip)
+                .collect()
         } else {
-            this.tasks.values().rev().filter(keep).take(limit).map(strip).collect()
+            this.tasks
+                .values()
+                .rev()
+                .filter(keep)
+                .take(limit)
+                .map(strip)
+                .collect()
         })
     }
 

@@ -51,15 +51,18 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 ";
 
-const COLUMNS: &str = "id, state, spec, owner, priority, queue_order, worker, attempts, created_at, \
+const COLUMNS: &str =
+    "id, state, spec, owner, priority, queue_order, worker, attempts, created_at, \
                        started_at, finished_at, reason, origin";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database at `path`.
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -83,11 +86,17 @@ fn ts(v: Option<i64>) -> Option<Timestamp> {
 }
 
 fn corrupt(id: i64, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt { what: format!("task {id}"), detail: detail.to_string() }
+    StoreError::Corrupt {
+        what: format!("task {id}"),
+        detail: detail.to_string(),
+    }
 }
 
 fn json_err(e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt { what: "value to store".into(), detail: e.to_string() }
+    StoreError::Corrupt {
+        what: "value to store".into(),
+        detail: e.to_string(),
+    }
 }
 
 fn read_task(row: &Row<'_>, with_result: bool) -> Result<TaskRecord, StoreError> {
@@ -144,21 +153,37 @@ impl Store for SqliteStore {
                         t.origin.name(),
                     ])?;
                 }
-                Write::Dispatch { id, worker, attempts, started_at } => {
+                Write::Dispatch {
+                    id,
+                    worker,
+                    attempts,
+                    started_at,
+                } => {
                     tx.prepare_cached(
                         "UPDATE tasks SET state = 'IN PROGRESS', worker = ?2, attempts = ?3, started_at = ?4 \
                          WHERE id = ?1",
                     )?
                     .execute(params![*id as i64, worker, attempts, ms(*started_at)])?;
                 }
-                Write::Requeue { id, queue_order, reason } => {
+                Write::Requeue {
+                    id,
+                    queue_order,
+                    reason,
+                } => {
                     tx.prepare_cached(
                         "UPDATE tasks SET state = 'WAITING', worker = NULL, queue_order = ?2, reason = ?3 \
                          WHERE id = ?1",
                     )?
                     .execute(params![*id as i64, queue_order, reason])?;
                 }
-                Write::Finish { id, state, worker, result, reason, finished_at } => {
+                Write::Finish {
+                    id,
+                    state,
+                    worker,
+                    result,
+                    reason,
+                    finished_at,
+                } => {
                     let result = match result {
                         Some(r) => Some(serde_json::to_string(r).map_err(json_err)?),
                         None => None,
@@ -196,7 +221,9 @@ impl Store for SqliteStore {
     }
 
     fn task(&mut self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!("SELECT {COLUMNS}, result FROM tasks WHERE id = ?1"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS}, result FROM tasks WHERE id = ?1"
+        ))?;
         let row = stmt
             .query_row([id as i64], |row| Ok(read_task(row, true)))
             .optional()?;
@@ -220,9 +247,17 @@ impl Store for SqliteStore {
         }
         if let Some(after) = q.after {
             args.push((after as i64).into());
-            sql += &format!(" AND id {} ?{}", if q.ascending { ">" } else { "<" }, args.len());
+            sql += &format!(
+                " AND id {} ?{}",
+                if q.ascending { ">" } else { "<" },
+                args.len()
+            );
         }
-        sql += if q.ascending { " ORDER BY id ASC" } else { " ORDER BY id DESC" };
+        sql += if q.ascending {
+            " ORDER BY id ASC"
+        } else {
+            " ORDER BY id DESC"
+        };
         args.push(i64::from(q.limit).into());
         sql += &format!(" LIMIT ?{}", args.len());
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -235,21 +270,27 @@ impl Store for SqliteStore {
     }
 
     fn max_task_id(&mut self) -> Result<TaskId, StoreError> {
-        let max: Option<i64> = self.conn.query_row("SELECT MAX(id) FROM tasks", [], |r| r.get(0))?;
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(id) FROM tasks", [], |r| r.get(0))?;
         Ok(max.unwrap_or(0) as TaskId)
     }
 
     fn workers(&mut self) -> Result<Vec<WorkerView>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT id, view FROM workers ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, view FROM workers ORDER BY id")?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
             let text: String = row.get(1)?;
-            out.push(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                what: format!("worker {id}"),
-                detail: e.to_string(),
-            })?);
+            out.push(
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    what: format!("worker {id}"),
+                    detail: e.to_string(),
+                })?,
+            );
         }
         Ok(out)
     }

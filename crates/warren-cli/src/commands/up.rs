@@ -1,0 +1,57 @@
+//! `warren up`: the coordinator and one local worker in one process, embedded store.
+
+use anyhow::Context;
+use clap::Args;
+use warren_coordinator::Coordinator;
+
+use super::server::{init_logging, runtime, ServerArgs};
+use super::worker::{sandbox_worker, WorkerCommon};
+
+/// Flags of `warren up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Tasks the local worker runs at once [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<u32>,
+    #[command(flatten)]
+    pub worker: WorkerCommon,
+}
+
+/// Runs `warren up` until Ctrl-C.
+pub fn run(args: UpArgs) -> anyhow::Result<u8> {
+    init_logging();
+    let config = args.server.config()?;
+    runtime()?.block_on(async move {
+        let data_dir = config.data_dir.clone();
+        let coordinator = Coordinator::start(config)
+            .await
+            .context("starting the coordinator")?;
+        let mut worker_config = args.worker.config(
+            coordinator.queue_addr.to_string(),
+            args.capacity,
+            args.server.keepalive,
+            data_dir.join("worker"),
+        )?;
+        if worker_config.token.is_none() {
+            worker_config.token = Some(coordinator.join_token.clone());
+        }
+        let worker = sandbox_worker(worker_config)?;
+        let url = format!("http://{}", coordinator.http_addr);
+        println!("Warren is up: {url}");
+        println!(
+            "  queue {}  data {}  worker {}",
+            coordinator.queue_addr,
+            data_dir.display(),
+            worker.id()
+        );
+        println!("  try: WARREN_SERVER={url} warren run -- echo hello");
+        tokio::select! {
+            _ = coordinator.wait() => {}
+            _ = worker.run() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(0)
+    })
+}

@@ -1,0 +1,160 @@
+//! `warren worker`: connects to a coordinator and runs what it is given in the sandbox.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use warren_sandbox::{Sandbox, SandboxConfig};
+use warren_worker::{Config, SandboxExecutor, Worker};
+
+use super::server::{default_data_dir, init_logging, is_root, runtime};
+
+/// Flags of `warren worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The coordinator's queue address.
+    #[arg(long, value_name = "ADDR", default_value = warren_coordinator::DEFAULT_QUEUE)]
+    pub connect: String,
+    /// Tasks run at once [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<u32>,
+    /// Keep-alive interval; a coordinator silent for three is re-dialled.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive: Duration,
+    #[command(flatten)]
+    pub common: WorkerCommon,
+}
+
+/// Worker flags `warren up` shares.
+#[derive(Debug, Args)]
+pub struct WorkerCommon {
+    /// Directory holding the worker's stable id [default: DATA_DIR/worker].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// A capability offered, `key=value` (repeatable); `arch` and `os` are detected.
+    #[arg(long = "cap", value_name = "KEY=VALUE")]
+    pub caps: Vec<String>,
+    /// A file of capabilities, one `key=value` a line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub caps_file: Option<PathBuf>,
+    /// Directory of environments: each subdirectory is one, used read-only as `/`.
+    #[arg(long, value_name = "DIR")]
+    pub environments: Option<PathBuf>,
+    /// Directory of Pythia task filesystems: each subdirectory is one, bound at `/task`.
+    #[arg(long, value_name = "DIR")]
+    pub taskfs_dir: Option<PathBuf>,
+    /// File holding the join token (needed when the queue listens beyond loopback).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The join token itself.
+    #[arg(long, env = "WARREN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    warren_core::units::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_caps(
+    pairs: &[String],
+    file: Option<&PathBuf>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut caps = BTreeMap::new();
+    let mut add = |line: &str, origin: &str| -> anyhow::Result<()> {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            return Ok(());
+        }
+        match line.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                caps.insert(k.trim().to_string(), v.trim().to_string());
+                Ok(())
+            }
+            _ => bail!("{origin}: `{line}` is not key=value"),
+        }
+    };
+    if let Some(path) = file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            add(line, &format!("{}:{}", path.display(), n + 1))?;
+        }
+    }
+    for pair in pairs {
+        add(pair, "--cap")?;
+    }
+    Ok(caps)
+}
+
+impl WorkerCommon {
+    /// The worker's configuration for a coordinator at `connect`.
+    pub fn config(
+        &self,
+        connect: String,
+        capacity: Option<u32>,
+        keepalive: Duration,
+        default_state: PathBuf,
+    ) -> anyhow::Result<Config> {
+        let mut config = Config::new(connect, self.state_dir.clone().unwrap_or(default_state));
+        if let Some(capacity) = capacity {
+            anyhow::ensure!(capacity >= 1, "--capacity must be at least 1");
+            config.capacity = capacity;
+        }
+        config.caps = parse_caps(&self.caps, self.caps_file.as_ref())?;
+        config.environments_dir = self.environments.clone();
+        config.taskfs_dir = self.taskfs_dir.clone();
+        config.keepalive = keepalive;
+        config.token = match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(token.trim().to_string()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the join token from {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        Ok(config)
+    }
+}
+
+/// Builds a worker that runs tasks in the sandbox.
+pub fn sandbox_worker(config: Config) -> anyhow::Result<Worker> {
+    if !is_root() {
+        eprintln!("warren: warning: not running as root; the sandbox needs root for namespaces and cgroups, so tasks will fail");
+    }
+    let sandbox = Sandbox::new(SandboxConfig::default()).context("setting up the sandbox")?;
+    let executor = SandboxExecutor::new(
+        sandbox,
+        config.environments_dir.clone(),
+        config.taskfs_dir.clone(),
+    );
+    Worker::new(config, Arc::new(executor)).context("loading the worker's id")
+}
+
+/// Runs `warren worker` until Ctrl-C.
+pub fn run(args: WorkerArgs) -> anyhow::Result<u8> {
+    init_logging();
+    let config = args.common.config(
+        args.connect.clone(),
+        args.capacity,
+        args.keepalive,
+        default_data_dir().join("worker"),
+    )?;
+    let worker = sandbox_worker(config)?;
+    println!(
+        "Warren worker {} connecting to {}",
+        worker.id(),
+        args.connect
+    );
+    runtime()?.block_on(async move {
+        tokio::select! {
+            _ = worker.run() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(0)
+    })
+}
