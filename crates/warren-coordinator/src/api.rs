@@ -209,7 +209,7 @@ fn parse_spec(body: &[u8]) -> Result<TaskSpec, ApiError> {
     let spec: TaskSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." {
+        let field = if path == "." || path == "?" {
             unknown_field(&inner.to_string()).unwrap_or_else(|| "body".into())
         } else {
             path

@@ -58,6 +58,9 @@ pub struct Config {
     pub durability: Durability,
     /// Keep everything in memory instead of SQLite (tests of the queue logic only).
     pub in_memory: bool,
+    /// Require the join token from workers and the bearer token from API clients even on
+    /// loopback listeners (they are always required beyond loopback).
+    pub require_tokens: bool,
 }
 
 /// Default API address.
@@ -78,6 +81,7 @@ impl Config {
             max_wait: Duration::from_secs(300),
             durability: Durability::Full,
             in_memory: false,
+            require_tokens: false,
         }
     }
 }
@@ -187,8 +191,9 @@ impl Coordinator {
             config.queue_config.clone(),
         )
         .map_err(store_err)?;
+        let require = config.require_tokens;
         let token_for = |addr: SocketAddr, token: &str| {
-            (!addr.ip().is_loopback()).then(|| Arc::<str>::from(token))
+            (require || !addr.ip().is_loopback()).then(|| Arc::<str>::from(token))
         };
         let api_state = api::ApiState {
             service: Arc::clone(&service),

@@ -347,7 +347,7 @@ impl State {
                         worker: w.view.id.as_str(),
                         free,
                         caps: &w.view.caps,
-                        environments: &w.view.environments,
+                        environments: conn.warren.then_some(w.view.environments.as_slice()),
                         runs_commands: conn.warren,
                     })
                 })
@@ -1190,13 +1190,9 @@ fn unsatisfiable(state: &State, spec: &TaskSpec) -> Option<String> {
         deadline: None,
     };
     let any = state.workers.values().any(|w| {
-        let runs_commands = w.conn.as_ref().is_none_or(|c| c.warren);
-        schedule::fits(
-            &candidate,
-            &w.view.caps,
-            &w.view.environments,
-            runs_commands,
-        )
+        let warren = w.conn.as_ref().is_none_or(|c| c.warren);
+        let environments = warren.then_some(w.view.environments.as_slice());
+        schedule::fits(&candidate, &w.view.caps, environments, warren)
     });
     (!any)
         .then(|| "no known worker offers the capabilities and environment it requires".to_string())

@@ -42,8 +42,8 @@ pub struct Slot<'a> {
     pub free: u32,
     /// Its capabilities.
     pub caps: &'a BTreeMap<String, String>,
-    /// Environments it offers.
-    pub environments: &'a [String],
+    /// Environments it offers; `None` when it does not say (a plain Pythia pool): any.
+    pub environments: Option<&'a [String]>,
     /// Whether it runs commands (a Warren worker) or only Pythia tasks (a plain pool).
     pub runs_commands: bool,
 }
@@ -61,14 +61,14 @@ pub struct Launch {
 pub fn fits(
     task: &Candidate<'_>,
     worker_caps: &BTreeMap<String, String>,
-    environments: &[String],
+    environments: Option<&[String]>,
     runs_commands: bool,
 ) -> bool {
     (runs_commands || !task.needs_command)
         && caps_satisfied(task.caps, worker_caps)
         && task
             .environment
-            .is_none_or(|env| environments.iter().any(|e| e == env))
+            .is_none_or(|env| environments.is_none_or(|offered| offered.iter().any(|e| e == env)))
 }
 
 /// Whether the task may start at `now` (valid-after reached, deadline not passed).
@@ -142,7 +142,7 @@ mod tests {
             worker,
             free,
             caps: &none,
-            environments: &[],
+            environments: Some(&[]),
             runs_commands: true,
         };
         check(
@@ -184,14 +184,14 @@ mod tests {
             worker: "w",
             free: 4,
             caps: &x86,
-            environments: &envs,
+            environments: Some(&envs),
             runs_commands: true,
         };
         let pool = Slot {
             worker: "pool",
             free: 4,
             caps: &none,
-            environments: &[],
+            environments: None,
             runs_commands: false,
         };
         // An arm task is skipped without blocking the x86 one behind it.

@@ -226,6 +226,18 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+struct SessionGuard {
+    shared: Arc<Mutex<Shared>>,
+    writer: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        lock(&self.shared).tx = None;
+        self.writer.abort();
+    }
+}
+
 /// Forwards a run's live events to whatever connection is current.
 struct Forward {
     id: String,
@@ -342,6 +354,12 @@ impl Worker {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let (tx, writer) = spawn_writer(write, self.config.keepalive);
+        // Whatever ends this session (its end, or the future being dropped) closes the
+        // connection and stops live output going to it.
+        let _guard = SessionGuard {
+            shared: Arc::clone(&self.shared),
+            writer,
+        };
         {
             let mut shared = lock(&self.shared);
             let running = shared.running.keys().cloned().collect();
@@ -382,9 +400,7 @@ impl Worker {
                 Err(e) => break (e.to_string(), false),
             }
         };
-        lock(&self.shared).tx = None;
         drop(tx);
-        writer.abort();
         outcome
     }
 

@@ -37,6 +37,10 @@ pub struct ServerArgs {
     /// not the machine losing power.
     #[arg(long)]
     pub no_fsync: bool,
+    /// Require tokens from workers and API clients even on loopback listeners (they are always
+    /// required beyond loopback).
+    #[arg(long)]
+    pub require_token: bool,
     /// Limits for whatever a task leaves unset.
     #[command(flatten)]
     pub defaults: DefaultLimits,
@@ -110,6 +114,7 @@ impl ServerArgs {
             .validate()
             .with_context(|| "the --default-* limits")?;
         config.max_body = usize::try_from(self.max_body).context("--max-body is too large")?;
+        config.require_tokens = self.require_token;
         if self.no_fsync {
             config.durability = Durability::Process;
         }
