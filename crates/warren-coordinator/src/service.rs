@@ -39,6 +39,10 @@ pub struct QueueConfig {
     /// How long tasks left IN PROGRESS by a previous coordinator wait for their worker to come
     /// back before they are re-queued.
     pub orphan_grace: Duration,
+    /// After a restart, how long dispatch waits for the workers that were connected before to
+    /// come back and say what they still run (so nothing runs twice needlessly); it resumes as
+    /// soon as they all have.
+    pub reconnect_hold: Duration,
 }
 
 impl Default for QueueConfig {
@@ -48,6 +52,7 @@ impl Default for QueueConfig {
             max_waiting: 1_000_000,
             default_limits: Limits::sandbox_defaults(),
             orphan_grace: Duration::from_secs(90),
+            reconnect_hold: Duration::from_secs(2),
         }
     }
 }
@@ -114,6 +119,10 @@ struct State {
     workers: BTreeMap<String, WorkerEntry>,
     frontends: HashMap<u64, Frontend>,
     next_conn: u64,
+    /// Workers connected before a restart that have not reconnected yet.
+    awaiting: HashSet<String>,
+    /// Dispatch waits for them until then.
+    hold_until: Option<Timestamp>,
 }
 
 /// Things to do once the state lock is released.
@@ -336,6 +345,12 @@ impl State {
         if self.queue.is_empty() {
             return;
         }
+        if let Some(until) = self.hold_until {
+            if now < until && !self.awaiting.is_empty() {
+                return;
+            }
+            self.hold_until = None;
+        }
         let launches = {
             let slots: Vec<Slot<'_>> = self
                 .workers
@@ -455,6 +470,9 @@ impl Service {
         };
         let mut fx = Effects::default();
         for mut view in writer_store.workers()? {
+            if view.state != WorkerState::Failed {
+                state.awaiting.insert(view.id.clone());
+            }
             view.state = WorkerState::Failed;
             view.running = 0;
             view.reason = Some("not connected since the coordinator started".into());
@@ -499,6 +517,13 @@ impl Service {
             } else {
                 state.enqueue(id, &mut fx);
             }
+        }
+        if !state.awaiting.is_empty() {
+            let until = now.plus_ms(config.reconnect_hold.as_millis() as i64);
+            state.hold_until = Some(until);
+            // Task id 0 is never assigned: this timer only wakes dispatch.
+            state.timers.insert((until, 0));
+            fx.timers_changed = true;
         }
         let (writer, handle) = Writer::start(writer_store)
             .map_err(|e| ServiceError::Store(format!("starting the writer: {e}")))?;
@@ -879,6 +904,7 @@ impl Service {
                 }
             };
             id = view.id.clone();
+            state.awaiting.remove(&id);
             let entry = state
                 .workers
                 .entry(id.clone())

@@ -2,6 +2,7 @@
 //! pools and frontends written here, workers lost and coordinators restarted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod kill;
 mod util;
 
 use std::collections::HashSet;

@@ -59,7 +59,20 @@ pub async fn request(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    try_request(addr, method, path, body, headers)
+        .await
+        .expect("HTTP request failed")
+}
+
+/// [`request`], `None` when the connection fails.
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
     let body = body.unwrap_or("");
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -72,11 +85,12 @@ pub async fn request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.write_all(body.as_bytes()).await.ok()?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    parse_response(&raw)
+    stream.read_to_end(&mut raw).await.ok()?;
+    let (status, body) = parse_response(&raw);
+    (status != 0).then_some((status, body))
 }
 
 fn parse_response(raw: &[u8]) -> (u16, String) {
