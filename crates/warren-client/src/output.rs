@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
 use reqwest::Response;
-use warren_core::task::{OutputChunk, OutputStream, TaskId};
+use warren_core::task::{OutputChunk, OutputStream, TaskId, TaskView};
 
 use crate::client::{Client, Retry};
 use crate::error::{describe, Error, Result};
@@ -51,6 +51,8 @@ pub struct Output {
     delivered: [usize; 2],
     /// Bytes of each stream still to drop: already delivered before a reconnection.
     skip: [usize; 2],
+    /// The finished task, when the stream's `end` event carried it.
+    finished: Option<TaskView>,
 }
 
 impl std::fmt::Debug for Output {
@@ -91,6 +93,7 @@ impl Output {
             ended: false,
             delivered: [0; 2],
             skip: [0; 2],
+            finished: None,
         })
     }
 
@@ -143,6 +146,14 @@ impl Output {
         }
     }
 
+    /// The finished task, once [`Output::next`] has returned `None` and the coordinator sent
+    /// the task with the end of the stream (saves a [`Client::wait`]).
+    pub fn finished(&self) -> Option<&TaskView> {
+        self.finished
+            .as_ref()
+            .filter(|view| view.state.is_terminal())
+    }
+
     /// Reads the whole output: every chunk until the task ends, in order.
     pub async fn collect(mut self) -> Result<Vec<Chunk>> {
         let mut chunks = Vec::new();
@@ -161,7 +172,11 @@ impl Output {
                             let chunk = self.decode(event.data.as_bytes())?;
                             self.deliver(chunk);
                         }
-                        "end" => self.ended = true,
+                        "end" => {
+                            // The coordinator sends the finished task with it.
+                            self.finished = serde_json::from_str(&event.data).ok();
+                            self.ended = true;
+                        }
                         // State changes, keep-alives and anything newer: not output.
                         _ => {}
                     }

@@ -600,3 +600,35 @@ async fn wait_rides_out_a_restarting_coordinator_but_not_a_refusal() {
     assert_eq!(refused, Some(404));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn the_end_event_carries_the_finished_task() {
+    let router = Router::new().route(
+        "/v1/tasks/{id}/output",
+        get(|| async {
+            let view = task_json(3, "DONE", Some(result_json("failed", Some(4))));
+            let events = vec![
+                sse_event(&OutputChunk::new(OutputStream::Stdout, b"x")),
+                Ok(Event::default().event("stats").data(r#"{"t_ms":1}"#)),
+                Ok(Event::default().event("end").data(view.to_string())),
+            ];
+            Sse::new(futures_util::stream::iter(events))
+        }),
+    );
+    let client = client_of(router).await;
+    let mut output = match client.output(3).await {
+        Ok(output) => output,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(output.finished().is_none());
+    assert_eq!(next(&mut output).await.map(|c| c.data), Some(b"x".to_vec()));
+    assert_eq!(next(&mut output).await, None);
+    let finished = output.finished().map(|t| {
+        (
+            t.id,
+            t.state,
+            t.result.as_ref().map(|r| r.process_exit_code()),
+        )
+    });
+    assert_eq!(finished, Some((3, TaskState::Done, Some(4))));
+}

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use warren_client::{TaskView, WorkerView};
 use warren_core::result::RunResult;
 use warren_core::task::Timestamp;
-use warren_core::units::format_size;
 
 /// Columns aligned on the widest cell; the last column is not padded.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -98,7 +97,7 @@ pub fn state_and_outcome(task: &TaskView) -> String {
 pub fn task_details(task: &TaskView) -> String {
     let mut out = String::new();
     let mut line = |key: &str, value: String| {
-        let _ = writeln!(out, "{:<10}{value}", format!("{key}:"));
+        let _ = writeln!(out, "{:<11}{value}", format!("{key}:"));
     };
     line("task", task.id.to_string());
     line("state", state_and_outcome(task));
@@ -135,7 +134,7 @@ pub fn task_details(task: &TaskView) -> String {
                 u.wall_ms,
                 u.cpu_user_ms,
                 u.cpu_sys_ms,
-                format_size(u.peak_memory_bytes),
+                human_size(u.peak_memory_bytes),
                 u.peak_pids,
                 u.output_bytes
             ),
@@ -145,6 +144,24 @@ pub fn task_details(task: &TaskView) -> String {
     out
 }
 
+/// A size rounded for reading: `512K`, `1.5G`, `23.5G` (exact sizes are in `--json`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+        (1 << 10, "K"),
+    ];
+    for (unit, suffix) in UNITS {
+        if bytes >= unit {
+            let value = bytes as f64 / unit as f64;
+            let text = format!("{value:.1}");
+            return format!("{}{suffix}", text.trim_end_matches(".0"));
+        }
+    }
+    bytes.to_string()
+}
+
 /// The rows of `warren tasks`.
 pub fn task_rows(tasks: &[TaskView], now: Timestamp) -> String {
     let rows: Vec<Vec<String>> = tasks
@@ -152,8 +169,7 @@ pub fn task_rows(tasks: &[TaskView], now: Timestamp) -> String {
         .map(|t| {
             vec![
                 t.id.to_string(),
-                t.state.to_string(),
-                t.result.as_ref().map_or_else(|| "-".to_string(), outcome),
+                state_and_outcome(t),
                 t.priority.to_string(),
                 t.worker.clone().unwrap_or_else(|| "-".to_string()),
                 age(t.created_at, now),
@@ -184,7 +200,7 @@ pub fn worker_rows(workers: &[WorkerView], now: Timestamp) -> String {
                 if w.memory_bytes == 0 {
                     "-".into()
                 } else {
-                    format_size(w.memory_bytes)
+                    human_size(w.memory_bytes)
                 },
                 if w.milli_cpus == 0 {
                     "-".into()
@@ -246,5 +262,9 @@ mod tests {
         assert_eq!(age(t(10), t(0)), "0s");
         assert_eq!(shorten("abcdef", 4), "abc…");
         assert_eq!(shorten("abcd", 4), "abcd");
+        assert_eq!(human_size(24_684_092 * 1024), "23.5G");
+        assert_eq!(human_size(8 << 30), "8G");
+        assert_eq!(human_size(512 << 10), "512K");
+        assert_eq!(human_size(1000), "1000");
     }
 }

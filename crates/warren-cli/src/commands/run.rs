@@ -154,6 +154,7 @@ async fn run_task(client: Client, spec: TaskSpec, json: bool) -> anyhow::Result<
 
     let mut terminal = Terminal::default();
     let mut streamed_all = false;
+    let mut finished = None;
     if !json {
         match client.output(id).await {
             Ok(mut output) => loop {
@@ -162,6 +163,7 @@ async fn run_task(client: Client, spec: TaskSpec, json: bool) -> anyhow::Result<
                         Ok(Some(chunk)) => terminal.write(chunk.stream, &chunk.data),
                         Ok(None) => {
                             streamed_all = true;
+                            finished = output.finished().cloned();
                             break;
                         }
                         Err(err) => {
@@ -178,14 +180,19 @@ async fn run_task(client: Client, spec: TaskSpec, json: bool) -> anyhow::Result<
         }
     }
 
-    let wait = client.wait(id);
-    tokio::pin!(wait);
-    let task = loop {
-        tokio::select! {
-            task = &mut wait => break task.with_context(|| format!("waiting for task {id}"))?,
-            () = interrupts.recv() => if let Some(code) = interrupts.act(&client, id).await {
-                return Ok(code);
-            },
+    let task = match finished {
+        Some(task) => task,
+        None => {
+            let wait = client.wait(id);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    task = &mut wait => break task.with_context(|| format!("waiting for task {id}"))?,
+                    () = interrupts.recv() => if let Some(code) = interrupts.act(&client, id).await {
+                        return Ok(code);
+                    },
+                }
+            }
         }
     };
     if json {

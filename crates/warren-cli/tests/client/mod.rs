@@ -342,10 +342,10 @@ async fn status_logs_cancel_tasks_and_workers() {
     let ran = warren(&url, &["status", "42"]).await;
     assert_eq!(ran.code, Some(0), "{ran:?}");
     for needle in [
-        "task:     42",
-        "state:    DONE: success",
-        "command:  sh -c 'echo hi'",
-        "worker:   w1",
+        "task:      42",
+        "state:     DONE: success",
+        "command:   sh -c 'echo hi'",
+        "worker:    w1",
         "peak memory 2M",
     ] {
         assert!(ran.stdout.contains(needle), "{needle:?} in {}", ran.stdout);
@@ -419,7 +419,10 @@ async fn status_logs_cancel_tasks_and_workers() {
     let ran = warren(&url, &["workers"]).await;
     assert_eq!(ran.code, Some(0), "{ran:?}");
     assert!(ran.stdout.starts_with("ID  STATE    TASKS"), "{ran:?}");
-    assert!(ran.stdout.contains("w1  RUNNING  1/4    8G"), "{ran:?}");
+    assert!(
+        ran.stdout.contains("w1  RUNNING  1/4    8G      4"),
+        "{ran:?}"
+    );
     assert!(ran.stdout.contains("arch=x86_64,os=linux"), "{ran:?}");
     let ran = warren(&url, &["workers", "--json"]).await;
     let workers: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap_or_default();
