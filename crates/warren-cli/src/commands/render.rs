@@ -177,10 +177,7 @@ pub fn task_rows(tasks: &[TaskView], now: Timestamp) -> String {
             ]
         })
         .collect();
-    table(
-        &["ID", "STATE", "RESULT", "PRI", "WORKER", "AGE", "COMMAND"],
-        &rows,
-    )
+    table(&["ID", "STATE", "PRI", "WORKER", "AGE", "COMMAND"], &rows)
 }
 
 /// The rows of `warren workers`.

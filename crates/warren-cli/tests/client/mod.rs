@@ -403,7 +403,16 @@ async fn status_logs_cancel_tasks_and_workers() {
     assert_eq!(ran.code, Some(0), "{ran:?}");
     let lines: Vec<&str> = ran.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{ran:?}");
-    assert!(lines[0].starts_with("ID  STATE"), "{ran:?}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["ID", "STATE", "PRI", "WORKER", "AGE", "COMMAND"],
+        "{ran:?}"
+    );
+    // Every row has a cell under every heading (a state with a space stays one cell).
+    assert!(
+        lines[2].starts_with("42  WAITING         8    w1"),
+        "{ran:?}"
+    );
     assert!(
         lines[1].contains("DONE")
             && lines[1].contains("success")
