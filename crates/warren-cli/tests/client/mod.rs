@@ -410,7 +410,7 @@ async fn status_logs_cancel_tasks_and_workers() {
     );
     // Every row has a cell under every heading (a state with a space stays one cell).
     assert!(
-        lines[2].starts_with("42  WAITING         8    w1"),
+        lines[2].starts_with("42  WAITING        8    w1"),
         "{ran:?}"
     );
     assert!(
