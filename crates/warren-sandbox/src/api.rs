@@ -120,6 +120,9 @@ pub struct SandboxConfig {
     pub stats_interval: Duration,
     /// Most statistics points kept in a result (decimated beyond that).
     pub max_stat_points: usize,
+    /// Runs kept prepared ahead of time (namespaces, cgroups and root ready) for runs with the
+    /// host root and no task files; 0 prepares each run when it is asked for.
+    pub warm_runs: usize,
 }
 
 impl Default for SandboxConfig {
@@ -132,6 +135,7 @@ impl Default for SandboxConfig {
             uid_count: 10_000,
             stats_interval: Duration::from_millis(100),
             max_stat_points: 100,
+            warm_runs: 2,
         }
     }
 }

@@ -1,12 +1,23 @@
-//! The new process's life between clone and exec: walk the prepared plan, then exec.
+//! The new process's life between clone and exec, in two phases:
+//!
+//! 1. **prepare** (may happen ahead of time, for a warm pool): walk the prepared filesystem steps,
+//!    `pivot_root`, host name and loopback, then wait on the go pipe;
+//! 2. **launch**: read the launch message (argv, env, files, disk, rlimits), enter a cgroup
+//!    namespace, mount `/tmp`, write the files, set stdio and rlimits, drop privileges, install
+//!    seccomp, exec.
+//!
 //! Runs in a copy of a possibly multi-threaded parent, so it only makes system calls through
 //! `sys::child`, which neither allocates nor locks.
 
+use crate::launch::{fill_pointers, Decoded};
 use crate::plan::{ChildPlan, Stage, Step};
 use crate::sys::child as sys;
 
 /// Exit code of a child whose setup failed (the parent reads the real reason from the pipe).
 pub const SETUP_FAILED: i32 = 127;
+
+/// Largest launch message accepted (argv, env and input files together).
+pub const MAX_LAUNCH: u64 = 1 << 30;
 
 /// Reports `(stage, errno)` to the parent and exits.
 fn fail(plan: &ChildPlan, stage: u32, errno: sys::Errno) -> ! {
@@ -62,8 +73,18 @@ fn apply(step: &Step) -> sys::Res {
 pub fn child_main(plan: &ChildPlan) -> ! {
     let stage = |s: Stage| s as u32;
     // Die with the thread that supervises us. A parent that died before this took effect is
-    // noticed at the sync pipe, which then reads end of file.
+    // noticed at the go pipe, which then reads end of file.
     if let Err(e) = sys::kill_with_parent() {
+        fail(plan, stage(Stage::Sync), e);
+    }
+    let keep = [
+        plan.stdio[0],
+        plan.stdio[1],
+        plan.stdio[2],
+        plan.go_fd,
+        plan.error_fd,
+    ];
+    if let Err(e) = sys::close_all_except(&keep) {
         fail(plan, stage(Stage::Sync), e);
     }
     let _ = sys::reset_signals();
@@ -99,43 +120,73 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         fail(plan, stage(Stage::Network), e);
     }
 
-    if let Some(fd) = plan.sync_fd {
-        match sys::read_byte(fd) {
-            Ok(true) => {}
-            // The parent closed the pipe without a go: it gave up on this run.
-            Ok(false) => sys::exit(SETUP_FAILED),
-            Err(e) => fail(plan, stage(Stage::Sync), e),
-        }
+    // Prepared: wait for the launch message. End of file means the run was given up.
+    let mut length = [0u8; 8];
+    match sys::read_exact(plan.go_fd, &mut length) {
+        Ok(true) => {}
+        Ok(false) => sys::exit(SETUP_FAILED),
+        Err(e) => fail(plan, stage(Stage::Sync), e),
     }
+    let length = u64::from_ne_bytes(length);
+    if length > MAX_LAUNCH {
+        fail(plan, stage(Stage::Sync), libc::E2BIG);
+    }
+    let message = match sys::map_anonymous(length as usize) {
+        Ok(m) => m,
+        Err(e) => fail(plan, stage(Stage::Sync), e),
+    };
+    if let Err(e) =
+        sys::read_exact(plan.go_fd, message)
+            .and_then(|full| if full { Ok(()) } else { Err(libc::EPIPE) })
+    {
+        fail(plan, stage(Stage::Sync), e);
+    }
+    let base = message.as_ptr() as usize;
+    let (argv_at, envp_at) = match fill_pointers(message, base) {
+        Ok(at) => at,
+        Err(e) => fail(plan, stage(Stage::Sync), e),
+    };
+    let message: &[u8] = message;
+    let launch = match Decoded::parse(message) {
+        Ok(l) => l,
+        Err(e) => fail(plan, stage(Stage::Sync), e),
+    };
+
     // Rooted at the run's own cgroup, now that the process is in it.
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
         fail(plan, stage(Stage::CgroupNamespace), e);
     }
-
-    let gid = plan.uid;
-    for dir in &plan.input_dirs {
-        if let Err(e) = sys::mkdir(dir, 0o755).and_then(|()| sys::chown(dir, plan.uid, gid)) {
-            fail(plan, stage(Stage::InputFiles), e);
-        }
+    if let Err(e) = mount_tmp(launch.disk()) {
+        fail(plan, stage(Stage::InputFiles), e);
     }
-    for (path, contents, mode) in &plan.input_files {
-        if let Err(e) =
-            sys::write_file(path, contents, *mode).and_then(|()| sys::chown(path, plan.uid, gid))
-        {
+    let gid = plan.uid;
+    for i in 0..launch.file_count() {
+        let written = launch.file(i).and_then(|(path, mode, contents)| {
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                sys::mkdir(path, mode & 0o7777)?;
+            } else {
+                sys::write_file(path, contents, mode & 0o7777)?;
+            }
+            sys::chown(path, plan.uid, gid)
+        });
+        if let Err(e) = written {
             fail(plan, stage(Stage::InputFiles), e);
         }
     }
 
     sys::set_umask(0o022);
-    let stdio = sys::chdir(&plan.workdir)
+    let stdio = sys::chdir(c"/tmp")
         .and_then(|()| sys::dup2(plan.stdio[0], 0))
         .and_then(|()| sys::dup2(plan.stdio[1], 1))
         .and_then(|()| sys::dup2(plan.stdio[2], 2));
     if let Err(e) = stdio {
         fail(plan, stage(Stage::Stdio), e);
     }
-    for &(resource, value) in &plan.rlimits {
-        if let Err(e) = sys::setrlimit(resource, value) {
+    for i in 0..launch.rlimit_count() {
+        if let Err(e) = launch
+            .rlimit(i)
+            .and_then(|(resource, value)| sys::setrlimit(resource, value))
+        {
             fail(plan, stage(Stage::Rlimits), e);
         }
     }
@@ -157,6 +208,68 @@ pub fn child_main(plan: &ChildPlan) -> ! {
             fail(plan, stage(Stage::Seccomp), e);
         }
     }
-    let errno = sys::execve(&plan.program, &plan.argv_ptrs, &plan.envp_ptrs);
+    let program = match launch.program() {
+        Ok(p) => p,
+        Err(e) => fail(plan, stage(Stage::Exec), e),
+    };
+    let errno = sys::execve(program, message, argv_at, envp_at);
     fail(plan, stage(Stage::Exec), errno)
+}
+
+/// Mounts the run's writable `/tmp`: `disk` bytes, with inodes bounded too so a file-creation
+/// loop hits ENOSPC instead of kernel memory. The options are formatted without allocating.
+fn mount_tmp(disk: u64) -> sys::Res {
+    let inodes = (disk / 4096).clamp(1024, 1 << 20);
+    let mut options = [0u8; 96];
+    let mut len = 0;
+    for part in [
+        &b"size="[..],
+        &digits(disk).0[..digits(disk).1],
+        b",nr_inodes=",
+        &digits(inodes).0[..digits(inodes).1],
+        b",mode=1777\0",
+    ] {
+        options[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
+    let data = std::ffi::CStr::from_bytes_until_nul(&options[..len]).map_err(|_| libc::EINVAL)?;
+    sys::mount(
+        Some(c"tmpfs"),
+        c"/tmp",
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(data),
+    )
+}
+
+/// Decimal digits of `n`, left-aligned in a fixed buffer, and their count.
+fn digits(mut n: u64) -> ([u8; 20], usize) {
+    let mut reversed = [0u8; 20];
+    let mut count = 0;
+    loop {
+        reversed[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = [0u8; 20];
+    for i in 0..count {
+        out[i] = reversed[count - 1 - i];
+    }
+    (out, count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_without_allocation() {
+        for n in [0u64, 7, 10, 4096, u64::MAX] {
+            let (buf, len) = digits(n);
+            assert_eq!(&buf[..len], n.to_string().as_bytes());
+        }
+    }
 }

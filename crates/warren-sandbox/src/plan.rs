@@ -122,7 +122,7 @@ impl Stage {
     }
 }
 
-/// Everything the child needs.
+/// Everything the child needs to prepare; the rest comes in the launch message.
 #[derive(Debug)]
 pub struct ChildPlan {
     /// Where the new root is assembled (a directory in the host's filesystem, mounted over
@@ -132,38 +132,19 @@ pub struct ChildPlan {
     pub steps: Vec<Step>,
     /// Host name inside the run.
     pub hostname: &'static [u8],
-    /// Read end of the pipe on which the parent says "placed in cgroups, go on".
-    pub sync_fd: Option<RawFd>,
+    /// Read end of the go pipe: the launch message arrives here once the parent has placed the
+    /// process in its cgroups and knows what to run.
+    pub go_fd: RawFd,
     /// Write end of the close-on-exec pipe for failure reports.
     pub error_fd: RawFd,
     /// Descriptors for the program's stdin, stdout, stderr.
     pub stdio: [RawFd; 3],
-    /// Directories then files to create in the working directory (absolute, inside the root).
-    pub input_dirs: Vec<CString>,
-    /// Input files: path, contents, mode.
-    pub input_files: Vec<(CString, Vec<u8>, libc::mode_t)>,
-    /// Working directory.
-    pub workdir: CString,
     /// The run's uid and gid.
     pub uid: u32,
-    /// Resource limits: (resource, value).
-    pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     /// Highest capability number to drop from the bounding set.
     pub last_capability: u32,
     /// Seccomp programs, installed in order.
     pub seccomp: Vec<SeccompProgram>,
-    /// The program, resolved.
-    pub program: CString,
-    /// Owned argument strings: only read through `argv_ptrs`, held here to keep them alive.
-    #[allow(dead_code)]
-    pub argv: Vec<CString>,
-    /// Owned environment strings: only read through `envp_ptrs`, held here to keep them alive.
-    #[allow(dead_code)]
-    pub envp: Vec<CString>,
-    /// Null-terminated pointer array into `argv`.
-    pub argv_ptrs: Vec<*const libc::c_char>,
-    /// Null-terminated pointer array into `envp`.
-    pub envp_ptrs: Vec<*const libc::c_char>,
 }
 
 /// Makes a C string from a path or text; interior NULs are refused by the caller's validation.
@@ -184,15 +165,6 @@ pub fn under(root: &CStr, rel: &str) -> CString {
     }
     bytes.extend_from_slice(rel.as_bytes());
     CString::new(bytes).unwrap_or_default()
-}
-
-/// Null-terminated pointer array over owned strings.
-pub fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
 }
 
 /// One top-level entry of a root filesystem.
@@ -302,8 +274,8 @@ pub fn place_entries(
     Ok(())
 }
 
-/// Steps for `/proc`, `/dev` and the writable `/tmp` of `disk` bytes.
-pub fn system_mounts(root: &CStr, disk: u64, steps: &mut Vec<Step>) {
+/// Steps for `/proc`, `/dev` and the mount point of `/tmp`.
+pub fn system_mounts(root: &CStr, steps: &mut Vec<Step>) {
     let s = |t: &str| Some(CString::new(t).unwrap_or_default());
     let proc = under(root, "proc");
     steps.push(Step::Mkdir(proc.clone(), 0o555));
@@ -348,17 +320,8 @@ pub fn system_mounts(root: &CStr, disk: u64, steps: &mut Vec<Step>) {
             link: under(&dev, name),
         });
     }
-    let tmp = under(root, "tmp");
-    steps.push(Step::Mkdir(tmp.clone(), 0o1777));
-    // Inodes are bounded too, so a file-creation loop hits ENOSPC instead of kernel memory.
-    let inodes = (disk / 4096).clamp(1024, 1 << 20);
-    steps.push(Step::Mount {
-        source: s("tmpfs"),
-        target: tmp,
-        fstype: s("tmpfs"),
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: s(&format!("size={disk},nr_inodes={inodes},mode=1777")),
-    });
+    // The writable /tmp is mounted at launch, when the disk limit is known.
+    steps.push(Step::Mkdir(under(root, "tmp"), 0o1777));
 }
 
 /// Whether a relative input-file path stays inside the working directory.

@@ -14,11 +14,13 @@ use warren_core::result::{decide, exit_codes, Exit, Observations, RunResult, Sta
 use crate::api::{Root, RunEvents, RunSpec, SandboxConfig, Stdin};
 use crate::cgroup::{CgroupHost, CgroupMounts, Layout, RunCgroups};
 use crate::child::child_main;
+use crate::launch::{Launch, LaunchFile};
 use crate::plan::{self, ChildPlan, RootEntry, Stage, Step};
+use crate::pool::Pool;
 use crate::supervise::{supervise, Supervision};
 use crate::sys::child::SeccompProgram;
 use crate::sys::{self, process::WaitStatus};
-use crate::uids::UidPool;
+use crate::uids::{UidLease, UidPool};
 use crate::{check::HostReport, seccomp};
 
 /// The sandbox could not be set up on this host.
@@ -123,8 +125,19 @@ impl AbortHandle {
 }
 
 /// A sandbox host: shared, `Send + Sync`, runs any number of runs at once from many threads.
+///
+/// With [`SandboxConfig::warm_runs`] above zero, a background thread keeps that many runs
+/// *prepared* (cloned into their namespaces and cgroups, root filesystem assembled, waiting for
+/// what to execute), so a run with the default root starts with only the per-run work left.
 #[derive(Debug)]
 pub struct Sandbox {
+    host: Arc<Host>,
+    pool: Option<Pool>,
+}
+
+/// Everything a run needs from the host, shared with the warm pool's thread.
+#[derive(Debug)]
+pub(crate) struct Host {
     config: SandboxConfig,
     cgroups: CgroupHost,
     uids: Arc<UidPool>,
@@ -139,6 +152,63 @@ pub struct Sandbox {
     report: HostReport,
 }
 
+/// The parts of a run fixed when its child is prepared: its filesystem and its cgroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// The root directory (`/` for the host's system directories).
+    pub root: PathBuf,
+    /// Task files bound at `/task`.
+    pub task_dir: Option<PathBuf>,
+}
+
+impl Shape {
+    /// The shape the warm pool prepares: host root, no task files.
+    pub fn default_host() -> Shape {
+        Shape {
+            root: PathBuf::from("/"),
+            task_dir: None,
+        }
+    }
+}
+
+/// A child cloned into its namespaces and cgroups with its root assembled, waiting for the
+/// launch message. Dropped unused, it is killed and cleaned up.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub shape: Shape,
+    pidfd: OwnedFd,
+    cgroups: RunCgroups,
+    lease: Option<UidLease>,
+    stdout_r: Option<OwnedFd>,
+    stderr_r: Option<OwnedFd>,
+    stdin_w: Option<OwnedFd>,
+    go_w: Option<OwnedFd>,
+    error_r: OwnedFd,
+    launched: bool,
+}
+
+impl Prepared {
+    /// Whether the child is still waiting (it can die early, e.g. of a failed setup step).
+    pub fn alive(&self) -> bool {
+        let mut fds = [libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        matches!(sys::poll(&mut fds, Some(std::time::Duration::ZERO)), Ok(0))
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.launched {
+            self.go_w = None; // end of file on the go pipe: the child exits by itself
+            let _ = sys::process::pidfd_signal(self.pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::process::wait_pidfd(self.pidfd.as_fd());
+        }
+    }
+}
+
 /// Namespaces every run gets (the cgroup namespace is entered later, once placed).
 const NAMESPACES: libc::c_int = libc::CLONE_NEWPID
     | libc::CLONE_NEWNS
@@ -151,8 +221,115 @@ const OPEN_FILES: u64 = 4096;
 
 impl Sandbox {
     /// Prepares the host: checks privileges, finds the cgroup layout, makes the parent cgroups,
-    /// compiles the seccomp policy and reclaims what crashed runners left behind.
+    /// compiles the seccomp policy, reclaims what crashed runners left behind and starts the
+    /// warm pool.
     pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let host = Arc::new(Host::new(config)?);
+        let pool = (host.config.warm_runs > 0)
+            .then(|| Pool::start(Arc::clone(&host), host.config.warm_runs));
+        Ok(Sandbox { host, pool })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.host.config
+    }
+
+    /// What this host supports.
+    pub fn report(&self) -> &HostReport {
+        &self.host.report
+    }
+
+    /// The cgroup layout found.
+    pub fn layout(&self) -> Layout {
+        self.host.cgroups.layout()
+    }
+
+    /// Runs `spec` to completion on the calling thread, reporting output and statistics to
+    /// `events` as they happen. An invalid spec is an error and starts nothing; everything that
+    /// happens once started, including failures of the sandbox itself, is in the result.
+    pub fn run(
+        &self,
+        spec: &RunSpec,
+        events: &mut dyn RunEvents,
+        abort: Option<&AbortHandle>,
+    ) -> Result<RunResult, SpecError> {
+        let host = &self.host;
+        let limits = spec.limits.with_defaults(&Limits::sandbox_defaults());
+        limits.validate()?;
+        host.check_enforceable(&limits)?;
+        let root = match &spec.root {
+            Root::Host => PathBuf::from("/"),
+            Root::Dir(dir) => existing_dir("root directory", dir)?,
+        };
+        let task_dir = spec
+            .task_dir
+            .as_deref()
+            .map(|d| existing_dir("task directory", d))
+            .transpose()?;
+        let program = spec.argv.first().ok_or(SpecError::EmptyCommand)?;
+        if program.is_empty() {
+            return Err(SpecError::EmptyCommand);
+        }
+        for file in &spec.files {
+            if !plan::safe_relative(&file.path) {
+                return Err(SpecError::Path {
+                    what: "input file",
+                    path: file.path.clone(),
+                    problem: "must be a relative path without `..`".into(),
+                });
+            }
+        }
+        let env = effective_env(&spec.env);
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let Some(resolved) = plan::resolve_program(program, &path_var, &root) else {
+            return Ok(not_found(program));
+        };
+        let launch = host
+            .launch_message(spec, &limits, &resolved, &env)
+            .map_err(SpecError::Invalid)?;
+        if abort.is_some_and(AbortHandle::is_aborted) {
+            let mut result = RunResult::crash("aborted before it started");
+            result.status = Status::Abort;
+            result.message = None;
+            return Ok(result);
+        }
+        let shape = Shape { root, task_dir };
+        let stdin_fd = match &spec.stdin {
+            Stdin::Fd(fd) => match fd.try_clone() {
+                Ok(fd) => Some(fd),
+                Err(e) => return Ok(RunResult::crash(format!("duplicating stdin: {e}"))),
+            },
+            Stdin::Null | Stdin::Bytes(_) => None,
+        };
+        let warm = match (&self.pool, &stdin_fd) {
+            (Some(pool), None) => pool.take(&shape),
+            _ => None,
+        };
+        let prepared = match warm {
+            Some(p) => p,
+            None => match host.prepare(&shape, stdin_fd) {
+                Ok(p) => p,
+                Err(message) => return Ok(RunResult::crash(message)),
+            },
+        };
+        let stdin_bytes = match &spec.stdin {
+            Stdin::Bytes(bytes) => Some(bytes.clone()),
+            _ => None,
+        };
+        match host.launch(prepared, &launch, &limits, stdin_bytes, events, abort, spec) {
+            Ok(result) => Ok(result),
+            Err(message) => Ok(RunResult::crash(message)),
+        }
+    }
+}
+
+impl Host {
+    fn new(config: SandboxConfig) -> Result<Host, SandboxError> {
         if !sys::is_root() {
             let uid = std::fs::read_to_string("/proc/self/status")
                 .ok()
@@ -195,7 +372,7 @@ impl Sandbox {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
             })?;
         let report = HostReport::inspect(&cgroups);
-        let sandbox = Sandbox {
+        let built = Host {
             cgroups,
             uids,
             seccomp,
@@ -210,87 +387,8 @@ impl Sandbox {
             report,
             config,
         };
-        sandbox.cgroups.reclaim(&|name| runner_is_gone(name));
-        Ok(sandbox)
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &SandboxConfig {
-        &self.config
-    }
-
-    /// What this host supports.
-    pub fn report(&self) -> &HostReport {
-        &self.report
-    }
-
-    /// The cgroup layout found.
-    pub fn layout(&self) -> Layout {
-        self.cgroups.layout()
-    }
-
-    /// Runs `spec` to completion on the calling thread, reporting output and statistics to
-    /// `events` as they happen. An invalid spec is an error and starts nothing; everything that
-    /// happens once started, including failures of the sandbox itself, is in the result.
-    pub fn run(
-        &self,
-        spec: &RunSpec,
-        events: &mut dyn RunEvents,
-        abort: Option<&AbortHandle>,
-    ) -> Result<RunResult, SpecError> {
-        let limits = spec.limits.with_defaults(&Limits::sandbox_defaults());
-        limits.validate()?;
-        self.check_enforceable(&limits)?;
-        let root_path = match &spec.root {
-            Root::Host => PathBuf::from("/"),
-            Root::Dir(dir) => existing_dir("root directory", dir)?,
-        };
-        let task_dir = spec
-            .task_dir
-            .as_deref()
-            .map(|d| existing_dir("task directory", d))
-            .transpose()?;
-        let program = spec.argv.first().ok_or(SpecError::EmptyCommand)?;
-        if program.is_empty() {
-            return Err(SpecError::EmptyCommand);
-        }
-        for file in &spec.files {
-            if !plan::safe_relative(&file.path) {
-                return Err(SpecError::Path {
-                    what: "input file",
-                    path: file.path.clone(),
-                    problem: "must be a relative path without `..`".into(),
-                });
-            }
-        }
-        let env = effective_env(&spec.env);
-        let path_var = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        let Some(resolved) = plan::resolve_program(program, &path_var, &root_path) else {
-            return Ok(not_found(program));
-        };
-        if abort.is_some_and(AbortHandle::is_aborted) {
-            let mut result = RunResult::crash("aborted before it started");
-            result.status = Status::Abort;
-            result.message = None;
-            return Ok(result);
-        }
-        match self.start_and_supervise(
-            spec,
-            &limits,
-            &root_path,
-            task_dir.as_deref(),
-            resolved,
-            &env,
-            events,
-            abort,
-        ) {
-            Ok(result) => Ok(result),
-            Err(message) => Ok(RunResult::crash(message)),
-        }
+        built.cgroups.reclaim(&|name| runner_is_gone(name));
+        Ok(built)
     }
 
     fn check_enforceable(&self, limits: &Limits) -> Result<(), SpecError> {
@@ -328,18 +426,14 @@ impl Sandbox {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn start_and_supervise(
+    /// Clones a child for `shape` into fresh cgroups and lets it assemble its root; it then
+    /// waits for [`Host::launch`]. `stdin` is used as the program's stdin when given; otherwise
+    /// a pipe is made, fed or closed at launch.
+    pub(crate) fn prepare(
         &self,
-        spec: &RunSpec,
-        limits: &Limits,
-        root_path: &Path,
-        task_dir: Option<&Path>,
-        program: PathBuf,
-        env: &[(OsString, OsString)],
-        events: &mut dyn RunEvents,
-        abort: Option<&AbortHandle>,
-    ) -> Result<RunResult, String> {
+        shape: &Shape,
+        stdin: Option<OwnedFd>,
+    ) -> Result<Prepared, String> {
         let lease = self
             .uids
             .acquire()
@@ -349,78 +443,190 @@ impl Sandbox {
             self.runner_id,
             self.sequence.fetch_add(1, Ordering::Relaxed)
         );
-        let mut cgroups = self
-            .cgroups
-            .create(&name, limits)
-            .map_err(|e| e.to_string())?;
+        let cgroups = self.cgroups.create(&name).map_err(|e| e.to_string())?;
 
         let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
         let (stdout_r, stdout_w) = sys::pipe().map_err(io("creating the stdout pipe"))?;
         let (stderr_r, stderr_w) = sys::pipe().map_err(io("creating the stderr pipe"))?;
         let (error_r, error_w) = sys::pipe().map_err(io("creating the report pipe"))?;
-        let mut stdin_feed = None;
-        let stdin_child: OwnedFd = match &spec.stdin {
-            Stdin::Null => std::fs::File::open("/dev/null")
-                .map_err(io("opening /dev/null"))?
-                .into(),
-            Stdin::Fd(fd) => fd.try_clone().map_err(io("duplicating stdin"))?,
-            Stdin::Bytes(bytes) => {
+        let (go_r, go_w) = sys::pipe().map_err(io("creating the go pipe"))?;
+        let (stdin_child, stdin_w) = match stdin {
+            Some(fd) => (fd, None),
+            None => {
                 let (r, w) = sys::pipe().map_err(io("creating the stdin pipe"))?;
-                stdin_feed = Some((w, bytes.clone()));
-                r
+                (r, Some(w))
             }
         };
-        // The child waits before exec until the parent has placed it in every cgroup
-        // (CLONE_INTO_CGROUP covers the cgroup2 tree; v1 hierarchies, or a kernel without
-        // clone3, need a move). Its own setup runs meanwhile, in parallel with the moves.
-        let sync = Some(sys::pipe().map_err(io("creating the sync pipe"))?);
-
-        let child_plan = self
-            .plan(
-                spec,
-                limits,
-                root_path,
-                task_dir,
-                program,
-                env,
-                lease.uid,
-                &stdin_child,
-                &stdout_w,
-                &stderr_w,
-                &error_w,
-                sync.as_ref().map(|(r, _)| r),
-            )
+        let mut steps = Vec::new();
+        self.filesystem_steps(shape, lease.uid, &mut steps)
             .map_err(|e| format!("preparing the run: {e}"))?;
-
-        let started = Instant::now();
+        let child_plan = ChildPlan {
+            new_root: self.new_root.clone(),
+            steps,
+            hostname: b"warren",
+            go_fd: go_r.as_raw_fd(),
+            error_fd: error_w.as_raw_fd(),
+            stdio: [
+                stdin_child.as_raw_fd(),
+                stdout_w.as_raw_fd(),
+                stderr_w.as_raw_fd(),
+            ],
+            uid: lease.uid,
+            last_capability: self.last_capability,
+            seccomp: self.seccomp.clone(),
+        };
         let spawned =
             sys::process::spawn(NAMESPACES, cgroups.clone_target(), child_main, &child_plan)
                 .map_err(io("creating the sandboxed process"))?;
-        drop((stdout_w, stderr_w, error_w, stdin_child));
-        drop(child_plan);
-        if let Some((sync_r, sync_w)) = sync {
-            drop(sync_r);
-            if let Err(e) = cgroups.attach(spawned.pid, spawned.in_cgroup) {
-                let _ = sys::process::pidfd_signal(spawned.pidfd.as_fd(), libc::SIGKILL);
-                let _ = sys::process::wait_pidfd(spawned.pidfd.as_fd());
-                return Err(e.to_string());
-            }
-            // The child may already have failed and exited; the report pipe tells why.
-            let _ = sys::write(sync_w.as_fd(), b"g");
-        }
+        drop((stdout_w, stderr_w, error_w, stdin_child, go_r));
+        let prepared = Prepared {
+            shape: shape.clone(),
+            pidfd: spawned.pidfd,
+            cgroups,
+            lease: Some(lease),
+            stdout_r: Some(stdout_r),
+            stderr_r: Some(stderr_r),
+            stdin_w,
+            go_w: Some(go_w),
+            error_r,
+            launched: false,
+        };
+        // The child assembles its root meanwhile; it waits for the launch message before it
+        // runs anything of the user's, so it is in every cgroup by then.
+        prepared
+            .cgroups
+            .attach(spawned.pid, spawned.in_cgroup)
+            .map_err(|e| e.to_string())?;
+        Ok(prepared)
+    }
 
+    /// The launch message for `spec`.
+    fn launch_message(
+        &self,
+        spec: &RunSpec,
+        limits: &Limits,
+        program: &Path,
+        env: &[(OsString, OsString)],
+    ) -> Result<Launch, String> {
+        let no_nul = |what: &str, bytes: &[u8]| {
+            if bytes.contains(&0) {
+                Err(format!(
+                    "{what} {:?} contains a NUL byte",
+                    String::from_utf8_lossy(bytes)
+                ))
+            } else {
+                Ok(bytes.to_vec())
+            }
+        };
+        let mut rlimits = vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, OPEN_FILES)];
+        let disk = limits.disk.unwrap_or(64 << 20);
+        // Past the tmpfs size, so a full disk is ENOSPC for the writer and never SIGXFSZ.
+        rlimits.push((libc::RLIMIT_FSIZE, disk + (1 << 20)));
+        if let Some(pids) = limits.pids {
+            // The uid is the run's own, so this bounds the run even without a pids controller.
+            rlimits.push((libc::RLIMIT_NPROC, pids));
+        }
+        let mut files: Vec<LaunchFile> = Vec::new();
+        for file in &spec.files {
+            let mut prefix = PathBuf::from("/tmp");
+            if let Some(parent) = file.path.parent() {
+                for part in parent.components() {
+                    prefix.push(part);
+                    let path = prefix.as_os_str().as_bytes().to_vec();
+                    if !files.iter().any(|f| f.path == path) {
+                        files.push(LaunchFile {
+                            path,
+                            mode: libc::S_IFDIR | 0o755,
+                            contents: Vec::new(),
+                        });
+                    }
+                }
+            }
+            let path = no_nul(
+                "input file",
+                Path::new("/tmp").join(&file.path).as_os_str().as_bytes(),
+            )?;
+            files.push(LaunchFile {
+                path,
+                mode: if file.executable { 0o755 } else { 0o644 },
+                contents: file.contents.clone(),
+            });
+        }
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| no_nul("argument", a.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let env = env
+            .iter()
+            .map(|(k, v)| {
+                if k.as_bytes().contains(&b'=') || k.is_empty() {
+                    return Err(format!(
+                        "environment variable name {:?} is empty or contains '='",
+                        k.to_string_lossy()
+                    ));
+                }
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                no_nul("environment variable", &kv)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Launch {
+            disk,
+            rlimits,
+            program: no_nul("program", program.as_os_str().as_bytes())?,
+            argv,
+            env,
+            files,
+        })
+    }
+
+    /// Gives a prepared child its run and supervises it to the end.
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &self,
+        mut prepared: Prepared,
+        launch: &Launch,
+        limits: &Limits,
+        stdin_bytes: Option<Vec<u8>>,
+        events: &mut dyn RunEvents,
+        abort: Option<&AbortHandle>,
+        spec: &RunSpec,
+    ) -> Result<RunResult, String> {
+        prepared.launched = true;
+        prepared
+            .cgroups
+            .set_limits(limits)
+            .map_err(|e| e.to_string())?;
+        let message = launch.encode();
+        let started = Instant::now();
+        if let Some(go) = prepared.go_w.take() {
+            let mut framed = (message.len() as u64).to_ne_bytes().to_vec();
+            framed.extend_from_slice(&message);
+            // A child that died in its setup closes the pipe; its report says why, below.
+            let _ = sys::write_all_nosigpipe(go.as_fd(), &framed);
+        }
+        let stdin_feed = match (prepared.stdin_w.take(), stdin_bytes) {
+            (Some(w), Some(bytes)) if !bytes.is_empty() => Some((w, bytes)),
+            _ => None, // dropping the write end gives the program end of file
+        };
         let parallelism = limits.cpus.map_or(self.cpus as f64, |m| {
             (m as f64 / 1000.0).min(self.cpus as f64)
         });
         let abort_fd = abort.and_then(|a| a.inner.wake.as_ref().map(|fd| fd.as_fd()));
         let requested = || abort.is_some_and(AbortHandle::is_aborted);
+        let (Some(stdout_r), Some(stderr_r)) = (prepared.stdout_r.take(), prepared.stderr_r.take())
+        else {
+            return Err("output pipes already taken".to_string());
+        };
         let supervised = supervise(
             Supervision {
-                pidfd: spawned.pidfd.as_fd(),
+                pidfd: prepared.pidfd.as_fd(),
                 outputs: [stdout_r, stderr_r],
                 stdin: stdin_feed,
                 abort: abort_fd,
-                cgroups: &cgroups,
+                cgroups: &prepared.cgroups,
                 limits,
                 parallelism,
                 stats_interval: self.config.stats_interval,
@@ -430,23 +636,26 @@ impl Sandbox {
             events,
             &requested,
         );
-        let status =
-            sys::process::wait_pidfd(spawned.pidfd.as_fd()).map_err(io("waiting for the run"))?;
+        let status = sys::process::wait_pidfd(prepared.pidfd.as_fd())
+            .map_err(|e| format!("waiting for the run: {e}"))?;
         let ended = supervised.ended.unwrap_or_else(Instant::now);
-        let setup_failure = read_setup_failure(&error_r);
+        let setup_failure = read_setup_failure(&prepared.error_r);
 
-        let (cpu_user, cpu_sys) = cgroups_cpu(&cgroups);
+        let (cpu_user, cpu_sys) = cgroups_cpu(&prepared.cgroups);
         let usage = Usage {
             wall_ms: ended.saturating_duration_since(started).as_millis() as u64,
             cpu_user_ms: cpu_user / 1000,
             cpu_sys_ms: cpu_sys / 1000,
-            peak_memory_bytes: cgroups.memory_peak().unwrap_or(0),
-            peak_pids: cgroups.pids_peak().unwrap_or(supervised.sampled_peak_pids),
+            peak_memory_bytes: prepared.cgroups.memory_peak().unwrap_or(0),
+            peak_pids: prepared
+                .cgroups
+                .pids_peak()
+                .unwrap_or(supervised.sampled_peak_pids),
             output_bytes: supervised.output_bytes,
         };
-        let oom_kills = cgroups.oom_kills();
-        let removal = cgroups.remove();
-        drop(lease);
+        let oom_kills = prepared.cgroups.oom_kills();
+        let removal = prepared.cgroups.remove();
+        prepared.lease = None;
 
         let exit = match status {
             WaitStatus::Exited(code) => Exit::Code(code),
@@ -474,7 +683,7 @@ impl Sandbox {
             }
             crash = Some(format!(
                 "sandbox setup failed {}: {}",
-                self.describe_stage(stage, spec, limits),
+                self.describe_stage(stage, &prepared.shape),
                 sys::errno_text(errno)
             ));
         }
@@ -502,17 +711,13 @@ impl Sandbox {
         Ok(result)
     }
 
-    fn describe_stage(&self, stage: u32, spec: &RunSpec, limits: &Limits) -> String {
+    fn describe_stage(&self, stage: u32, shape: &Shape) -> String {
         if let Some(s) = Stage::ALL.iter().find(|s| **s as u32 == stage) {
             return format!("while {}", s.describe());
         }
         // Filesystem steps are numbered by their index; rebuild the list to name the step.
-        let root_path = match &spec.root {
-            Root::Host => PathBuf::from("/"),
-            Root::Dir(d) => d.clone(),
-        };
         let mut steps = Vec::new();
-        let _ = self.filesystem_steps(&root_path, spec.task_dir.as_deref(), limits, 0, &mut steps);
+        let _ = self.filesystem_steps(shape, 0, &mut steps);
         steps.get(stage as usize).map_or_else(
             || format!("at step {stage}"),
             |s| format!("while {}", s.describe()),
@@ -521,9 +726,7 @@ impl Sandbox {
 
     fn filesystem_steps(
         &self,
-        root_path: &Path,
-        task_dir: Option<&Path>,
-        limits: &Limits,
+        shape: &Shape,
         uid: u32,
         steps: &mut Vec<Step>,
     ) -> Result<(), String> {
@@ -542,7 +745,7 @@ impl Sandbox {
             flags: libc::MS_NOSUID | libc::MS_NODEV,
             data: Some(c"size=1m,nr_inodes=4096,mode=755".into()),
         });
-        if root_path == Path::new("/") {
+        if shape.root == Path::new("/") {
             plan::place_entries(root, &self.host_entries, steps)?;
             let etc = plan::under(root, "etc");
             steps.push(Step::Mkdir(etc.clone(), 0o755));
@@ -555,102 +758,23 @@ impl Sandbox {
             }
             plan::place_entries(&etc, &self.host_etc, steps)?;
         } else {
-            let entries = plan::root_entries(root_path, None)
-                .map_err(|e| format!("listing {}: {e}", root_path.display()))?;
+            let entries = plan::root_entries(&shape.root, None)
+                .map_err(|e| format!("listing {}: {e}", shape.root.display()))?;
             plan::place_entries(root, &entries, steps)?;
         }
-        plan::system_mounts(root, limits.disk.unwrap_or(64 << 20), steps);
-        if let Some(dir) = task_dir {
-            let entry = RootEntry::Dir("task".into(), dir.to_path_buf());
+        plan::system_mounts(root, steps);
+        if let Some(dir) = &shape.task_dir {
+            let entry = RootEntry::Dir("task".into(), dir.clone());
             plan::place_entries(root, std::slice::from_ref(&entry), steps)?;
         }
         Ok(())
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn plan(
-        &self,
-        spec: &RunSpec,
-        limits: &Limits,
-        root_path: &Path,
-        task_dir: Option<&Path>,
-        program: PathBuf,
-        env: &[(OsString, OsString)],
-        uid: u32,
-        stdin: &OwnedFd,
-        stdout: &OwnedFd,
-        stderr: &OwnedFd,
-        error: &OwnedFd,
-        sync: Option<&OwnedFd>,
-    ) -> Result<ChildPlan, String> {
-        let mut steps = Vec::new();
-        self.filesystem_steps(root_path, task_dir, limits, uid, &mut steps)?;
-        let workdir = c"/tmp".to_owned();
-        let mut input_dirs = Vec::new();
-        let mut input_files = Vec::new();
-        for file in &spec.files {
-            let mut prefix = PathBuf::from("/tmp");
-            if let Some(parent) = file.path.parent() {
-                for part in parent.components() {
-                    prefix.push(part);
-                    let dir = plan::cstring(prefix.as_os_str().as_bytes())?;
-                    if !input_dirs.contains(&dir) {
-                        input_dirs.push(dir);
-                    }
-                }
-            }
-            let path = plan::cstring(Path::new("/tmp").join(&file.path).as_os_str().as_bytes())?;
-            input_files.push((
-                path,
-                file.contents.clone(),
-                if file.executable { 0o755 } else { 0o644 },
-            ));
-        }
-        let argv: Vec<CString> = spec
-            .argv
-            .iter()
-            .map(|a| plan::cstring(a.as_bytes()))
-            .collect::<Result<_, _>>()?;
-        let envp: Vec<CString> = env
-            .iter()
-            .map(|(k, v)| {
-                let mut kv = k.as_bytes().to_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                plan::cstring(kv)
-            })
-            .collect::<Result<_, _>>()?;
-        let mut rlimits = vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, OPEN_FILES)];
-        if let Some(disk) = limits.disk {
-            // Past the tmpfs size, so a full disk is ENOSPC for the writer and never SIGXFSZ.
-            rlimits.push((libc::RLIMIT_FSIZE, disk + (1 << 20)));
-        }
-        if let Some(pids) = limits.pids {
-            // The uid is the run's own, so this bounds the run even without a pids controller.
-            rlimits.push((libc::RLIMIT_NPROC, pids));
-        }
-        let argv_ptrs = plan::pointers(&argv);
-        let envp_ptrs = plan::pointers(&envp);
-        Ok(ChildPlan {
-            new_root: self.new_root.clone(),
-            steps,
-            hostname: b"warren",
-            sync_fd: sync.map(|fd| fd.as_raw_fd()),
-            error_fd: error.as_raw_fd(),
-            stdio: [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
-            input_dirs,
-            input_files,
-            workdir,
-            uid,
-            rlimits,
-            last_capability: self.last_capability,
-            seccomp: self.seccomp.iter().map(SeccompProgram::clone).collect(),
-            program: plan::cstring(program.as_os_str().as_bytes())?,
-            argv,
-            envp,
-            argv_ptrs,
-            envp_ptrs,
-        })
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Stop the pool (its prepared children are killed) before the host's cgroup parents go.
+        self.pool = None;
     }
 }
 

@@ -186,7 +186,7 @@ pub fn supervise(
                 Role::Stdin => {
                     let mut done = true;
                     if let Some((fd, pending)) = &mut s.stdin {
-                        match sys::write(fd.as_fd(), pending) {
+                        match sys::write_nosigpipe(fd.as_fd(), pending) {
                             Ok(n) => {
                                 pending.drain(..n);
                                 done = pending.is_empty();

@@ -469,7 +469,6 @@ fn concurrent_runs_do_not_interfere() {
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    assert_no_leftovers(&sb);
     assert_eq!(results.len(), 20);
     let mut uids = std::collections::HashSet::new();
     for (i, text) in results {
@@ -564,7 +563,6 @@ fn abort_ends_the_run_at_once_with_output_so_far() {
         "abort took {:?}",
         ended - aborted_at
     );
-    assert_no_leftovers(&sb);
 }
 
 #[test]
@@ -663,7 +661,7 @@ fn bad_specs_are_clear_errors() {
 
 #[test]
 fn leftovers_of_a_crashed_runner_are_reclaimed() {
-    let Some(first) = sandbox() else { return };
+    let Some(first) = cold_sandbox() else { return };
     let parent = first.config().cgroup_parent.clone();
     let stale = "run-999999999.1-0";
     let mut made = Vec::new();
@@ -683,11 +681,12 @@ fn leftovers_of_a_crashed_runner_are_reclaimed() {
         }
     }
     assert!(!made.is_empty());
-    let second = sandbox();
+    let second = cold_sandbox();
     for dir in &made {
         assert!(!dir.exists(), "{} was not reclaimed", dir.display());
     }
-    drop((first, second));
+    drop(second);
+    drop(first);
 }
 
 #[test]
@@ -701,4 +700,61 @@ fn sandbox_check_names_the_layout() {
     if buf.contains(" - cgroup2 ") && buf.contains(" - cgroup ") {
         assert!(text.contains("hybrid"), "{text}");
     }
+}
+
+#[test]
+fn runs_prepared_on_demand_behave_like_warm_ones() {
+    let Some(sb) = cold_sandbox() else { return };
+    let r = sh(
+        &sb,
+        "echo -n abcde",
+        Limits {
+            output: Some(4),
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.status, out(&r).as_str()), (Status::Overflow, "abcd"));
+    let r = run(
+        &sb,
+        &with_stdin(
+            r#"while read x; do echo "Hello $x!"; done"#,
+            b"me\npythia\n",
+        ),
+    );
+    assert_eq!(out(&r), "Hello me!\nHello pythia!\n");
+    let r = sh(
+        &sb,
+        "echo Start; sleep 60",
+        Limits {
+            wall_time: ms(300),
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.status, out(&r).as_str()), (Status::Timeout, "Start\n"));
+    let r = run(&sb, &RunSpec::command(["/etc/passwd"]));
+    assert_eq!((r.status, r.exit_code), (Status::Failed, Some(126)));
+}
+
+#[test]
+fn warm_runs_are_fresh_each_time() {
+    let Some(sb) = sandbox() else { return };
+    // Files, processes and uids of one run are never seen by the next, even from the pool.
+    let first = sh(
+        &sb,
+        "echo secret > /tmp/left; sleep 30 & id -u",
+        Limits::default(),
+    );
+    let second = sh(
+        &sb,
+        "cat /tmp/left 2>/dev/null; ps -e -o comm= 2>/dev/null | grep -c sleep; id -u",
+        Limits::default(),
+    );
+    let text = out(&second);
+    assert!(!text.contains("secret"), "{text}");
+    assert!(text.starts_with("0\n"), "{text}");
+    assert_ne!(
+        out(&first).trim(),
+        text.lines().last().unwrap_or_default(),
+        "uid reused while the first run's processes could live"
+    );
 }

@@ -5,21 +5,60 @@ use std::time::Duration;
 
 use warren_sandbox::{CollectOutput, RunResult, RunSpec, Sandbox, SandboxConfig, Stdin};
 
-/// A sandbox, or `None` with a message saying what is missing (these tests need root).
-///
-/// Each test gets its own parent cgroup, named after the test, so that leftovers can be
+/// A sandbox for one test; when dropped, it checks that nothing of its runs is left in any
+/// cgroup hierarchy (its warm pool, if any, is shut down first).
+pub struct TestSandbox {
+    inner: Option<Sandbox>,
+    parent: String,
+}
+
+impl std::ops::Deref for TestSandbox {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        match &self.inner {
+            Some(s) => s,
+            None => unreachable!("the sandbox is only taken in drop"),
+        }
+    }
+}
+
+impl Drop for TestSandbox {
+    fn drop(&mut self) {
+        self.inner = None;
+        if !std::thread::panicking() {
+            assert_no_leftovers(&self.parent);
+        }
+    }
+}
+
+/// A sandbox with a warm pool, or `None` with a message saying what is missing (these tests
+/// need root). Each test gets its own parent cgroup, named after the test, so leftovers can be
 /// checked while other tests run in the same process.
-pub fn sandbox() -> Option<Sandbox> {
+pub fn sandbox() -> Option<TestSandbox> {
+    sandbox_with(SandboxConfig::default().warm_runs)
+}
+
+/// A sandbox that prepares every run when it is asked for (no warm pool).
+pub fn cold_sandbox() -> Option<TestSandbox> {
+    sandbox_with(0)
+}
+
+fn sandbox_with(warm_runs: usize) -> Option<TestSandbox> {
     let test = std::thread::current()
         .name()
         .unwrap_or("main")
         .replace("::", "-");
+    let parent = format!("warren-test-{test}-{warm_runs}");
     let config = SandboxConfig {
-        cgroup_parent: format!("warren-test-{test}"),
+        cgroup_parent: parent.clone(),
+        warm_runs,
         ..SandboxConfig::default()
     };
     match Sandbox::new(config) {
-        Ok(s) => Some(s),
+        Ok(s) => Some(TestSandbox {
+            inner: Some(s),
+            parent,
+        }),
         Err(e) => {
             eprintln!("SKIPPED: the sandbox is not usable here: {e}");
             None
@@ -34,15 +73,13 @@ pub fn sh(sandbox: &Sandbox, script: &str, limits: warren_core::limits::Limits) 
     run(sandbox, &spec)
 }
 
-/// Runs a spec, failing the test on a spec error, and checks nothing of it is left behind.
+/// Runs a spec, failing the test on a spec error.
 pub fn run(sandbox: &Sandbox, spec: &RunSpec) -> RunResult {
     let result = sandbox.run(spec, &mut CollectOutput, None);
-    let result = match result {
+    match result {
         Ok(r) => r,
         Err(e) => panic!("spec rejected: {e}"),
-    };
-    assert_no_leftovers(sandbox);
-    result
+    }
 }
 
 /// A spec with bytes on stdin.
@@ -62,9 +99,8 @@ pub fn ms(n: u64) -> Option<Duration> {
     Some(Duration::from_millis(n))
 }
 
-/// No run's cgroup is left under the sandbox's parent, in any hierarchy.
-pub fn assert_no_leftovers(sandbox: &Sandbox) {
-    let parent = &sandbox.config().cgroup_parent;
+/// No run's cgroup is left under `parent`, in any hierarchy.
+pub fn assert_no_leftovers(parent: &str) {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };

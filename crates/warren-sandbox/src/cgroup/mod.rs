@@ -87,6 +87,16 @@ impl RunCgroups {
         self.groups.iter().find_map(|g| f(g.as_ref()))
     }
 
+    /// Writes `limits` to every group.
+    pub fn set_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+        for group in &self.groups {
+            group.set_limits(limits).map_err(|e| {
+                CgroupError::new(format!("setting limits in {}", group.path().display()), e)
+            })?;
+        }
+        Ok(())
+    }
+
     /// The cgroup2 directory to clone into, if any.
     pub fn clone_target(&self) -> Option<BorrowedFd<'_>> {
         self.groups.iter().find_map(|g| g.clone_target())
@@ -276,21 +286,17 @@ impl CgroupHost {
         self.v2.is_some()
     }
 
-    /// Creates a run's groups, named `name` in every hierarchy, and applies `limits`.
-    pub fn create(&self, name: &str, limits: &Limits) -> Result<RunCgroups, CgroupError> {
+    /// Creates a run's groups, named `name` in every hierarchy; limits are applied later with
+    /// [`RunCgroups::set_limits`].
+    pub fn create(&self, name: &str) -> Result<RunCgroups, CgroupError> {
         let mut run = RunCgroups::default();
         if let Some(v2) = &self.v2 {
             run.groups.push(Box::new(v2.create(name)?));
         }
         for h in &self.v1 {
-            if h.controller().needed(limits, self.v2.is_some()) {
+            if h.controller().needed(self.v2.is_some()) {
                 run.groups.push(Box::new(h.create(name)?));
             }
-        }
-        for group in &run.groups {
-            group.set_limits(limits).map_err(|e| {
-                CgroupError::new(format!("setting limits in {}", group.path().display()), e)
-            })?;
         }
         Ok(run)
     }

@@ -49,13 +49,13 @@ impl Controller {
         Controller::WANTED.into_iter().find(|c| c.name() == name)
     }
 
-    /// Whether a run with `limits` needs a group in this hierarchy. Each group costs a process
-    /// migration (about 0.35 ms), so none is made that would do nothing: CPU share only when
-    /// limited, CPU accounting only when no cgroup2 tree gives it.
-    pub fn needed(self, limits: &Limits, has_v2: bool) -> bool {
+    /// Whether a run needs a group in this hierarchy. Each group costs a process migration
+    /// (about 0.35 ms, paid while the run is prepared), so none is made that would do nothing:
+    /// CPU accounting only when no cgroup2 tree gives it. Every run gets its own CPU group even
+    /// without a CPU share, so that a run with many processes competes for CPU as one.
+    pub fn needed(self, has_v2: bool) -> bool {
         match self {
-            Controller::Memory | Controller::Pids => true,
-            Controller::Cpu => limits.cpus.is_some(),
+            Controller::Memory | Controller::Pids | Controller::Cpu => true,
             Controller::Cpuacct => !has_v2,
         }
     }
@@ -273,16 +273,8 @@ mod tests {
 
     #[test]
     fn only_useful_groups_are_made() {
-        let plain = Limits::default();
-        assert!(!Controller::Cpu.needed(&plain, true));
-        assert!(Controller::Cpu.needed(
-            &Limits {
-                cpus: Some(100),
-                ..plain.clone()
-            },
-            true
-        ));
-        assert!(!Controller::Cpuacct.needed(&plain, true));
-        assert!(Controller::Cpuacct.needed(&plain, false));
+        assert!(Controller::Cpu.needed(true));
+        assert!(!Controller::Cpuacct.needed(true));
+        assert!(Controller::Cpuacct.needed(false));
     }
 }

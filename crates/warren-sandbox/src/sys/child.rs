@@ -176,17 +176,52 @@ pub fn write_all(fd: RawFd, mut data: &[u8]) -> Res {
     Ok(())
 }
 
-/// Reads one byte from `fd`; `Ok(false)` at end of file.
-pub fn read_byte(fd: RawFd) -> Result<bool, Errno> {
-    let mut byte = 0u8;
-    loop {
-        // SAFETY: reads at most one byte into `byte`, which outlives the call.
-        let n = unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) };
-        if n < 0 && errno() == libc::EINTR {
-            continue;
+/// Fills `buf` from `fd`; `Ok(false)` when the stream ended before the first byte.
+pub fn read_exact(fd: RawFd, buf: &mut [u8]) -> Result<bool, Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is valid for writes of its length for the duration of the call.
+        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err(errno());
         }
-        return if n < 0 { Err(errno()) } else { Ok(n == 1) };
+        if n == 0 {
+            return if done == 0 {
+                Ok(false)
+            } else {
+                Err(libc::EPIPE)
+            };
+        }
+        done += n as usize;
     }
+    Ok(true)
+}
+
+/// Maps `len` bytes of fresh zeroed memory for the rest of the process's life (until exec
+/// replaces the address space). The allocator is off limits in the child; mmap is a system call.
+pub fn map_anonymous(len: usize) -> Result<&'static mut [u8], Errno> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len.max(1),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    // SAFETY: the mapping is `len` readable and writable bytes, owned by nothing else, and never
+    // unmapped: it lives until exec or exit.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) })
 }
 
 /// sethostname(2).
@@ -337,6 +372,41 @@ pub fn reset_signals() -> Res {
     Ok(())
 }
 
+/// Closes every descriptor except those in `keep` (at most 8). The child is a copy of a parent
+/// that may be preparing other runs on other threads: without this it would hold their pipes
+/// open while it waits, and they would never see end of file.
+pub fn close_all_except(keep: &[RawFd]) -> Res {
+    let mut sorted = [-1 as RawFd; 8];
+    let count = keep.len().min(8);
+    sorted[..count].copy_from_slice(&keep[..count]);
+    let sorted = &mut sorted[..count];
+    sorted.sort_unstable(); // in place on a stack array: no allocation
+    let mut next: libc::c_uint = 0;
+    for &fd in sorted.iter() {
+        if fd < 0 {
+            continue;
+        }
+        let fd = fd as libc::c_uint;
+        if fd > next {
+            // SAFETY: close_range takes no pointers; closing descriptors this process does not
+            // need is the point.
+            check(unsafe {
+                libc::syscall(libc::SYS_close_range, next, fd - 1, 0 as libc::c_uint)
+            })?;
+        }
+        next = next.max(fd + 1);
+    }
+    // SAFETY: as above.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            next,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    })
+}
+
 /// Marks every descriptor from `first` up close-on-exec.
 pub fn cloexec_from(first: RawFd) -> Res {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
@@ -381,11 +451,25 @@ impl SeccompProgram {
     }
 }
 
-/// execve(2). Returns only on failure.
-pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
-    // SAFETY: `argv` and `envp` are null-terminated arrays (built by the parent with a trailing
-    // null) of pointers to NUL-terminated strings that outlive the call.
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+/// execve(2) with `argv` and `envp` given as byte offsets into `message`, where
+/// [`crate::launch::fill_pointers`] built null-terminated pointer arrays. Returns only on failure.
+pub fn execve(path: &CStr, message: &[u8], argv_at: usize, envp_at: usize) -> Errno {
+    if !argv_at.is_multiple_of(8)
+        || !envp_at.is_multiple_of(8)
+        || argv_at >= message.len()
+        || envp_at >= message.len()
+    {
+        return libc::EINVAL;
+    }
+    let base = message.as_ptr();
+    // SAFETY: both offsets are inside `message` and 8-byte aligned (checked above; the message is
+    // page-aligned from mmap), and fill_pointers wrote there null-terminated arrays of pointers to
+    // NUL-terminated strings inside `message`, which lives until exec replaces the process.
+    unsafe {
+        let argv = base.add(argv_at).cast::<*const libc::c_char>();
+        let envp = base.add(envp_at).cast::<*const libc::c_char>();
+        libc::execve(path.as_ptr(), argv, envp)
+    };
     errno()
 }
 

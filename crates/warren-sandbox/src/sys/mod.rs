@@ -83,6 +83,48 @@ pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Writes as much of `buf` as the descriptor takes without raising SIGPIPE when the reader is
+/// gone (the caller may not ignore SIGPIPE); returns the byte count, or EPIPE.
+pub fn write_nosigpipe(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid sigset_t; sigemptyset/sigaddset only write to the set we own.
+    let mut pipe_only: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe {
+        libc::sigemptyset(&mut pipe_only);
+        libc::sigaddset(&mut pipe_only, libc::SIGPIPE);
+    }
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are valid; this changes only the calling thread's mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &pipe_only, &mut old) };
+    let result = write(fd, buf);
+    if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
+        // Consume the SIGPIPE this thread now has pending, so unblocking does not deliver it.
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `pipe_only` and `zero` are valid for the call; no siginfo is wanted.
+        unsafe { libc::sigtimedwait(&pipe_only, std::ptr::null_mut(), &zero) };
+    }
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    result
+}
+
+/// Writes all of `buf` (blocking), without SIGPIPE; stops at the first error.
+pub fn write_all_nosigpipe(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match write_nosigpipe(fd, buf) {
+            Ok(0) => return Err(io::Error::from_raw_os_error(libc::EPIPE)),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Waits for events on `fds` for at most `timeout` (forever when `None`), with nanosecond
 /// precision (ppoll uses a high-resolution timer). Returns how many descriptors are ready.
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> io::Result<usize> {
