@@ -373,7 +373,7 @@ impl State {
             let free: u64 = slots.iter().map(|s| u64::from(s.free)).sum();
             // A window of the queue's head: enough to fill every slot even when some tasks at
             // the head cannot run anywhere right now.
-            let window = (free as usize).saturating_mul(4).saturating_add(256);
+            let window = (free as usize).saturating_mul(4).saturating_add(32);
             let candidates: Vec<Candidate<'_>> = self
                 .queue
                 .iter()

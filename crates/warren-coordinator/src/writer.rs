@@ -81,11 +81,15 @@ impl Writer {
     }
 }
 
-fn commit(store: &mut dyn Store, batch: Vec<Job>) {
-    let all: Vec<Write> = batch
-        .iter()
-        .flat_map(|job| job.writes.iter().cloned())
-        .collect();
+fn commit(store: &mut dyn Store, mut batch: Vec<Job>) {
+    // Move (not copy) every change into one slice, remembering where each job's changes are.
+    let mut ranges = Vec::with_capacity(batch.len());
+    let mut all: Vec<Write> = Vec::new();
+    for job in &mut batch {
+        let start = all.len();
+        all.append(&mut job.writes);
+        ranges.push(start..all.len());
+    }
     match store.apply(&all) {
         Ok(()) => {
             for job in batch {
@@ -95,13 +99,13 @@ fn commit(store: &mut dyn Store, batch: Vec<Job>) {
             }
         }
         Err(err) if batch.len() > 1 => {
-            // One bad change must not fail the others: retry each alone.
+            // One bad change must not fail the others: retry each job alone.
             tracing::warn!(
                 "group commit of {} changes failed ({err}); retrying one by one",
                 batch.len()
             );
-            for job in batch {
-                let outcome = store.apply(&job.writes).map_err(|e| e.to_string());
+            for (job, range) in batch.into_iter().zip(ranges) {
+                let outcome = store.apply(&all[range]).map_err(|e| e.to_string());
                 if let Err(e) = &outcome {
                     tracing::error!("store write failed: {e}");
                 }

@@ -2,6 +2,8 @@
 //! whitespace and newlines. Unknown message types are skipped; anything that is not a JSON object
 //! is an error that ends the connection.
 
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::message::Message;
@@ -51,6 +53,8 @@ pub enum Frame {
 #[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the undecoded bytes of `buf` begin.
+    start: usize,
     consumed: u64,
     max: usize,
 }
@@ -66,6 +70,7 @@ impl Decoder {
     pub fn new(max: usize) -> Decoder {
         Decoder {
             buf: Vec::new(),
+            start: 0,
             consumed: 0,
             max,
         }
@@ -73,21 +78,28 @@ impl Decoder {
 
     /// Adds bytes read from the connection.
     pub fn feed(&mut self, data: &[u8]) {
+        // Drop what has been decoded once it is most of the buffer (amortised: no memmove per
+        // message).
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
     /// The next complete frame, `None` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
-        let start = self
-            .buf
+        let pending = &self.buf[self.start..];
+        let skip = pending
             .iter()
             .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(self.buf.len());
-        if start > 0 {
-            self.buf.drain(..start);
-            self.consumed += start as u64;
-        }
-        let Some(&first) = self.buf.first() else {
+            .unwrap_or(pending.len());
+        self.start += skip;
+        self.consumed += skip as u64;
+        let pending = &self.buf[self.start..];
+        let Some(&first) = pending.first() else {
+            self.buf.clear();
+            self.start = 0;
             return Ok(None);
         };
         if first != b'{' {
@@ -96,12 +108,13 @@ impl Decoder {
                 detail: format!("expected `{{`, found byte 0x{first:02x}"),
             });
         }
-        let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
-        let value = match stream.next() {
+        // Find where the object ends without building it.
+        let mut stream = serde_json::Deserializer::from_slice(pending).into_iter::<IgnoredAny>();
+        match stream.next() {
             None => return Ok(None),
-            Some(Ok(value)) => value,
+            Some(Ok(_)) => {}
             Some(Err(e)) if e.is_eof() => {
-                if self.buf.len() > self.max {
+                if pending.len() > self.max {
                     return Err(DecodeError::TooLarge { limit: self.max });
                 }
                 return Ok(None);
@@ -112,23 +125,38 @@ impl Decoder {
                     detail: e.to_string(),
                 })
             }
-        };
+        }
         let used = stream.byte_offset();
-        self.buf.drain(..used);
+        let object = &pending[..used];
+        self.start += used;
         self.consumed += used as u64;
-        classify(value).map(Some)
+        classify(object).map(Some)
     }
 }
 
-fn classify(value: Value) -> Result<Frame, DecodeError> {
-    let kind = match value.get("message") {
-        Some(Value::String(kind)) => kind.clone(),
-        _ => return Ok(Frame::Unknown(String::new())),
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(default)]
+    message: Option<Value>,
+}
+
+fn classify(object: &[u8]) -> Result<Frame, DecodeError> {
+    let kind = match serde_json::from_slice::<Kind>(object) {
+        Ok(Kind {
+            message: Some(Value::String(kind)),
+        }) => kind,
+        Ok(_) => return Ok(Frame::Unknown(String::new())),
+        Err(e) => {
+            return Err(DecodeError::Malformed {
+                kind: String::new(),
+                detail: e.to_string(),
+            })
+        }
     };
     if !Message::is_known(&kind) {
         return Ok(Frame::Unknown(kind));
     }
-    serde_json::from_value(value)
+    serde_json::from_slice(object)
         .map(Frame::Message)
         .map_err(|e| DecodeError::Malformed {
             kind,

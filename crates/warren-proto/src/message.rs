@@ -172,7 +172,10 @@ impl PythiaTask {
             environment: spec.environment.clone().unwrap_or_default(),
             taskfs: spec.taskfs.clone().unwrap_or_default(),
             limits: PythiaLimits {
-                time: l.wall_time.map(|d| d.as_millis().div_ceil(1000) as u64).unwrap_or(0),
+                time: l
+                    .wall_time
+                    .map(|d| d.as_millis().div_ceil(1000) as u64)
+                    .unwrap_or(0),
                 memory: l.memory.map(|m| m.div_ceil(1 << 20)).unwrap_or(0),
                 disk: l.disk.map(|d| d.div_ceil(1 << 20)).unwrap_or(0),
                 output: l.output.unwrap_or(0),
@@ -221,7 +224,11 @@ impl Done {
         if let (true, Some(message)) = (output.is_empty(), &result.message) {
             output = message.clone();
         }
-        Done { id, status: PythiaStatus::from_status(result.status).name().to_string(), output }
+        Done {
+            id,
+            status: PythiaStatus::from_status(result.status).name().to_string(),
+            output,
+        }
     }
 
     /// A Pythia `done` as a Warren result.

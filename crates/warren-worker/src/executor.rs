@@ -13,6 +13,12 @@ use warren_sandbox::{AbortHandle, InputFile, Root, RunEvents, RunSpec, Sandbox, 
 pub trait Executor: Send + Sync + 'static {
     /// Runs `spec` until it ends or `abort` is triggered.
     fn run(&self, spec: &TaskSpec, events: &mut dyn RunEvents, abort: &AbortHandle) -> RunResult;
+
+    /// Whether `run` blocks (the sandbox does: it waits for the program). One that never blocks
+    /// is called directly on the connection's task instead of a blocking thread.
+    fn blocks(&self) -> bool {
+        true
+    }
 }
 
 /// Runs tasks in Warren's sandbox.
@@ -137,6 +143,10 @@ impl Executor for SandboxExecutor {
 pub struct InstantExecutorForBenchmarks;
 
 impl Executor for InstantExecutorForBenchmarks {
+    fn blocks(&self) -> bool {
+        false
+    }
+
     fn run(
         &self,
         _spec: &TaskSpec,

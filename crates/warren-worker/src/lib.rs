@@ -421,8 +421,9 @@ impl Worker {
             shared.running.insert(id.clone(), abort.clone());
         }
         let executor = Arc::clone(&self.executor);
+        let executor_blocks = executor.blocks();
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
+        let run = move || {
             let mut events = Forward {
                 id: id.clone(),
                 shared: Arc::clone(&shared),
@@ -443,7 +444,12 @@ impl Worker {
             if form == Form::Warren {
                 shared.unacked.insert(id, message);
             }
-        });
+        };
+        if executor_blocks {
+            tokio::task::spawn_blocking(run);
+        } else {
+            run();
+        }
     }
 
     /// Tasks running now.
