@@ -123,9 +123,16 @@ fn time_library(sandbox: &Sandbox, spec: &RunSpec) -> Result<Duration, String> {
 /// library's rate sequentially and with 2 and 8 runs in parallel. Returns a Markdown report.
 pub fn run(options: &Options) -> Result<String, String> {
     let sandbox = Sandbox::new(SandboxConfig::default()).map_err(|e| e.to_string())?;
+    let cold = Sandbox::new(SandboxConfig {
+        warm_runs: 0,
+        cgroup_parent: "warren-cold".into(),
+        ..SandboxConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
     let spec = library_spec();
     let externals = externals(&options.warren);
-    let library_name = "library: /bin/true, all isolation, 64M memory limit";
+    let warm_name = "library, warm pool: /bin/true, all isolation, 64M memory limit";
+    let cold_name = "library, prepared on demand: same";
     let mut samples: Vec<Samples> = externals
         .iter()
         .map(|e| Samples {
@@ -134,22 +141,30 @@ pub fn run(options: &Options) -> Result<String, String> {
         })
         .collect();
     samples.push(Samples {
-        name: library_name.into(),
+        name: cold_name.into(),
+        durations: Vec::new(),
+    });
+    samples.push(Samples {
+        name: warm_name.into(),
         durations: Vec::new(),
     });
     // Warm-up: page cache, cgroup parents, lazy kernel structures.
     for _ in 0..20 {
         time_library(&sandbox, &spec)?;
+        time_library(&cold, &spec)?;
         for e in &externals {
             time_external(&e.argv)?;
         }
     }
+    let n = samples.len();
     for _ in 0..options.runs {
         for (i, e) in externals.iter().enumerate() {
             samples[i].durations.push(time_external(&e.argv)?);
         }
-        let last = samples.len() - 1;
-        samples[last].durations.push(time_library(&sandbox, &spec)?);
+        samples[n - 2].durations.push(time_library(&cold, &spec)?);
+        samples[n - 1]
+            .durations
+            .push(time_library(&sandbox, &spec)?);
     }
     let mut report = String::new();
     report.push_str(&format!(

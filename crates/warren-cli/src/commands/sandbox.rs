@@ -56,7 +56,10 @@ pub fn run(cmd: SandboxCommand) -> anyhow::Result<u8> {
 }
 
 fn check() -> anyhow::Result<u8> {
-    let config = SandboxConfig::default();
+    let config = SandboxConfig {
+        warm_runs: 0,
+        ..SandboxConfig::default()
+    };
     match Sandbox::new(config.clone()) {
         Ok(sandbox) => {
             print!("{}", sandbox.report());
@@ -113,7 +116,12 @@ fn run_one(args: RunArgs) -> anyhow::Result<u8> {
         stdin,
         ..RunSpec::default()
     };
-    let sandbox = Sandbox::new(SandboxConfig::default()).context("preparing the sandbox")?;
+    // One run: a warm pool would only prepare runs nobody takes.
+    let config = SandboxConfig {
+        warm_runs: 0,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::new(config).context("preparing the sandbox")?;
     let result = if args.json {
         sandbox.run(&spec, &mut Quiet, None)?
     } else {
