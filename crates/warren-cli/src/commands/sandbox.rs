@@ -19,7 +19,7 @@ pub enum SandboxCommand {
     /// Without --json, the program's output is streamed live and warren exits with the
     /// program's exit code; 128+N when it died of signal N; 124 timeout, 123 out of memory,
     /// 122 output limit, 121 aborted, 120 sandbox failure, 127 program not found.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print what this host supports: cgroup layout, controllers, seccomp, enforceable limits.
     Check,
 }
@@ -51,7 +51,7 @@ pub struct RunArgs {
 pub fn run(cmd: SandboxCommand) -> anyhow::Result<u8> {
     match cmd {
         SandboxCommand::Check => check(),
-        SandboxCommand::Run(args) => run_one(args),
+        SandboxCommand::Run(args) => run_one(*args),
     }
 }
 
