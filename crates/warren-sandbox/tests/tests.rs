@@ -601,19 +601,45 @@ fn a_directory_tree_can_be_the_root() {
     let Ok(root) = tempfile::tempdir() else {
         return;
     };
-    // A tiny root: the host's /usr (merged layout) and a marker file.
-    std::os::unix::fs::symlink("/usr", root.path().join("usr")).ok();
-    for link in ["bin", "lib", "lib64", "sbin"] {
-        std::os::unix::fs::symlink(format!("usr/{link}"), root.path().join(link)).ok();
+    // A tiny tree of its own: the host's sh and cat with the libraries `ldd` names, copied.
+    for program in ["/bin/sh", "/bin/cat"] {
+        let Ok(ldd) = std::process::Command::new("ldd").arg(program).output() else {
+            eprintln!("SKIPPED: no ldd to build a root tree");
+            return;
+        };
+        let text = String::from_utf8_lossy(&ldd.stdout).into_owned();
+        let libraries = text
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+            .map(str::to_string);
+        for file in libraries.chain([program.to_string()]) {
+            let target = root.path().join(file.trim_start_matches('/'));
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir).ok();
+            }
+            std::fs::copy(&file, &target).ok();
+        }
     }
     std::fs::write(root.path().join("marker"), "in the tree\n").ok();
-    let mut spec = RunSpec::command(["sh", "-c", "cat /marker; ls /"]);
+    let mut spec = RunSpec::command([
+        "/bin/sh",
+        "-c",
+        "cat /marker; echo $PWD; cat /etc/hostname || echo no-etc",
+    ]);
     spec.root = Root::Dir(root.path().to_path_buf());
     let r = run(&sb, &spec);
-    // /usr is a symlink to the host's /usr, resolved inside the new root: it dangles.
-    assert!(
-        r.status == Status::Success || r.status == Status::Failed,
-        "{r:?}"
+    assert_eq!(r.status, Status::Success, "{r:?}");
+    assert_eq!(out(&r), "in the tree\n/tmp\nno-etc\n");
+    // The tree is read-only inside the run.
+    spec.argv = ["/bin/sh", "-c", "echo x > /marker"]
+        .map(Into::into)
+        .to_vec();
+    assert_eq!(run(&sb, &spec).status, Status::Failed);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("marker"))
+            .ok()
+            .as_deref(),
+        Some("in the tree\n")
     );
 }
 
