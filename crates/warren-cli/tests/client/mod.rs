@@ -1,6 +1,7 @@
 //! The client commands (`warren run`, `submit`, `status`, `logs`, `cancel`, `tasks`,
 //! `workers`) as a user runs them: the real binary against a coordinator stand-in.
 
+mod real;
 mod standin;
 
 use std::io::Read;
