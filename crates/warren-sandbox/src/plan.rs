@@ -88,11 +88,13 @@ pub enum Stage {
     Seccomp,
     /// execve.
     Exec,
+    /// Setup did not reach exec in time (reported by the parent, not the child).
+    SetupTimeout,
 }
 
 impl Stage {
     /// All stages, to map a number back.
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 11] = [
         Stage::PivotRoot,
         Stage::Sync,
         Stage::Network,
@@ -103,6 +105,7 @@ impl Stage {
         Stage::Privileges,
         Stage::Seccomp,
         Stage::Exec,
+        Stage::SetupTimeout,
     ];
 
     /// A short description.
@@ -118,6 +121,7 @@ impl Stage {
             Stage::Privileges => "dropping privileges",
             Stage::Seccomp => "installing the seccomp filter",
             Stage::Exec => "executing the program",
+            Stage::SetupTimeout => "setting up (it did not finish in time)",
         }
     }
 }

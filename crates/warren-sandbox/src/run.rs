@@ -632,6 +632,7 @@ impl Host {
                 stats_interval: self.config.stats_interval,
                 max_stat_points: self.config.max_stat_points,
                 started,
+                report: prepared.error_r.as_fd(),
             },
             events,
             &requested,
@@ -639,11 +640,14 @@ impl Host {
         let status = sys::process::wait_pidfd(prepared.pidfd.as_fd())
             .map_err(|e| format!("waiting for the run: {e}"))?;
         let ended = supervised.ended.unwrap_or_else(Instant::now);
-        let setup_failure = read_setup_failure(&prepared.error_r);
+        let executed = supervised.executed.unwrap_or(started);
+        let setup_failure = supervised
+            .setup_failure
+            .or_else(|| read_setup_failure(&prepared.error_r));
 
         let (cpu_user, cpu_sys) = cgroups_cpu(&prepared.cgroups);
         let usage = Usage {
-            wall_ms: ended.saturating_duration_since(started).as_millis() as u64,
+            wall_ms: ended.saturating_duration_since(executed).as_millis() as u64,
             cpu_user_ms: cpu_user / 1000,
             cpu_sys_ms: cpu_sys / 1000,
             peak_memory_bytes: prepared.cgroups.memory_peak().unwrap_or(0),

@@ -34,8 +34,11 @@ pub struct Supervision<'a> {
     pub stats_interval: Duration,
     /// Most points kept.
     pub max_stat_points: usize,
-    /// When the run started.
+    /// When the launch message was sent.
     pub started: Instant,
+    /// Read end of the child's close-on-exec report pipe: end of file means the program was
+    /// executed, 8 bytes are a setup failure `(stage, errno)`.
+    pub report: BorrowedFd<'a>,
 }
 
 /// What supervision saw.
@@ -55,7 +58,15 @@ pub struct Supervised {
     pub sampled_peak_pids: u64,
     /// When the tree was seen gone.
     pub ended: Option<Instant>,
+    /// When the program was executed (time limits count from here).
+    pub executed: Option<Instant>,
+    /// The child's setup failure report, if it sent one.
+    pub setup_failure: Option<(u32, i32)>,
 }
+
+/// How long a child may take between launch and exec before it is killed as stuck, beyond its
+/// own wall-time limit: setup is normally well under a millisecond.
+const SETUP_GRACE: Duration = Duration::from_secs(10);
 
 /// Shortest gap between two CPU-time checks.
 const MIN_CPU_CHECK: Duration = Duration::from_millis(1);
@@ -77,7 +88,11 @@ pub fn supervise(
         let _ = sys::set_nonblocking(fd.as_fd());
     }
     let output_limit = s.limits.output.unwrap_or(u64::MAX);
-    let wall_deadline = s.limits.wall_time.map(|t| s.started + t);
+    // Until the program is executed, only a generous guard against a stuck setup applies; the
+    // limits themselves count from exec, so setup never eats into them.
+    let mut wall_deadline =
+        Some(s.started + s.limits.wall_time.unwrap_or(Duration::ZERO) + SETUP_GRACE);
+    let mut report_open = true;
     let cpu_limit_us = s.limits.cpu_time.map(|t| t.as_micros() as u64);
     let mut next_cpu_check =
         cpu_limit_us.map(|limit| s.started + cpu_horizon(limit, 0, s.parallelism));
@@ -116,6 +131,9 @@ pub fn supervise(
         }
         if let Some((fd, _)) = &s.stdin {
             watch(fd.as_fd(), libc::POLLOUT, Role::Stdin);
+        }
+        if report_open {
+            watch(s.report, libc::POLLIN, Role::Report);
         }
         if out.first_kill.is_none() {
             if let Some(fd) = s.abort {
@@ -200,6 +218,24 @@ pub fn supervise(
                     }
                 }
                 Role::Abort => kill(KillCause::Abort, &mut out),
+                Role::Report => {
+                    report_open = false;
+                    let mut report = [0u8; 8];
+                    match sys::read(s.report, &mut report) {
+                        Ok(8) => {
+                            let stage =
+                                u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+                            let errno =
+                                i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+                            out.setup_failure = Some((stage, errno));
+                        }
+                        _ => {
+                            let now = Instant::now();
+                            out.executed = Some(now);
+                            wall_deadline = s.limits.wall_time.map(|t| now + t);
+                        }
+                    }
+                }
             }
         }
         if exited {
@@ -210,7 +246,15 @@ pub fn supervise(
         }
         let now = Instant::now();
         if wall_deadline.is_some_and(|d| now >= d) {
-            kill(KillCause::WallTime, &mut out);
+            wall_deadline = None;
+            if out.executed.is_some() {
+                kill(KillCause::WallTime, &mut out);
+            } else {
+                // Stuck before exec: the sandbox failed, not the program.
+                out.setup_failure
+                    .get_or_insert((crate::plan::Stage::SetupTimeout as u32, libc::ETIMEDOUT));
+                let _ = sys::process::pidfd_signal(s.pidfd, libc::SIGKILL);
+            }
         }
         if let (Some(check_at), Some(limit)) = (next_cpu_check, cpu_limit_us) {
             if now >= check_at {
@@ -244,6 +288,7 @@ enum Role {
     Output(usize),
     Stdin,
     Abort,
+    Report,
 }
 
 /// The earliest moment the run could have used up its CPU time: the remaining budget spent at

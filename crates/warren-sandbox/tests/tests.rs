@@ -538,31 +538,56 @@ fn statistics_are_decimated_to_the_bound() {
     assert!(r.stats.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
 }
 
+/// Aborts the run as soon as its first output arrives, and remembers when.
+struct AbortOnOutput {
+    handle: AbortHandle,
+    aborted_at: Option<Instant>,
+}
+
+impl RunEvents for AbortOnOutput {
+    fn output(&mut self, _stream: Stream, _data: &[u8]) {
+        if self.aborted_at.is_none() {
+            self.handle.abort();
+            self.aborted_at = Some(Instant::now());
+        }
+    }
+}
+
 #[test]
 fn abort_ends_the_run_at_once_with_output_so_far() {
     let Some(sb) = sandbox() else { return };
-    let abort = AbortHandle::new();
+    let handle = AbortHandle::new();
     let spec = RunSpec::command(["sh", "-c", "echo Start; sleep 60"]);
-    let (result, aborted_at) = std::thread::scope(|scope| {
-        let trigger = abort.clone();
-        let at = scope.spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            trigger.abort();
-            Instant::now()
-        });
-        let r = sb.run(&spec, &mut CollectOutput, Some(&abort));
-        (r, at.join().ok())
-    });
+    let mut events = AbortOnOutput {
+        handle: handle.clone(),
+        aborted_at: None,
+    };
+    let r = sb.run(&spec, &mut events, Some(&handle)).ok();
     let ended = Instant::now();
-    let r = result.ok();
     assert_eq!(r.as_ref().map(|r| r.status), Some(Status::Abort));
     assert_eq!(r.map(|r| r.stdout), Some(b"Start\n".to_vec()));
-    let aborted_at = aborted_at.unwrap_or(ended);
+    let aborted_at = events.aborted_at.unwrap_or(ended);
     assert!(
         ended - aborted_at < Duration::from_millis(100 * slowdown()),
         "abort took {:?}",
         ended - aborted_at
     );
+}
+
+#[test]
+fn abort_from_another_thread() {
+    let Some(sb) = sandbox() else { return };
+    let abort = AbortHandle::new();
+    let spec = RunSpec::command(["sleep", "60"]);
+    let r = std::thread::scope(|scope| {
+        let trigger = abort.clone();
+        scope.spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            trigger.abort();
+        });
+        sb.run(&spec, &mut CollectOutput, Some(&abort)).ok()
+    });
+    assert_eq!(r.map(|r| r.status), Some(Status::Abort));
 }
 
 #[test]
