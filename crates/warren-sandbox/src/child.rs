@@ -45,17 +45,7 @@ fn apply(step: &Step) -> sys::Res {
         ),
         Step::ReadOnly(target) => match sys::make_tree_readonly(target) {
             // Kernels before 5.12: remount the top of the tree read-only instead.
-            Err(libc::ENOSYS) => sys::mount(
-                None,
-                target,
-                None,
-                libc::MS_REMOUNT
-                    | libc::MS_BIND
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV,
-                None,
-            ),
+            Err(libc::ENOSYS) => remount_read_only(target),
             other => other,
         },
         Step::Mkdir(path, mode) => sys::mkdir(path, *mode),
@@ -67,6 +57,13 @@ fn apply(step: &Step) -> sys::Res {
             mode,
         } => sys::write_file(path, contents, *mode),
     }
+}
+
+/// Makes the mount at `target` read-only, nosuid and nodev (this mount only, not below it).
+fn remount_read_only(target: &std::ffi::CStr) -> sys::Res {
+    let flags =
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    sys::mount(None, target, None, flags, None)
 }
 
 /// The child's entry point: never returns.
@@ -100,19 +97,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         .and_then(|()| sys::pivot_root(c".", c"."))
         .and_then(|()| sys::umount(c".", libc::MNT_DETACH))
         .and_then(|()| sys::chdir(c"/"))
-        .and_then(|()| {
-            sys::mount(
-                None,
-                c"/",
-                None,
-                libc::MS_REMOUNT
-                    | libc::MS_BIND
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV,
-                None,
-            )
-        });
+        .and_then(|()| remount_read_only(c"/"));
     if let Err(e) = pivot {
         fail(plan, stage(Stage::PivotRoot), e);
     }

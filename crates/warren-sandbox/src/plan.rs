@@ -230,26 +230,31 @@ fn entry_name(e: &RootEntry) -> &str {
     }
 }
 
+/// Binds `src` (with everything mounted below it) at `target`, then makes the tree read-only.
+fn bind_read_only(src: &Path, target: CString, steps: &mut Vec<Step>) -> Result<(), String> {
+    steps.push(Step::Mount {
+        source: Some(cstring(src.as_os_str().as_bytes())?),
+        target: target.clone(),
+        fstype: None,
+        flags: libc::MS_BIND | libc::MS_REC,
+        data: None,
+    });
+    steps.push(Step::ReadOnly(target));
+    Ok(())
+}
+
 /// Steps that place `entries` under `base` (a directory inside the new root).
 pub fn place_entries(
     base: &CStr,
     entries: &[RootEntry],
     steps: &mut Vec<Step>,
 ) -> Result<(), String> {
-    const BIND: libc::c_ulong = libc::MS_BIND | libc::MS_REC;
     for entry in entries {
         match entry {
             RootEntry::Dir(name, src) => {
                 let target = under(base, name);
                 steps.push(Step::Mkdir(target.clone(), 0o755));
-                steps.push(Step::Mount {
-                    source: Some(cstring(src.as_os_str().as_bytes())?),
-                    target: target.clone(),
-                    fstype: None,
-                    flags: BIND,
-                    data: None,
-                });
-                steps.push(Step::ReadOnly(target));
+                bind_read_only(src, target, steps)?;
             }
             RootEntry::File(name, src) => {
                 let target = under(base, name);
@@ -258,14 +263,7 @@ pub fn place_entries(
                     contents: Vec::new(),
                     mode: 0o644,
                 });
-                steps.push(Step::Mount {
-                    source: Some(cstring(src.as_os_str().as_bytes())?),
-                    target: target.clone(),
-                    fstype: None,
-                    flags: BIND,
-                    data: None,
-                });
-                steps.push(Step::ReadOnly(target));
+                bind_read_only(src, target, steps)?;
             }
             RootEntry::Symlink(name, link_target) => {
                 steps.push(Step::Symlink {
