@@ -2,10 +2,10 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | POST | `/v1/tasks` (`?wait=true&timeout=30s`) | 201 + task view (200 + finished view with `wait`) |
+//! | POST | `/v1/tasks` (`?wait=true&timeout=30s`, header `Idempotency-Key`) | 201 + task view (200 + finished view with `wait`; 200 + the first task for a repeated key) |
 //! | GET | `/v1/tasks` (`?state=&owner=&worker=&after=&order=asc\|desc&limit=`) | `{"tasks": [...], "next": cursor}` |
 //! | GET | `/v1/tasks/{id}` (`?wait=true&timeout=`) | task view |
-//! | GET | `/v1/tasks/{id}/output` | server-sent events: `output` ([`OutputChunk`]), `stats` ([`StatSample`]), then one `end` (task view) |
+//! | GET | `/v1/tasks/{id}/output` (`?follow=false`: what is there now, then close) | server-sent events: `output` ([`OutputChunk`]), `stats` ([`StatSample`]), then one `end` (task view) |
 //! | POST | `/v1/tasks/{id}/cancel` | task view |
 //! | GET | `/v1/workers` | `{"workers": [...]}` |
 //! | GET | `/healthz`, `/v1/version` | status |
@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -229,6 +229,7 @@ fn unknown_field(message: &str) -> Option<String> {
 async fn submit(
     State(state): State<ApiState>,
     Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| {
@@ -249,12 +250,22 @@ async fn submit(
     })?;
     let wait = wait_param(&params, state.max_wait)?;
     let spec = parse_spec(&body)?;
-    let view = state.service.submit(spec, "local".into()).await?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad("Idempotency-Key", "must be visible ASCII"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let (view, created) = state.service.submit_once(spec, "local".into(), key).await?;
     match wait {
         Some(timeout) => {
             let view = state.service.wait(view.id, timeout).await?;
             Ok((StatusCode::OK, Json(view)).into_response())
         }
+        // A repeated key answers 200 with the task it made the first time.
+        None if !created => Ok((StatusCode::OK, Json(view)).into_response()),
         None => Ok((StatusCode::CREATED, Json(view)).into_response()),
     }
 }
@@ -355,8 +366,19 @@ fn end_event(view: &TaskView) -> Event {
 async fn output(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = task_id(&id)?;
+    let follow = match params.get("follow").map(String::as_str) {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "follow",
+                format!("`{other}` is not true or false"),
+            ))
+        }
+    };
     let source = state.service.output(id).await?;
     enum Cursor {
         Live {
@@ -368,6 +390,14 @@ async fn output(
         Done,
     }
     let start = match source {
+        OutputSource::Live(hub) if !follow => {
+            // What it has written so far; the `end` event only when it has ended.
+            let (events, end) = hub.since(0);
+            let mut events: Vec<Event> = events.iter().map(output_event).collect();
+            events.extend(end.as_ref().map(end_event));
+            events.reverse();
+            Cursor::Replay(events)
+        }
         OutputSource::Live(hub) => {
             let rx = hub.subscribe();
             Cursor::Live { hub, rx, next: 0 }

@@ -123,6 +123,8 @@ struct State {
     awaiting: HashSet<String>,
     /// Dispatch waits for them until then.
     hold_until: Option<Timestamp>,
+    /// Idempotency keys of submissions not yet committed.
+    submitting: HashSet<String>,
 }
 
 /// Things to do once the state lock is released.
@@ -613,10 +615,42 @@ impl Service {
     /// no known worker could ever run it).
     pub async fn submit(
         self: &Arc<Self>,
-        mut spec: TaskSpec,
+        spec: TaskSpec,
         owner: String,
     ) -> Result<TaskView, ServiceError> {
+        self.submit_once(spec, owner, None)
+            .await
+            .map(|(view, _)| view)
+    }
+
+    /// [`Service::submit`] with the client's idempotency key: a key already used returns that
+    /// task (and `false`) instead of queueing another.
+    pub async fn submit_once(
+        self: &Arc<Self>,
+        mut spec: TaskSpec,
+        owner: String,
+        key: Option<String>,
+    ) -> Result<(TaskView, bool), ServiceError> {
         spec.validate()?;
+        if let Some(key) = &key {
+            if key.is_empty() || key.len() > 255 {
+                return Err(FieldError::new("Idempotency-Key", "must be 1..255 characters").into());
+            }
+            if self.lock().submitting.contains(key) {
+                return Err(ServiceError::Conflict(format!(
+                    "a task with Idempotency-Key `{key}` is being submitted right now"
+                )));
+            }
+            let service = Arc::clone(self);
+            let lookup = key.clone();
+            let existing =
+                tokio::task::spawn_blocking(move || service.read_store(|s| s.task_by_key(&lookup)))
+                    .await
+                    .map_err(|e| ServiceError::Store(e.to_string()))??;
+            if let Some(id) = existing {
+                return Ok((self.task(id).await?, false));
+            }
+        }
         spec.limits = spec.limits.with_defaults(&self.config.default_limits);
         spec.limits
             .validate()
@@ -626,6 +660,13 @@ impl Service {
             let mut state = self.lock();
             if state.waiting() >= self.config.max_waiting {
                 return Err(ServiceError::QueueFull(state.waiting()));
+            }
+            if let Some(key) = &key {
+                if !state.submitting.insert(key.clone()) {
+                    return Err(ServiceError::Conflict(format!(
+                        "a task with Idempotency-Key `{key}` is being submitted right now"
+                    )));
+                }
             }
             let id = state.next_id;
             state.next_id += 1;
@@ -649,12 +690,17 @@ impl Service {
                 reason: invalid,
                 result: None,
                 origin: Origin::Api,
+                idempotency_key: key.clone(),
             }
         };
-        self.writer
+        let committed = self
+            .writer
             .commit(vec![Write::Insert(Box::new(record.clone()))])
-            .await
-            .map_err(ServiceError::Store)?;
+            .await;
+        if let Some(key) = &key {
+            self.lock().submitting.remove(key);
+        }
+        committed.map_err(ServiceError::Store)?;
         let view = view_of(&record, None);
         if record.state == TaskState::Waiting {
             let mut fx = Effects::default();
@@ -674,7 +720,7 @@ impl Service {
             }
             self.apply(fx);
         }
-        Ok(view)
+        Ok((view, true))
     }
 
     /// A task's current view.
@@ -1126,6 +1172,7 @@ impl Service {
                 reason: None,
                 result: None,
                 origin: Origin::Frontend,
+                idempotency_key: None,
             };
             fx.writes.push(Write::Insert(Box::new(record.clone())));
             state.tasks.insert(

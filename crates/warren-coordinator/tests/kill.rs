@@ -110,8 +110,17 @@ impl Executor for CountingExecutor {
 async fn try_submit(http: SocketAddr, n: usize) -> Option<u64> {
     let body = json!({"command": ["task", n.to_string()]}).to_string();
     let attempt = tokio::time::timeout(Duration::from_secs(5), async move {
-        let (status, body) = try_request(http, "POST", "/v1/tasks", Some(&body), &[]).await?;
-        (status == 201)
+        // The key makes a retry of a submission whose answer was lost return the same task.
+        let key = format!("task-{n}");
+        let (status, body) = try_request(
+            http,
+            "POST",
+            "/v1/tasks",
+            Some(&body),
+            &[("Idempotency-Key", &key)],
+        )
+        .await?;
+        (status == 201 || status == 200)
             .then(|| serde_json::from_str::<Value>(&body).ok()?["id"].as_u64())
             .flatten()
     });
@@ -210,8 +219,7 @@ async fn coordinator_sigkilled_during_1000_tasks_loses_nothing() {
     let (_, running) = get(http, "/v1/tasks?state=IN%20PROGRESS").await;
     assert_eq!(waiting["tasks"], json!([]));
     assert_eq!(running["tasks"], json!([]));
-    // A submission cut by a kill after its commit is stored, then submitted again by the client:
-    // two tasks with the same command. Count runs per stored task, not per command.
+    // Retried submissions carry the same Idempotency-Key: one stored task per command.
     let mut stored: HashMap<String, u32> = HashMap::new();
     let mut after = String::new();
     loop {
@@ -238,10 +246,11 @@ async fn coordinator_sigkilled_during_1000_tasks_loses_nothing() {
         .sum();
     let resubmitted: u32 = stored.values().map(|n| n - 1).sum();
     eprintln!(
-        "1000 tasks through 3 SIGKILLs: {} runs, {resubmitted} submissions stored twice (answer lost to a kill), {needless} needless re-runs",
+        "1000 tasks through 3 SIGKILLs: {} runs, {resubmitted} submissions stored twice, {needless} needless re-runs",
         exec.total.load(Ordering::SeqCst)
     );
     assert_eq!(needless, 0, "tasks ran more than once without need");
+    assert_eq!(resubmitted, 0, "a retried submission was stored twice");
     child.kill().unwrap();
     child.wait().unwrap();
     for (_, handle, _) in workers {

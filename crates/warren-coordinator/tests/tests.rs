@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod kill;
+mod store;
 mod util;
 
 use std::collections::HashSet;
@@ -39,6 +40,19 @@ async fn task_runs_end_to_end_with_live_output_to_many_readers() {
     // Live: "one" is readable while the task still runs.
     let live = until(c.http(), id, "IN PROGRESS", |v| v["state"] == "IN PROGRESS").await;
     assert!(live["started_at"].is_string());
+    // `follow=false` answers at once with what is there, without an end while it runs.
+    let started = Instant::now();
+    let (status, now) = request(
+        c.http(),
+        "GET",
+        &format!("/v1/tasks/{id}/output?follow=false"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(parse_sse(&now).iter().all(|(e, _)| e == "output"), "{now}");
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     for events in [&a, &b] {
         let outputs: Vec<(&str, &str)> = events
@@ -142,6 +156,39 @@ async fn api_rejects_bad_input_naming_the_field() {
     assert_eq!(get(c.http(), "/v1/version").await.1["api"], "v1");
     // Nothing half-written: no task was stored.
     assert_eq!(get(c.http(), "/v1/tasks").await.1["tasks"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_makes_one_task() {
+    let c = start(|_| {}).await;
+    let body = r#"{"command":["true"]}"#;
+    let key = [("Idempotency-Key", "build-42")];
+    let (first, a) = request(c.http(), "POST", "/v1/tasks", Some(body), &key).await;
+    let (second, b) = request(c.http(), "POST", "/v1/tasks", Some(body), &key).await;
+    assert_eq!((first, second), (201, 200), "{a} {b}");
+    let a: serde_json::Value = serde_json::from_str(&a).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(a["id"], b["id"]);
+    let other = [("Idempotency-Key", "build-43")];
+    assert_eq!(
+        request(c.http(), "POST", "/v1/tasks", Some(body), &other)
+            .await
+            .0,
+        201
+    );
+    let (_, page) = get(c.http(), "/v1/tasks").await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
+    let long = "k".repeat(300);
+    let (status, answer) = request(
+        c.http(),
+        "POST",
+        "/v1/tasks",
+        Some(body),
+        &[("Idempotency-Key", &long)],
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("Idempotency-Key"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

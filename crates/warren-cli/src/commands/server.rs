@@ -58,6 +58,15 @@ pub struct DefaultLimits {
     /// Default output limit.
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     pub default_output: u64,
+    /// Default CPU-time limit (none when unset).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub default_cpu_time: Option<Duration>,
+    /// Default limit on processes alive at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub default_pids: u64,
+    /// Default CPU share in milli-CPUs (none when unset).
+    #[arg(long, value_name = "MILLI_CPUS")]
+    pub default_cpus: Option<u64>,
     /// Default writable disk.
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     pub default_disk: u64,
@@ -108,6 +117,9 @@ impl ServerArgs {
         config.queue_config.default_limits.memory = self.defaults.default_memory;
         config.queue_config.default_limits.output = Some(self.defaults.default_output);
         config.queue_config.default_limits.disk = Some(self.defaults.default_disk);
+        config.queue_config.default_limits.cpu_time = self.defaults.default_cpu_time;
+        config.queue_config.default_limits.pids = Some(self.defaults.default_pids);
+        config.queue_config.default_limits.cpus = self.defaults.default_cpus;
         config
             .queue_config
             .default_limits

@@ -107,6 +107,15 @@ impl Store for MemoryStore {
         Ok(self.lock().tasks.get(&id).cloned())
     }
 
+    fn task_by_key(&mut self, key: &str) -> Result<Option<TaskId>, StoreError> {
+        Ok(self
+            .lock()
+            .tasks
+            .values()
+            .find(|t| t.idempotency_key.as_deref() == Some(key))
+            .map(|t| t.id))
+    }
+
     fn list(&mut self, q: &ListQuery) -> Result<Vec<TaskRecord>, StoreError> {
         let keep = |t: &&TaskRecord| {
             q.state.is_none_or(|s| t.state == s)

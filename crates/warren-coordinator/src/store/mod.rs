@@ -70,6 +70,8 @@ pub struct TaskRecord {
     pub result: Option<RunResult>,
     /// Where it came from.
     pub origin: Origin,
+    /// The client's key for this submission (`Idempotency-Key`): one task per key.
+    pub idempotency_key: Option<String>,
 }
 
 /// One change to the store.
@@ -165,6 +167,8 @@ pub trait Store: Send {
     fn active_tasks(&mut self) -> Result<Vec<TaskRecord>, StoreError>;
     /// One task.
     fn task(&mut self, id: TaskId) -> Result<Option<TaskRecord>, StoreError>;
+    /// The task submitted with this idempotency key, if any.
+    fn task_by_key(&mut self, key: &str) -> Result<Option<TaskId>, StoreError>;
     /// A page of tasks, without their results.
     fn list(&mut self, query: &ListQuery) -> Result<Vec<TaskRecord>, StoreError>;
     /// The largest id ever assigned (0 when none).

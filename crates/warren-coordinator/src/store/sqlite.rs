@@ -40,8 +40,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at INTEGER,
     reason TEXT,
     result TEXT,
-    origin TEXT NOT NULL
+    origin TEXT NOT NULL,
+    idempotency_key TEXT
 );
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_key ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, id);
 CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks(owner, id);
 CREATE INDEX IF NOT EXISTS tasks_by_worker ON tasks(worker, id);
@@ -53,7 +55,7 @@ CREATE TABLE IF NOT EXISTS workers (
 
 const COLUMNS: &str =
     "id, state, spec, owner, priority, queue_order, worker, attempts, created_at, \
-                       started_at, finished_at, reason, origin";
+                       started_at, finished_at, reason, origin, idempotency_key";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database at `path`.
@@ -103,7 +105,7 @@ fn read_task(row: &Row<'_>, with_result: bool) -> Result<TaskRecord, StoreError>
     let id: i64 = row.get(0)?;
     let state: String = row.get(1)?;
     let spec: String = row.get(2)?;
-    let result: Option<String> = if with_result { row.get(13)? } else { None };
+    let result: Option<String> = if with_result { row.get(14)? } else { None };
     Ok(TaskRecord {
         id: id as TaskId,
         state: state.parse::<TaskState>().map_err(|e| corrupt(id, e))?,
@@ -118,6 +120,7 @@ fn read_task(row: &Row<'_>, with_result: bool) -> Result<TaskRecord, StoreError>
         finished_at: ts(row.get(10)?),
         reason: row.get(11)?,
         origin: Origin::parse(&row.get::<_, String>(12)?),
+        idempotency_key: row.get(13)?,
         result: match result {
             Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(id, e))?),
             None => None,
@@ -134,8 +137,8 @@ impl Store for SqliteStore {
                     let spec = serde_json::to_string(&t.spec).map_err(json_err)?;
                     tx.prepare_cached(
                         "INSERT INTO tasks (id, state, spec, owner, priority, queue_order, worker, attempts, \
-                         created_at, started_at, finished_at, reason, origin) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                         created_at, started_at, finished_at, reason, origin, idempotency_key) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                     )?
                     .execute(params![
                         t.id as i64,
@@ -151,6 +154,7 @@ impl Store for SqliteStore {
                         t.finished_at.map(ms),
                         t.reason,
                         t.origin.name(),
+                        t.idempotency_key,
                     ])?;
                 }
                 Write::Dispatch {
@@ -228,6 +232,14 @@ impl Store for SqliteStore {
             .query_row([id as i64], |row| Ok(read_task(row, true)))
             .optional()?;
         row.transpose()
+    }
+
+    fn task_by_key(&mut self, key: &str) -> Result<Option<TaskId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?;
+        let id: Option<i64> = stmt.query_row([key], |row| row.get(0)).optional()?;
+        Ok(id.map(|id| id as TaskId))
     }
 
     fn list(&mut self, q: &ListQuery) -> Result<Vec<TaskRecord>, StoreError> {
