@@ -1,6 +1,7 @@
-//! The client against a coordinator stand-in speaking the HTTP API as the issue specifies it,
-//! served over real sockets on 127.0.0.1.
+//! The client over real sockets on 127.0.0.1: against a coordinator stand-in speaking the HTTP
+//! API as the issue specifies it (this file), and against the real coordinator (`real.rs`).
 
+mod real;
 mod util;
 
 use std::convert::Infallible;

@@ -14,8 +14,9 @@ pub struct ClientArgs {
     /// The coordinator's HTTP API.
     #[arg(long, value_name = "URL", env = "WARREN_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
-    /// A file holding the API bearer token (needed when the coordinator listens beyond loopback).
-    #[arg(long, value_name = "FILE", env = "WARREN_TOKEN_FILE")]
+    /// A file holding the API bearer token, the coordinator's DATA_DIR/api-token (needed when it
+    /// listens beyond loopback). The token itself may be given in WARREN_API_TOKEN instead.
+    #[arg(long, value_name = "FILE", env = "WARREN_API_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Print JSON instead of text meant for people.
     #[arg(long)]
@@ -24,7 +25,7 @@ pub struct ClientArgs {
 
 impl ClientArgs {
     /// A client of the selected coordinator, with the token when one is given (by
-    /// `--token-file`, or the token itself in `WARREN_TOKEN`).
+    /// `--token-file`, or the token itself in `WARREN_API_TOKEN`).
     pub fn connect(&self) -> anyhow::Result<Client> {
         let client = Client::new(&self.server)?;
         let token = match &self.token_file {
@@ -33,7 +34,7 @@ impl ClientArgs {
                     .with_context(|| format!("reading the token file {}", path.display()))?;
                 Some(text.trim().to_string())
             }
-            None => std::env::var("WARREN_TOKEN")
+            None => std::env::var("WARREN_API_TOKEN")
                 .ok()
                 .map(|t| t.trim().to_string()),
         };

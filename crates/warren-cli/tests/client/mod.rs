@@ -25,8 +25,8 @@ fn warren_command(server: &str, args: &[&str]) -> Command {
     command
         .args(args)
         .env("WARREN_SERVER", server)
-        .env_remove("WARREN_TOKEN")
-        .env_remove("WARREN_TOKEN_FILE")
+        .env_remove("WARREN_API_TOKEN")
+        .env_remove("WARREN_API_TOKEN_FILE")
         .stdin(Stdio::null());
     command
 }

@@ -120,8 +120,8 @@ impl Coordinator {
         command
             .args(args)
             .env("WARREN_SERVER", &self.url)
-            .env_remove("WARREN_TOKEN")
-            .env_remove("WARREN_TOKEN_FILE")
+            .env_remove("WARREN_API_TOKEN")
+            .env_remove("WARREN_API_TOKEN_FILE")
             .stdin(Stdio::null());
         command
     }
@@ -313,7 +313,7 @@ fn a_coordinator_requiring_a_token_refuses_clients_without_it() {
     assert_eq!(ran.code, Some(0), "{ran:?}");
     let token = std::fs::read_to_string(&token_file).unwrap_or_default();
     let ran = coordinator.warren_with(&["workers"], |c| {
-        c.env("WARREN_TOKEN", token.trim());
+        c.env("WARREN_API_TOKEN", token.trim());
     });
     assert_eq!(ran.code, Some(0), "{ran:?}");
 }
