@@ -104,6 +104,7 @@ impl Client {
             .map_err(|e| Error::Unreachable {
                 url: server.to_string(),
                 reason: describe(&e),
+                sent: false,
             })?;
         Ok(Client {
             http,
@@ -125,26 +126,44 @@ impl Client {
     }
 
     /// Submits a task (`POST /v1/tasks`); the coordinator answers once it is stored.
+    ///
+    /// The request carries an `Idempotency-Key`, so when the connection breaks after the request
+    /// may have arrived, it is sent again (with back-off, for up to [`RECONNECT_BUDGET`]) without
+    /// risk of creating the task twice. A coordinator that cannot be connected to at all is
+    /// reported at once.
     pub async fn submit(&self, spec: &TaskSpec) -> Result<TaskId> {
-        let created: Created = self.call(Method::POST, "v1/tasks", &[], Some(spec)).await?;
+        let created: Created = self.submit_once(spec, &[]).await?;
         Ok(created.id)
     }
 
     /// Submits a task and waits until it has finished (`POST /v1/tasks?wait=true`, then
     /// [`Client::wait`] for as long as the coordinator's bounded wait returns it unfinished).
     pub async fn submit_and_wait(&self, spec: &TaskSpec) -> Result<TaskView> {
-        let view: TaskView = self
-            .call(
-                Method::POST,
-                "v1/tasks",
-                &[("wait", "true".into())],
-                Some(spec),
-            )
-            .await?;
+        let view: TaskView = self.submit_once(spec, &[("wait", "true".into())]).await?;
         if view.state.is_terminal() {
             return Ok(view);
         }
         self.wait(view.id).await
+    }
+
+    /// `POST /v1/tasks` with one idempotency key across retries.
+    async fn submit_once<T: DeserializeOwned>(
+        &self,
+        spec: &TaskSpec,
+        query: &[(&str, String)],
+    ) -> Result<T> {
+        let key = idempotency_key();
+        let request = describe_request(&Method::POST, "v1/tasks", query);
+        let mut retry = Retry::new();
+        loop {
+            let builder = self
+                .send(Method::POST, "v1/tasks", query, Some(spec))?
+                .header("Idempotency-Key", &key);
+            match self.decode(&request, builder).await {
+                Err(err @ Error::Unreachable { sent: true, .. }) => retry.pause(err).await?,
+                answer => return answer,
+            }
+        }
     }
 
     /// The task as it is now (`GET /v1/tasks/{id}`).
@@ -255,15 +274,30 @@ impl Client {
     ) -> Result<T> {
         let request = describe_request(&method, path, query);
         let builder = self.send(method, path, query, body)?;
-        let response = self.execute(&request, builder).await?;
-        let bytes = response.bytes().await.map_err(|e| Error::Protocol {
-            request: request.clone(),
-            reason: format!("reading the body: {}", describe(&e)),
+        self.decode(&request, builder).await
+    }
+
+    /// Sends a request and decodes its JSON answer.
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        request: &str,
+        builder: RequestBuilder,
+    ) -> Result<T> {
+        let response = self.execute(request, builder).await?;
+        let bytes = response.bytes().await.map_err(|e| Error::Unreachable {
+            url: self.url(),
+            reason: format!("reading the answer to {request}: {}", describe(&e)),
+            sent: true,
         })?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
-            request,
+            request: request.to_string(),
             reason: format!("{e} in {}", quote(&bytes)),
         })
+    }
+
+    /// The base URL as users wrote it, for messages.
+    fn url(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_string()
     }
 
     /// Builds a request for `path` below the base URL.
@@ -294,8 +328,9 @@ impl Client {
     /// Sends the request, turning transport failures and error statuses into [`Error`]s.
     async fn execute(&self, request: &str, builder: RequestBuilder) -> Result<Response> {
         let response = builder.send().await.map_err(|e| Error::Unreachable {
-            url: self.base.as_str().trim_end_matches('/').to_string(),
+            url: self.url(),
             reason: describe(&e),
+            sent: !e.is_connect(),
         })?;
         let status = response.status();
         if status.is_success() {
@@ -349,6 +384,17 @@ impl Retry {
         self.delay = (self.delay * 2).min(Duration::from_secs(2));
         Ok(())
     }
+}
+
+/// A key unique to one submission: this process, the time, and a counter.
+fn idempotency_key() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("warren-{:x}-{nanos:x}-{count:x}", std::process::id())
 }
 
 fn describe_request(method: &Method, path: &str, query: &[(&str, String)]) -> String {

@@ -19,6 +19,9 @@ pub enum Error {
         url: String,
         /// The underlying cause, in words (e.g. `connection failed: Connection refused`).
         reason: String,
+        /// Whether the request may have reached the coordinator: the connection was made and
+        /// broke before a whole answer came back.
+        sent: bool,
     },
     /// The coordinator answered with an error status; `message` is its own explanation.
     #[error("the coordinator refused {request}: {status} {message}")]

@@ -633,3 +633,72 @@ async fn the_end_event_carries_the_finished_task() {
     });
     assert_eq!(finished, Some((3, TaskState::Done, Some(4))));
 }
+
+#[tokio::test]
+async fn a_submission_cut_off_is_sent_again_with_the_same_idempotency_key() {
+    let keys = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = keys.clone();
+    let router = Router::new().route(
+        "/v1/tasks",
+        post(move |headers: HeaderMap| {
+            let keys = seen.clone();
+            async move {
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let first = {
+                    let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
+                    keys.push(key);
+                    keys.len() == 1
+                };
+                if first {
+                    // The connection breaks before an answer goes out.
+                    let broken = futures_util::stream::once(async {
+                        Err::<axum::body::Bytes, _>(std::io::Error::other("coordinator killed"))
+                    });
+                    return axum::body::Body::from_stream(broken).into_response();
+                }
+                (StatusCode::OK, Json(task_json(8, "WAITING", None))).into_response()
+            }
+        }),
+    );
+    let client = client_of(router).await;
+    let spec = TaskSpec {
+        command: vec!["true".into()],
+        ..TaskSpec::default()
+    };
+    let id = client.submit(&spec).await.map_err(|e| e.to_string());
+    assert_eq!(id, Ok(8));
+    let _ = client.submit(&spec).await;
+    let keys = keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(!keys[0].is_empty() && keys[0] == keys[1], "{keys:?}");
+    // A new submission gets a new key.
+    assert_ne!(keys[1], keys[2]);
+}
+
+#[tokio::test]
+async fn a_coordinator_that_is_down_is_reported_at_once() {
+    let url = closed_port_url().await;
+    let client = match Client::new(&url) {
+        Ok(client) => client,
+        Err(e) => panic!("{e}"),
+    };
+    let started = std::time::Instant::now();
+    let spec = TaskSpec {
+        command: vec!["true".into()],
+        ..TaskSpec::default()
+    };
+    let err = client.submit(&spec).await.err();
+    assert!(
+        matches!(err, Some(Error::Unreachable { sent: false, .. })),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
