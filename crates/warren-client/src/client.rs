@@ -44,6 +44,8 @@ pub struct TaskQuery {
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
     pub after: Option<String>,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
 }
 
 impl TaskQuery {
@@ -63,6 +65,9 @@ impl TaskQuery {
         }
         if let Some(after) = &self.after {
             pairs.push(("after", after.clone()));
+        }
+        if self.oldest_first {
+            pairs.push(("order", "asc".to_string()));
         }
         pairs
     }
@@ -491,11 +496,12 @@ mod tests {
             state: Some(TaskState::InProgress),
             limit: Some(5),
             after: Some("c1".into()),
+            oldest_first: true,
             ..TaskQuery::default()
         };
         assert_eq!(
             describe_request(&Method::GET, "v1/tasks", &query.pairs()),
-            "GET /v1/tasks?state=IN PROGRESS&limit=5&after=c1"
+            "GET /v1/tasks?state=IN PROGRESS&limit=5&after=c1&order=asc"
         );
     }
 

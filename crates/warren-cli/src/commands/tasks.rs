@@ -28,6 +28,9 @@ pub struct TasksArgs {
     /// Continue after this cursor (printed at the end of the previous page).
     #[arg(long, value_name = "CURSOR")]
     pub after: Option<String>,
+    /// Oldest first instead of newest first.
+    #[arg(long)]
+    pub oldest_first: bool,
 }
 
 fn parse_state(text: &str) -> Result<TaskState, String> {
@@ -44,6 +47,7 @@ pub fn run(args: TasksArgs) -> anyhow::Result<u8> {
         worker: args.worker.clone(),
         limit: args.limit,
         after: args.after.clone(),
+        oldest_first: args.oldest_first,
     };
     let page = block_on(client.tasks(&query))?.context("listing tasks")?;
     if args.client.json {
@@ -51,7 +55,12 @@ pub fn run(args: TasksArgs) -> anyhow::Result<u8> {
     } else {
         print!("{}", task_rows(&page.tasks, now()));
         if let Some(next) = &page.next {
-            eprintln!("more: warren tasks --after {next}");
+            let order = if args.oldest_first {
+                " --oldest-first"
+            } else {
+                ""
+            };
+            eprintln!("more: warren tasks{order} --after {next}");
         }
     }
     Ok(0)

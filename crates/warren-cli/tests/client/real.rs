@@ -240,6 +240,22 @@ fn against_a_coordinator_without_workers_tasks_wait_and_can_be_cancelled() {
     let ran = coordinator.warren(&["workers", "--json"]);
     assert_eq!(ran.json(), serde_json::json!([]), "{ran:?}");
 
+    // Paging: newest first by default, oldest first on request, continued with --after.
+    let ran = coordinator.warren(&["submit", "--", "echo", "second"]);
+    let second = ran.text().trim().to_string();
+    let first_of = |ran: &Ran| ran.json()["tasks"][0]["id"].to_string();
+    let ran = coordinator.warren(&["tasks", "--json", "--limit", "1"]);
+    assert_eq!(first_of(&ran), second, "{ran:?}");
+    let next = ran.json()["next"].as_str().unwrap_or_default().to_string();
+    let ran = coordinator.warren(&["tasks", "--json", "--limit", "1", "--after", &next]);
+    assert_eq!(first_of(&ran), id, "{ran:?}");
+    let ran = coordinator.warren(&["tasks", "--json", "--limit", "1", "--oldest-first"]);
+    assert_eq!(first_of(&ran), id, "{ran:?}");
+    let ran = coordinator.warren(&["tasks", "--limit", "1"]);
+    assert!(ran.stderr.contains("more: warren tasks --after"), "{ran:?}");
+    let ran = coordinator.warren(&["cancel", &second]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+
     let ran = coordinator.warren(&["cancel", &id]);
     assert_eq!(
         (ran.code, ran.text()),
