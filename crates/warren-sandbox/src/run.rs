@@ -594,13 +594,14 @@ impl Host {
         abort: Option<&AbortHandle>,
         spec: &RunSpec,
     ) -> Result<RunResult, String> {
-        prepared.launched = true;
+        // Until the message is sent, dropping `prepared` on an error kills and reaps the child.
         prepared
             .cgroups
             .set_limits(limits)
             .map_err(|e| e.to_string())?;
         let message = launch.encode();
         let started = Instant::now();
+        prepared.launched = true;
         if let Some(go) = prepared.go_w.take() {
             let mut framed = (message.len() as u64).to_ne_bytes().to_vec();
             framed.extend_from_slice(&message);
