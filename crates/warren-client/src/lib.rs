@@ -39,7 +39,7 @@ mod client;
 mod error;
 mod exit;
 mod output;
-pub mod sse;
+mod sse;
 
 pub use client::{Client, TaskQuery, DEFAULT_SERVER, RECONNECT_BUDGET};
 pub use error::{Error, Result};
