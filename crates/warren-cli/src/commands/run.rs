@@ -23,10 +23,10 @@ Exit codes:
   121      DONE with status abort, or CANCELLED before it started
   120      DONE with status crash, error or fatal; INVALID (no worker can run it); FAILED
   130      interrupted twice: stopped waiting (the task is being cancelled)
+  2        Warren's own errors: bad flags, coordinator unreachable or refusing the task
 
 An interrupt (Ctrl-C) or SIGTERM cancels the task: a waiting task ends CANCELLED, a running one is
-aborted on its worker; warren keeps printing its output until it ends. A second one stops waiting.
-  2        Warren's own errors: bad flags, coordinator unreachable or refusing the task";
+aborted on its worker; warren keeps printing its output until it ends. A second one stops waiting.";
 
 /// Exit code when the user interrupts twice and `warren run` stops waiting.
 const EXIT_INTERRUPTED: u8 = 130;
