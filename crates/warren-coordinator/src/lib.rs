@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -208,7 +209,12 @@ impl Coordinator {
         let mut tasks = Vec::new();
         let router = api::router(api_state);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, router).await {
+            // Small writes (server-sent events, short answers) go out at once, not after the
+            // peer's delayed ACK.
+            let listener = http_listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!("HTTP API stopped: {e}");
             }
         }));
