@@ -21,10 +21,10 @@ pub const MAX_LAUNCH: u64 = 1 << 30;
 
 /// Reports `(stage, errno)` to the parent and exits.
 fn fail(plan: &ChildPlan, stage: u32, errno: sys::Errno) -> ! {
-    let mut report = [0u8; 8];
-    report[..4].copy_from_slice(&stage.to_ne_bytes());
-    report[4..].copy_from_slice(&errno.to_ne_bytes());
-    let _ = sys::write_all(plan.error_fd, &report);
+    let mut record = [0u8; 8];
+    record[..4].copy_from_slice(&stage.to_ne_bytes());
+    record[4..].copy_from_slice(&errno.to_ne_bytes());
+    let _ = sys::write_all(plan.error_fd, &record);
     sys::exit(SETUP_FAILED)
 }
 
@@ -197,8 +197,39 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         Ok(p) => p,
         Err(e) => fail(plan, stage(Stage::Exec), e),
     };
-    let errno = sys::execve(program, message, argv_at, envp_at);
-    fail(plan, stage(Stage::Exec), errno)
+    // The program runs as this process's child; this process stays as the namespace's init.
+    // A program that is not init keeps the usual signal semantics (it can kill itself, abort()
+    // is SIGABRT), and orphans are reaped here.
+    let stack = match sys::map_anonymous(PROGRAM_STACK) {
+        Ok(s) => s,
+        Err(e) => fail(plan, stage(Stage::Exec), e),
+    };
+    let pid = match sys::start_program(stack, program, message, argv_at, envp_at, plan.error_fd) {
+        Ok(pid) => pid,
+        Err(e) => fail(plan, stage(Stage::Exec), e),
+    };
+    report(plan, Stage::Executed, 0);
+    loop {
+        match sys::wait_any() {
+            Ok((child, status)) if child == pid => {
+                report(plan, Stage::ProgramExit, status);
+                sys::exit(0)
+            }
+            Ok(_) | Err(libc::EINTR) => {}
+            Err(_) => sys::exit(SETUP_FAILED),
+        }
+    }
+}
+
+/// Stack for the program's process between clone and exec.
+const PROGRAM_STACK: usize = 64 * 1024;
+
+/// Sends one record to the parent on the report pipe.
+fn report(plan: &ChildPlan, what: Stage, value: i32) {
+    let mut record = [0u8; 8];
+    record[..4].copy_from_slice(&(what as u32).to_ne_bytes());
+    record[4..].copy_from_slice(&value.to_ne_bytes());
+    let _ = sys::write_all(plan.error_fd, &record);
 }
 
 /// Mounts the run's writable `/tmp`: `disk` bytes, with inodes bounded too so a file-creation

@@ -90,6 +90,10 @@ pub enum Stage {
     Exec,
     /// Setup did not reach exec in time (reported by the parent, not the child).
     SetupTimeout,
+    /// Not a failure: the program was executed (time limits start).
+    Executed,
+    /// Not a failure: the program ended, with this raw wait status.
+    ProgramExit,
 }
 
 impl Stage {
@@ -122,6 +126,8 @@ impl Stage {
             Stage::Seccomp => "installing the seccomp filter",
             Stage::Exec => "executing the program",
             Stage::SetupTimeout => "setting up (it did not finish in time)",
+            Stage::Executed => "running the program",
+            Stage::ProgramExit => "ending the program",
         }
     }
 }

@@ -524,7 +524,8 @@ impl Host {
         rlimits.push((libc::RLIMIT_FSIZE, disk + (1 << 20)));
         if let Some(pids) = limits.pids {
             // The uid is the run's own, so this bounds the run even without a pids controller.
-            rlimits.push((libc::RLIMIT_NPROC, pids));
+            // One more than asked: the run's init counts too.
+            rlimits.push((libc::RLIMIT_NPROC, pids + 1));
         }
         let mut files: Vec<LaunchFile> = Vec::new();
         for file in &spec.files {
@@ -595,9 +596,14 @@ impl Host {
         spec: &RunSpec,
     ) -> Result<RunResult, String> {
         // Until the message is sent, dropping `prepared` on an error kills and reaps the child.
+        // The run's init is one process of the group the program does not see as its own.
+        let group_limits = Limits {
+            pids: limits.pids.map(|p| p + 1),
+            ..limits.clone()
+        };
         prepared
             .cgroups
-            .set_limits(limits)
+            .set_limits(&group_limits)
             .map_err(|e| e.to_string())?;
         let message = launch.encode();
         let started = Instant::now();
@@ -642,9 +648,7 @@ impl Host {
             .map_err(|e| format!("waiting for the run: {e}"))?;
         let ended = supervised.ended.unwrap_or_else(Instant::now);
         let executed = supervised.executed.unwrap_or(started);
-        let setup_failure = supervised
-            .setup_failure
-            .or_else(|| read_setup_failure(&prepared.error_r));
+        let setup_failure = supervised.setup_failure;
 
         let (cpu_user, cpu_sys) = cgroups_cpu(&prepared.cgroups);
         let usage = Usage {
@@ -652,19 +656,25 @@ impl Host {
             cpu_user_ms: cpu_user / 1000,
             cpu_sys_ms: cpu_sys / 1000,
             peak_memory_bytes: prepared.cgroups.memory_peak().unwrap_or(0),
+            // Without the run's init.
             peak_pids: prepared
                 .cgroups
                 .pids_peak()
-                .unwrap_or(supervised.sampled_peak_pids),
+                .unwrap_or(supervised.sampled_peak_pids)
+                .saturating_sub(1),
             output_bytes: supervised.output_bytes,
         };
         let oom_kills = prepared.cgroups.oom_kills();
         let removal = prepared.cgroups.remove();
         prepared.lease = None;
 
-        let exit = match status {
-            WaitStatus::Exited(code) => Exit::Code(code),
-            WaitStatus::Signaled(signal) => Exit::Signal(signal),
+        // The program's own ending, as its init saw it; the init's when the init was killed
+        // first (a limit, an abort), which is a SIGKILL for the whole tree.
+        let exit = match (supervised.program_status, status) {
+            (Some(raw), _) if libc::WIFEXITED(raw) => Exit::Code(libc::WEXITSTATUS(raw)),
+            (Some(raw), _) if libc::WIFSIGNALED(raw) => Exit::Signal(libc::WTERMSIG(raw)),
+            (_, WaitStatus::Exited(code)) => Exit::Code(code),
+            (_, WaitStatus::Signaled(signal)) => Exit::Signal(signal),
         };
         let mut message = None;
         let mut crash = None;
@@ -842,20 +852,6 @@ fn effective_env(given: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
         }
     }
     env
-}
-
-/// Reads the child's failure report, if it wrote one before exiting.
-fn read_setup_failure(error_r: &OwnedFd) -> Option<(u32, i32)> {
-    let _ = sys::set_nonblocking(error_r.as_fd());
-    let mut report = [0u8; 8];
-    match sys::read(error_r.as_fd(), &mut report) {
-        Ok(8) => {
-            let stage = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-            let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-            Some((stage, errno))
-        }
-        _ => None,
-    }
 }
 
 /// A runner process's identity: its pid and start time (`PID.START`), so a recycled pid is

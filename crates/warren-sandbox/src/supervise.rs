@@ -12,6 +12,7 @@ use warren_core::stats::{decimate, StatSample};
 
 use crate::api::{RunEvents, Stream};
 use crate::cgroup::RunCgroups;
+use crate::plan::Stage;
 use crate::sys;
 
 /// Inputs of one supervision.
@@ -36,8 +37,9 @@ pub struct Supervision<'a> {
     pub max_stat_points: usize,
     /// When the launch message was sent.
     pub started: Instant,
-    /// Read end of the child's close-on-exec report pipe: end of file means the program was
-    /// executed, 8 bytes are a setup failure `(stage, errno)`.
+    /// Read end of the child's report pipe: 8-byte records `(stage, value)`: a setup failure,
+    /// `Executed`, or `ProgramExit` with the program's wait status; end of file once the run's
+    /// init is gone.
     pub report: BorrowedFd<'a>,
 }
 
@@ -62,6 +64,8 @@ pub struct Supervised {
     pub executed: Option<Instant>,
     /// The child's setup failure report, if it sent one.
     pub setup_failure: Option<(u32, i32)>,
+    /// The program's raw wait status, reported by the run's init.
+    pub program_status: Option<i32>,
 }
 
 /// How long a child may take between launch and exec before it is killed as stuck, beyond its
@@ -87,6 +91,7 @@ pub fn supervise(
     if let Some((fd, _)) = &s.stdin {
         let _ = sys::set_nonblocking(fd.as_fd());
     }
+    let _ = sys::set_nonblocking(s.report);
     let output_limit = s.limits.output.unwrap_or(u64::MAX);
     // Until the program is executed, only a generous guard against a stuck setup applies; the
     // limits themselves count from exec, so setup never eats into them.
@@ -108,7 +113,7 @@ pub fn supervise(
     };
 
     loop {
-        if exited && !open[0] && !open[1] {
+        if exited && !open[0] && !open[1] && !report_open {
             break;
         }
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(5);
@@ -219,21 +224,30 @@ pub fn supervise(
                 }
                 Role::Abort => kill(KillCause::Abort, &mut out),
                 Role::Report => {
-                    report_open = false;
-                    let mut report = [0u8; 8];
-                    match sys::read(s.report, &mut report) {
-                        Ok(8) => {
-                            let stage =
-                                u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-                            let errno =
-                                i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-                            out.setup_failure = Some((stage, errno));
+                    let mut records = [0u8; 64];
+                    match sys::read(s.report, &mut records) {
+                        Ok(0) => report_open = false,
+                        Ok(n) => {
+                            for record in records[..n].chunks_exact(8) {
+                                let stage = u32::from_ne_bytes([
+                                    record[0], record[1], record[2], record[3],
+                                ]);
+                                let value = i32::from_ne_bytes([
+                                    record[4], record[5], record[6], record[7],
+                                ]);
+                                if stage == Stage::Executed as u32 {
+                                    let now = Instant::now();
+                                    out.executed = Some(now);
+                                    wall_deadline = s.limits.wall_time.map(|t| now + t);
+                                } else if stage == Stage::ProgramExit as u32 {
+                                    out.program_status = Some(value);
+                                } else {
+                                    out.setup_failure = Some((stage, value));
+                                }
+                            }
                         }
-                        _ => {
-                            let now = Instant::now();
-                            out.executed = Some(now);
-                            wall_deadline = s.limits.wall_time.map(|t| now + t);
-                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => report_open = false,
                     }
                 }
             }

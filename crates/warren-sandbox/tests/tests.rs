@@ -32,16 +32,41 @@ fn exit_codes_and_signals_are_reported() {
     let Some(sb) = sandbox() else { return };
     let r = sh(&sb, "exit 3", Limits::default());
     assert_eq!((r.status, r.exit_code), (Status::Failed, Some(3)));
-    let r = sh(&sb, "kill -TERM $$; sleep 1", Limits::default());
-    // The shell is the namespace's init, which ignores signals it has no handler for, even
-    // from itself: TERM does nothing and it exits normally after the sleep.
-    assert_eq!(r.status, Status::Success, "{r:?}");
+    // The program is not the namespace's init: signals it sends itself act as usual.
+    for (script, signal) in [("kill -TERM $$; sleep 1", 15), ("kill -9 $$", 9)] {
+        let r = sh(&sb, script, Limits::default());
+        assert_eq!(
+            (r.status, r.signal, r.exit_code),
+            (Status::Killed, Some(signal), None),
+            "{script}: {r:?}"
+        );
+        assert_eq!(r.process_exit_code(), 128 + signal);
+    }
+    let r = run(
+        &sb,
+        &RunSpec::command(["python3", "-c", "import os; os.abort()"]),
+    );
+    assert_eq!(
+        (r.status, r.signal),
+        (Status::Killed, Some(libc::SIGABRT)),
+        "{r:?}"
+    );
     let r = sh(&sb, "sh -c 'kill -SEGV $$'; exit $?", Limits::default());
     assert_eq!(
         (r.status, r.exit_code),
         (Status::Failed, Some(128 + 11)),
         "{r:?}"
     );
+}
+
+#[test]
+fn orphans_are_reaped_while_the_program_runs() {
+    let Some(sb) = sandbox() else { return };
+    // Ten orphaned children exit at once; none may stay a zombie in the process table.
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do (sleep 0.1 &) ; done; sleep 0.5; \
+                  grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l";
+    let r = sh(&sb, script, Limits::default());
+    assert_eq!(out(&r).trim(), "0", "{r:?}");
 }
 
 #[test]
@@ -410,9 +435,13 @@ fn mount_ptrace_and_namespaces_are_denied() {
 #[test]
 fn proc_shows_only_the_run() {
     let Some(sb) = sandbox() else { return };
-    let r = sh(&sb, "ls /proc | grep -c '^[0-9]'", Limits::default());
-    let count: u32 = out(&r).trim().parse().unwrap_or(999);
-    assert!(count <= 3, "{count} processes visible");
+    // The run's init (1), the shell (2) and the `ls` it runs: nothing of the host's.
+    let r = sh(&sb, "cd /proc && echo [0-9]*", Limits::default());
+    let pids: Vec<u32> = out(&r)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(pids, [1, 2], "{}", out(&r));
 }
 
 #[test]

@@ -451,26 +451,95 @@ impl SeccompProgram {
     }
 }
 
-/// execve(2) with `argv` and `envp` given as byte offsets into `message`, where
-/// [`crate::launch::fill_pointers`] built null-terminated pointer arrays. Returns only on failure.
-pub fn execve(path: &CStr, message: &[u8], argv_at: usize, envp_at: usize) -> Errno {
+/// What the program's process needs, shared with it through `CLONE_VM`.
+#[repr(C)]
+struct ProgramStart {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    report_fd: RawFd,
+    exec_errno: i32,
+}
+
+/// The program's process: exec, or record why not and exit.
+extern "C" fn program_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ProgramStart` that `start_program` passed; with CLONE_VFORK the
+    // parent is suspended, so nothing else touches it until this process execs or exits.
+    let start = unsafe { &mut *arg.cast::<ProgramStart>() };
+    // SAFETY: the pointers were built by `start_program` from the launch message, which lives
+    // (in memory shared with the parent) until exec replaces this process.
+    unsafe { libc::execve(start.program, start.argv, start.envp) };
+    start.exec_errno = errno();
+    libc::EXIT_FAILURE
+}
+
+/// Starts the program as a child of this process (which stays as the run's init), with
+/// `argv`/`envp` given as byte offsets into `message` where
+/// [`crate::launch::fill_pointers`] built null-terminated pointer arrays. `stack` is memory for
+/// the moment between clone and exec. Returns the child's pid once it has executed the program,
+/// or the errno of a failed exec.
+pub fn start_program(
+    stack: &mut [u8],
+    program: &CStr,
+    message: &[u8],
+    argv_at: usize,
+    envp_at: usize,
+    report_fd: RawFd,
+) -> Result<libc::pid_t, Errno> {
     if !argv_at.is_multiple_of(8)
         || !envp_at.is_multiple_of(8)
         || argv_at >= message.len()
         || envp_at >= message.len()
     {
-        return libc::EINVAL;
+        return Err(libc::EINVAL);
     }
     let base = message.as_ptr();
     // SAFETY: both offsets are inside `message` and 8-byte aligned (checked above; the message is
-    // page-aligned from mmap), and fill_pointers wrote there null-terminated arrays of pointers to
-    // NUL-terminated strings inside `message`, which lives until exec replaces the process.
-    unsafe {
-        let argv = base.add(argv_at).cast::<*const libc::c_char>();
-        let envp = base.add(envp_at).cast::<*const libc::c_char>();
-        libc::execve(path.as_ptr(), argv, envp)
+    // page-aligned from mmap).
+    let (argv, envp) = unsafe { (base.add(argv_at).cast(), base.add(envp_at).cast()) };
+    let mut start = ProgramStart {
+        program: program.as_ptr(),
+        argv,
+        envp,
+        report_fd,
+        exec_errno: 0,
     };
-    errno()
+    // The stack grows down from the end of `stack`, kept 16-byte aligned as the ABI requires.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    // SAFETY: CLONE_VM | CLONE_VFORK: the child shares this memory and runs `program_entry` on
+    // `stack` (owned by this process, unused by anything else) while this process is suspended
+    // until it execs or exits, so `start` is alive and unaliased for as long as the child uses it.
+    let pid = unsafe {
+        libc::clone(
+            program_entry,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut start as *mut ProgramStart).cast(),
+        )
+    };
+    if pid < 0 {
+        return Err(errno());
+    }
+    if start.exec_errno != 0 {
+        // Reap the failed child now so the caller sees only the error.
+        let mut status = 0;
+        // SAFETY: `status` is a valid int for the call.
+        unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        return Err(start.exec_errno);
+    }
+    Ok(pid)
+}
+
+/// Waits for any child; returns its pid and raw wait status.
+pub fn wait_any() -> Result<(libc::pid_t, i32), Errno> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid int for the call.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+    if pid < 0 {
+        Err(errno())
+    } else {
+        Ok((pid, status))
+    }
 }
 
 /// Ends the process at once, without running destructors or atexit handlers.
