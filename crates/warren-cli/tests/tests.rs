@@ -1,3 +1,4 @@
 //! The `warren` binary's integration tests: one binary, one module per area.
 
 mod client;
+mod sandbox;
