@@ -166,20 +166,38 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn latency(runs: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+/// p50 and p99 of `a` and of `b`, measured alternately (a, b, a, b, ...) so both see the same
+/// machine load.
+fn paired_latency(
+    runs: usize,
+    mut a: impl FnMut(),
+    mut b: impl FnMut(),
+) -> [(Duration, Duration); 2] {
     for _ in 0..runs / 10 {
-        f(); // warm up
+        a(); // warm up
+        b();
     }
-    let mut samples: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    (
-        percentile(&mut samples, 0.5),
-        percentile(&mut samples, 0.99),
+    let (mut sa, mut sb) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        let t = Instant::now();
+        a();
+        sa.push(t.elapsed());
+        let t = Instant::now();
+        b();
+        sb.push(t.elapsed());
+    }
+    [
+        (percentile(&mut sa, 0.5), percentile(&mut sa, 0.99)),
+        (percentile(&mut sb, 0.5), percentile(&mut sb, 0.99)),
+    ]
+}
+
+fn diff(a: Duration, b: Duration) -> String {
+    let d = a.as_secs_f64() - b.as_secs_f64();
+    format!(
+        "{}{:.2} ms",
+        if d < 0.0 { "-" } else { "+" },
+        d.abs() * 1000.0
     )
 }
 
@@ -210,16 +228,14 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn command_latency(bin: &PathBuf, args: &[&str], runs: usize) -> (Duration, Duration) {
-    latency(runs, || {
-        let status = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "{bin:?} {args:?}: {status}");
-    })
+fn command(bin: &PathBuf, args: &[&str]) {
+    let status = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{bin:?} {args:?}: {status}");
 }
 
 fn main() {
@@ -273,34 +289,36 @@ fn main() {
     client.run_true();
     let runs = 300;
     let spec = RunSpec::command(["/bin/true"]);
-    let (bare50, bare99) = latency(runs, || {
-        let r = sandbox.run(&spec, &mut CollectOutput, None).unwrap();
-        assert_eq!(r.status, warren_core::result::Status::Success, "{r:?}");
-    });
-    let (api50, api99) = latency(runs, || client.run_true());
-    println!("| submit -> result p50, `/bin/true`, HTTP API `?wait=true` vs sandbox library | {} | {} | +{} |", ms(api50), ms(bare50), ms(api50.saturating_sub(bare50)));
-    println!(
-        "| submit -> result p99, same | {} | {} | +{} |",
-        ms(api99),
-        ms(bare99),
-        ms(api99.saturating_sub(bare99))
+    let [(api50, api99), (bare50, bare99)] = paired_latency(
+        runs,
+        || client.run_true(),
+        || {
+            let r = sandbox.run(&spec, &mut CollectOutput, None).unwrap();
+            assert_eq!(r.status, warren_core::result::Status::Success, "{r:?}");
+        },
     );
+    let row = |what: &str, w: Duration, b: Duration| {
+        println!("| {what} | {} | {} | {} |", ms(w), ms(b), diff(w, b));
+    };
+    row(
+        "submit -> result p50, `/bin/true`: HTTP API `POST ?wait=true` vs sandbox library",
+        api50,
+        bare50,
+    );
+    row("submit -> result p99, same", api99, bare99);
     match std::env::var_os("WARREN_BIN")
         .map(PathBuf::from)
         .filter(|p| p.exists())
     {
         Some(bin) => {
             let url = format!("http://{http}");
-            let (run50, run99) =
-                command_latency(&bin, &["run", "--server", &url, "--", "/bin/true"], 100);
-            let (sb50, sb99) = command_latency(&bin, &["sandbox", "run", "--", "/bin/true"], 100);
-            println!("| submit -> result p50, `warren run -- /bin/true` vs `warren sandbox run -- /bin/true` | {} | {} | +{} |", ms(run50), ms(sb50), ms(run50.saturating_sub(sb50)));
-            println!(
-                "| submit -> result p99, same | {} | {} | +{} |",
-                ms(run99),
-                ms(sb99),
-                ms(run99.saturating_sub(sb99))
+            let [(run50, run99), (sb50, sb99)] = paired_latency(
+                100,
+                || command(&bin, &["run", "--server", &url, "--", "/bin/true"]),
+                || command(&bin, &["sandbox", "run", "--", "/bin/true"]),
             );
+            row("submit -> result p50: `warren run -- /bin/true` vs `warren sandbox run -- /bin/true`", run50, sb50);
+            row("submit -> result p99, same", run99, sb99);
         }
         None => println!("| `warren run` rows | skipped: set WARREN_BIN to a built `warren` | | |"),
     }

@@ -550,7 +550,8 @@ impl Service {
         &self.config
     }
 
-    /// Sends writes to the store and, for ended tasks, publishes the end once committed.
+    /// Sends writes to the store, publishes ended tasks, and once committed drops them from
+    /// memory and acknowledges their results to workers.
     fn apply(self: &Arc<Self>, fx: Effects) {
         if fx.timers_changed {
             self.timers.notify_one();
@@ -558,6 +559,7 @@ impl Service {
         if fx.writes.is_empty() {
             return;
         }
+        self.announce_ends(&fx.finished);
         let then: Option<crate::writer::AfterCommit> =
             if fx.finished.is_empty() && fx.acks.is_empty() {
                 None
@@ -571,7 +573,7 @@ impl Service {
                         tracing::error!("recording the end of tasks {finished:?} failed: {e}");
                         return;
                     }
-                    service.publish_ends(&finished);
+                    service.forget_ended(&finished);
                     for (tx, id) in acks {
                         tx.send(Message::Ack { id });
                     }
@@ -582,18 +584,23 @@ impl Service {
 
     /// After an end is committed: drop the task from memory, wake its readers, answer its
     /// frontend.
-    fn publish_ends(&self, ids: &[TaskId]) {
+    /// Publishes ends at once: wakes readers and waiters, answers Pythia frontends. The task
+    /// stays in memory (so `GET` shows it ended) until its end is committed. Publishing before the
+    /// commit is safe: a result stays on its worker until acknowledged after the commit, so a
+    /// coordinator killed in between gets the same result again.
+    fn announce_ends(&self, ids: &[TaskId]) {
         let mut state = self.lock();
         for id in ids {
-            let Some(task) = state.tasks.remove(id) else {
+            let Some(task) = state.tasks.get(id) else {
                 continue;
             };
             let view = view_of(&task.record, task.record.result.clone());
-            if let Some((conn, their_id)) = &task.frontend {
-                if let Some(fe) = state.frontends.get_mut(conn) {
-                    fe.ids.remove(their_id);
+            let hub = Arc::clone(&task.hub);
+            if let Some((conn, their_id)) = task.frontend.clone() {
+                if let Some(fe) = state.frontends.get_mut(&conn) {
+                    fe.ids.remove(&their_id);
                     let done = pythia_done(
-                        their_id.clone(),
+                        their_id,
                         view.result.as_ref(),
                         view.state,
                         view.reason.as_deref(),
@@ -601,7 +608,15 @@ impl Service {
                     fe.tx.send(Message::Done(done));
                 }
             }
-            task.hub.end(view);
+            hub.end(view);
+        }
+    }
+
+    /// After an end is committed: the store answers for the task from now on.
+    fn forget_ended(&self, ids: &[TaskId]) {
+        let mut state = self.lock();
+        for id in ids {
+            state.tasks.remove(id);
         }
     }
 
