@@ -799,7 +799,7 @@ fn runs_prepared_on_demand_behave_like_warm_ones() {
         &sb,
         "echo Start; sleep 60",
         Limits {
-            wall_time: ms(300),
+            wall_time: ms(1000 * slowdown()),
             ..Default::default()
         },
     );
