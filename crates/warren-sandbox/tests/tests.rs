@@ -484,8 +484,12 @@ fn concurrent_runs_do_not_interfere() {
                         "-c",
                         &format!("echo {i}; sleep 0.3; id -u; kill -9 -1"),
                     ]);
-                    let r = sb.run(&spec, &mut CollectOutput, None).ok();
-                    (i, r.map(|r| out(&r)).unwrap_or_default())
+                    let r = sb.run(&spec, &mut CollectOutput, None);
+                    (
+                        i,
+                        r.map(|r| format!("{}{:?} {:?}", out(&r), r.status, r.message))
+                            .unwrap_or_else(|e| e.to_string()),
+                    )
                 })
             })
             .collect();
@@ -495,7 +499,11 @@ fn concurrent_runs_do_not_interfere() {
     let mut uids = std::collections::HashSet::new();
     for (i, text) in results {
         let mut lines = text.lines();
-        assert_eq!(lines.next(), Some(i.to_string().as_str()));
+        assert_eq!(
+            lines.next(),
+            Some(i.to_string().as_str()),
+            "run {i}: {text}"
+        );
         assert!(
             uids.insert(lines.next().unwrap_or_default().to_string()),
             "uid shared"
