@@ -8,7 +8,7 @@
 //!    submitters, against the sandbox library's own rate with as many threads.
 //!
 //! `sudo WARREN_BIN=target/release/warren cargo bench -p warren-coordinator --bench queue`
-//! (`BENCH_TASKS` sets the dispatch task count, default 20000; `BENCH_ONLY_DISPATCH=1` stops
+//! (`BENCH_NO_FSYNC=1` runs the end-to-end rows without fsync; `BENCH_TASKS` sets the dispatch task count, default 20000; `BENCH_ONLY_DISPATCH=1` stops
 //! after the dispatch rows).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -267,10 +267,17 @@ fn main() {
         println!("\n(end-to-end rows skipped: the sandbox needs root)");
         return;
     }
+    // End to end with fsync on every commit, unless BENCH_NO_FSYNC is set.
+    let e2e_durability = if std::env::var_os("BENCH_NO_FSYNC").is_some() {
+        println!("| (end-to-end rows: coordinator with `--no-fsync`) | | | |");
+        Durability::Process
+    } else {
+        Durability::Full
+    };
     let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = rt
-        .block_on(Coordinator::start(config(dir.path(), Durability::Full)))
+        .block_on(Coordinator::start(config(dir.path(), e2e_durability)))
         .unwrap();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
