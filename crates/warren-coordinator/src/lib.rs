@@ -140,6 +140,12 @@ impl Coordinator {
             dir: dir.clone(),
             source: ServiceError::Store(e.to_string()),
         })?;
+        // The database holds task specs (commands, environment variables): owner only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+        }
         let store_err = |source| StartError::Store {
             dir: dir.clone(),
             source,

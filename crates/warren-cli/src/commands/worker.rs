@@ -10,7 +10,7 @@ use clap::Args;
 use warren_sandbox::{Sandbox, SandboxConfig};
 use warren_worker::{Config, SandboxExecutor, Worker};
 
-use super::server::{default_data_dir, init_logging, is_root, runtime};
+use super::server::{default_data_dir, init_logging, runtime};
 
 /// Flags of `warren worker`.
 #[derive(Debug, Args)]
@@ -123,9 +123,6 @@ impl WorkerCommon {
 
 /// Builds a worker that runs tasks in the sandbox.
 pub fn sandbox_worker(config: Config) -> anyhow::Result<Worker> {
-    if !is_root() {
-        eprintln!("warren: warning: not running as root; the sandbox needs root for namespaces and cgroups, so tasks will fail");
-    }
     let sandbox = Sandbox::new(SandboxConfig::default()).context("setting up the sandbox")?;
     let executor = SandboxExecutor::new(
         sandbox,
