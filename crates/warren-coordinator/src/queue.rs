@@ -65,7 +65,9 @@ async fn handle(stream: TcpStream, addr: SocketAddr, service: Arc<Service>, port
                 break e.to_string();
             }
         };
-        if matches!(message, Message::KeepAlive) {
+        // A worker's keep-alive is its heartbeat (it updates `last_seen`); elsewhere it only
+        // proves the connection is alive, which reading it already did.
+        if matches!(message, Message::KeepAlive) && !matches!(role, Role::Worker { .. }) {
             continue;
         }
         role = match step(role, message, conn_id, &tx, addr, &service, &port) {

@@ -1081,6 +1081,7 @@ impl Service {
                         push_stats(&task.hub, sample);
                     }
                 }
+                Message::KeepAlive => return, // `last_seen` is all it changes
                 other => tracing::debug!(
                     worker,
                     kind = other.kind(),
