@@ -72,7 +72,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     // Die with the thread that supervises us. A parent that died before this took effect is
     // noticed at the go pipe, which then reads end of file.
     if let Err(e) = sys::kill_with_parent() {
-        fail(plan, stage(Stage::Sync), e);
+        fail(plan, stage(Stage::Handover), e);
     }
     let keep = [
         plan.stdio[0],
@@ -82,7 +82,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         plan.error_fd,
     ];
     if let Err(e) = sys::close_all_except(&keep) {
-        fail(plan, stage(Stage::Sync), e);
+        fail(plan, stage(Stage::Handover), e);
     }
     let _ = sys::reset_signals();
     // Modes in the plan are meant exactly; the program gets the usual 022 back before exec.
@@ -110,31 +110,31 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     match sys::read_exact(plan.go_fd, &mut length) {
         Ok(true) => {}
         Ok(false) => sys::exit(SETUP_FAILED),
-        Err(e) => fail(plan, stage(Stage::Sync), e),
+        Err(e) => fail(plan, stage(Stage::Handover), e),
     }
     let length = u64::from_ne_bytes(length);
     if length > MAX_LAUNCH {
-        fail(plan, stage(Stage::Sync), libc::E2BIG);
+        fail(plan, stage(Stage::Handover), libc::E2BIG);
     }
     let message = match sys::map_anonymous(length as usize) {
         Ok(m) => m,
-        Err(e) => fail(plan, stage(Stage::Sync), e),
+        Err(e) => fail(plan, stage(Stage::Handover), e),
     };
     if let Err(e) =
         sys::read_exact(plan.go_fd, message)
             .and_then(|full| if full { Ok(()) } else { Err(libc::EPIPE) })
     {
-        fail(plan, stage(Stage::Sync), e);
+        fail(plan, stage(Stage::Handover), e);
     }
     let base = message.as_ptr() as usize;
     let (argv_at, envp_at) = match fill_pointers(message, base) {
         Ok(at) => at,
-        Err(e) => fail(plan, stage(Stage::Sync), e),
+        Err(e) => fail(plan, stage(Stage::Handover), e),
     };
     let message: &[u8] = message;
     let launch = match Decoded::parse(message) {
         Ok(l) => l,
-        Err(e) => fail(plan, stage(Stage::Sync), e),
+        Err(e) => fail(plan, stage(Stage::Handover), e),
     };
 
     // Rooted at the run's own cgroup, now that the process is in it.

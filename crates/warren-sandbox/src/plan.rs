@@ -70,8 +70,8 @@ impl Step {
 pub enum Stage {
     /// pivot_root into the new root.
     PivotRoot = 1 << 16,
-    /// Waiting for the parent to place the process in its cgroups.
-    Sync,
+    /// Taking over from the parent: its death signal, descriptors, the launch message.
+    Handover,
     /// Network and host name.
     Network,
     /// A cgroup namespace rooted at the run's cgroup.
@@ -100,7 +100,7 @@ impl Stage {
     /// All stages, to map a number back.
     pub const ALL: [Stage; 11] = [
         Stage::PivotRoot,
-        Stage::Sync,
+        Stage::Handover,
         Stage::Network,
         Stage::CgroupNamespace,
         Stage::InputFiles,
@@ -116,7 +116,7 @@ impl Stage {
     pub fn describe(self) -> &'static str {
         match self {
             Stage::PivotRoot => "switching to the new root",
-            Stage::Sync => "waiting for cgroup placement",
+            Stage::Handover => "taking over from the parent (descriptors, launch message)",
             Stage::Network => "setting up loopback and host name",
             Stage::CgroupNamespace => "entering the cgroup namespace",
             Stage::InputFiles => "writing input files",
