@@ -331,14 +331,7 @@ impl Sandbox {
 impl Host {
     fn new(config: SandboxConfig) -> Result<Host, SandboxError> {
         if !sys::is_root() {
-            let uid = std::fs::read_to_string("/proc/self/status")
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("Uid:"))
-                        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
-                })
-                .unwrap_or(u32::MAX);
+            let uid = sys::effective_uid();
             return Err(SandboxError::NotRoot(uid));
         }
         let host = |what: &str| {

@@ -177,10 +177,15 @@ pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// This process's effective uid.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid cannot fail and takes no arguments.
+    unsafe { libc::geteuid() }
+}
+
 /// Whether this process runs with effective uid 0.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail and takes no arguments.
-    unsafe { libc::geteuid() == 0 }
+    effective_uid() == 0
 }
 
 /// The number of CPUs this process may run on.
