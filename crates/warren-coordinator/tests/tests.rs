@@ -734,3 +734,82 @@ async fn priority_orders_the_queue() {
     assert_eq!(unique.len(), 3);
     let _ = Ordering::SeqCst;
 }
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// The whole path with the real sandbox: client -> coordinator -> worker -> sandbox -> back,
+/// output streamed live, limits enforced, cancel aborting a sandboxed run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sandboxed_tasks_end_to_end() {
+    if !is_root() {
+        eprintln!("skipped: the sandbox needs root (namespaces, cgroups, mounts)");
+        return;
+    }
+    let c = start(|_| {}).await;
+    let sandbox = warren_sandbox::Sandbox::new(warren_sandbox::SandboxConfig::default()).unwrap();
+    let exec = Arc::new(warren_worker::SandboxExecutor::new(sandbox, None, None));
+    let (_w, _h, _d) = spawn_worker(c.queue(), 4, exec, |_| {});
+    workers_in_state(c.http(), 1, "IDLE").await;
+    let id = submit(
+        c.http(),
+        json!({"command": ["sh", "-c", "echo first; sleep 0.5; echo second >&2; exit 3"], "limits": {"wall_time": "10s"}}),
+    )
+    .await;
+    let reader = tokio::spawn(sse(c.http(), id));
+    // Live: the first line is there while the task still runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, now) = request(
+            c.http(),
+            "GET",
+            &format!("/v1/tasks/{id}/output?follow=false"),
+            None,
+            &[],
+        )
+        .await;
+        let events = parse_sse(&now);
+        if events
+            .iter()
+            .any(|(e, d)| e == "output" && d["text"] == "first\n")
+        {
+            assert!(
+                events.iter().all(|(e, _)| e != "end"),
+                "ended too early: {now}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no live output: {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = reader.await.unwrap();
+    let (last, end) = events.last().unwrap();
+    assert_eq!(last, "end");
+    assert_eq!(end["result"]["status"], "failed", "{end}");
+    assert_eq!(end["result"]["exit_code"], 3);
+    assert_eq!(end["result"]["stdout"], "first\n");
+    assert_eq!(end["result"]["stderr"], "second\n");
+    // A limit is enforced by the sandbox and reported through the queue.
+    let (_, view) = post(
+        c.http(),
+        "/v1/tasks?wait=true",
+        r#"{"command":["sleep","5"],"limits":{"wall_time":"200ms"}}"#,
+    )
+    .await;
+    assert_eq!(view["result"]["status"], "timeout", "{view}");
+    assert_eq!(view["result"]["limit_hit"], "wall_time");
+    // Cancel aborts a sandboxed run.
+    let long = submit(c.http(), json!({"command": ["sleep", "30"]})).await;
+    until(c.http(), long, "IN PROGRESS", |v| {
+        v["state"] == "IN PROGRESS"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    post(c.http(), &format!("/v1/tasks/{long}/cancel"), "").await;
+    let done = until(c.http(), long, "DONE", |v| v["state"] == "DONE").await;
+    assert_eq!(done["result"]["status"], "abort", "{done}");
+}
