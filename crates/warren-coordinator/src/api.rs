@@ -127,6 +127,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/version", get(version))
+        .merge(crate::dashboard::routes())
         .merge(v1)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod dashboard;
 pub mod hub;
 pub mod queue;
 pub mod service;
