@@ -148,6 +148,7 @@ pub fn run(options: &Options) -> Result<String, String> {
         name: warm_name.into(),
         durations: Vec::new(),
     });
+    sandbox.wait_until_warm(Duration::from_secs(5));
     // Warm-up: page cache, cgroup parents, lazy kernel structures.
     for _ in 0..20 {
         time_library(&sandbox, &spec)?;
@@ -165,6 +166,9 @@ pub fn run(options: &Options) -> Result<String, String> {
         samples[n - 1]
             .durations
             .push(time_library(&sandbox, &spec)?);
+        // The pool refills in the background; let it finish so that its work is not measured
+        // as part of the next variant.
+        sandbox.wait_until_warm(Duration::from_secs(5));
     }
     let mut report = String::new();
     report.push_str(&format!(

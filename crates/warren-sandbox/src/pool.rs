@@ -63,6 +63,27 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Blocks until the pool holds all the runs it keeps, or `timeout` passes; true when full.
+    pub fn wait_full(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut ready = self.shared.ready.lock().unwrap_or_else(|p| p.into_inner());
+        while ready.len() < self.shared.want {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            ready = self
+                .shared
+                .changed
+                .wait_timeout(ready, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
 fn refill(host: &Host, shared: &Shared) {
     let shape = Shape::default_host();
     loop {
@@ -79,11 +100,14 @@ fn refill(host: &Host, shared: &Shared) {
             return;
         }
         match host.prepare(&shape, None) {
-            Ok(prepared) => shared
-                .ready
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(prepared),
+            Ok(prepared) => {
+                shared
+                    .ready
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(prepared);
+                shared.changed.notify_all();
+            }
             Err(_) => {
                 let ready = shared.ready.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = shared.changed.wait_timeout(ready, RETRY_AFTER);

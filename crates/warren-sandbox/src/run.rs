@@ -240,6 +240,15 @@ impl Sandbox {
         &self.host.report
     }
 
+    /// Blocks until the warm pool holds all the runs it keeps (at once when there is no pool),
+    /// or `timeout` passes; true when it is full. For benchmarks and tests that must not
+    /// measure the pool's own work.
+    pub fn wait_until_warm(&self, timeout: std::time::Duration) -> bool {
+        self.pool
+            .as_ref()
+            .is_none_or(|pool| pool.wait_full(timeout))
+    }
+
     /// The cgroup layout found.
     pub fn layout(&self) -> Layout {
         self.host.cgroups.layout()
