@@ -1,11 +1,13 @@
 //! The warm pool: runs prepared ahead of time by a background thread, so that a run with the
 //! common shape (host root, no task files) only has its per-run work left when it is asked for.
+//! The same thread removes finished runs' cgroups, off the path that returns their results.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::cgroup::RunCgroups;
 use crate::run::{Host, Prepared, Shape};
 
 /// Keeps up to `want` prepared runs of [`Shape::default_host`].
@@ -17,21 +19,33 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct Shared {
-    ready: Mutex<Vec<Prepared>>,
+    state: Mutex<State>,
     changed: Condvar,
     stop: AtomicBool,
     want: usize,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    ready: Vec<Prepared>,
+    retired: Vec<RunCgroups>,
+}
+
 /// Pause after a failed preparation (no uid free, a cgroup refused) before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl Pool {
     /// Starts the refilling thread. The prepared children's parent is that thread, so they are
     /// killed by the kernel (PR_SET_PDEATHSIG) if it ever ends without cleaning up.
     pub fn start(host: Arc<Host>, want: usize) -> Pool {
         let shared = Arc::new(Shared {
-            ready: Mutex::new(Vec::new()),
+            state: Mutex::new(State::default()),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             want,
@@ -49,34 +63,39 @@ impl Pool {
         if *shape != Shape::default_host() {
             return None;
         }
-        let mut ready = self.shared.ready.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.shared.lock();
         let mut found = None;
-        while let Some(prepared) = ready.pop() {
+        while let Some(prepared) = state.ready.pop() {
             if prepared.alive() {
                 found = Some(prepared);
                 break;
             }
         }
-        drop(ready);
+        drop(state);
         self.shared.changed.notify_all();
         found
     }
-}
 
-impl Pool {
-    /// Blocks until the pool holds all the runs it keeps, or `timeout` passes; true when full.
+    /// Hands a finished run's cgroups over for removal in the background.
+    pub fn retire(&self, cgroups: RunCgroups) {
+        self.shared.lock().retired.push(cgroups);
+        self.shared.changed.notify_all();
+    }
+
+    /// Blocks until the pool holds all the runs it keeps and has removed every retired group,
+    /// or `timeout` passes; true when it got there.
     pub fn wait_full(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        let mut ready = self.shared.ready.lock().unwrap_or_else(|p| p.into_inner());
-        while ready.len() < self.shared.want {
+        let mut state = self.shared.lock();
+        while state.ready.len() < self.shared.want || !state.retired.is_empty() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return false;
             }
-            ready = self
+            state = self
                 .shared
                 .changed
-                .wait_timeout(ready, left)
+                .wait_timeout(state, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -87,32 +106,44 @@ impl Pool {
 fn refill(host: &Host, shared: &Shared) {
     let shape = Shape::default_host();
     loop {
-        {
-            let mut ready = shared.ready.lock().unwrap_or_else(|p| p.into_inner());
-            while !shared.stop.load(Ordering::SeqCst) && ready.len() >= shared.want {
-                ready = shared
+        let retired = {
+            let mut state = shared.lock();
+            while !shared.stop.load(Ordering::SeqCst)
+                && state.ready.len() >= shared.want
+                && state.retired.is_empty()
+            {
+                state = shared
                     .changed
-                    .wait(ready)
+                    .wait(state)
                     .unwrap_or_else(|p| p.into_inner());
             }
-        }
+            std::mem::take(&mut state.retired)
+        };
         if shared.stop.load(Ordering::SeqCst) {
+            remove_all(retired);
             return;
         }
-        match host.prepare(&shape, None) {
-            Ok(prepared) => {
-                shared
-                    .ready
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(prepared);
-                shared.changed.notify_all();
-            }
-            Err(_) => {
-                let ready = shared.ready.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = shared.changed.wait_timeout(ready, RETRY_AFTER);
+        let wanted = shared.lock().ready.len() < shared.want;
+        if wanted {
+            match host.prepare(&shape, None) {
+                Ok(prepared) => shared.lock().ready.push(prepared),
+                Err(_) => {
+                    let state = shared.lock();
+                    let _ = shared.changed.wait_timeout(state, RETRY_AFTER);
+                }
             }
         }
+        // After the refill, which the next run may be waiting for.
+        remove_all(retired);
+        shared.changed.notify_all();
+    }
+}
+
+/// Removes finished runs' groups. A group that cannot be removed is left for the next runner's
+/// reclaim (its name says which runner made it).
+fn remove_all(retired: Vec<RunCgroups>) {
+    for mut cgroups in retired {
+        let _ = cgroups.remove();
     }
 }
 
@@ -124,10 +155,8 @@ impl Drop for Pool {
             let _ = thread.join();
         }
         // Dropping the prepared runs kills their children and removes their cgroups.
-        self.shared
-            .ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        let mut state = self.shared.lock();
+        state.ready.clear();
+        remove_all(std::mem::take(&mut state.retired));
     }
 }

@@ -330,7 +330,16 @@ impl Sandbox {
             Stdin::Bytes(bytes) => Some(bytes.clone()),
             _ => None,
         };
-        match host.launch(prepared, &launch, &limits, stdin_bytes, events, abort, spec) {
+        match host.launch(
+            prepared,
+            &launch,
+            &limits,
+            stdin_bytes,
+            events,
+            abort,
+            spec,
+            self.pool.as_ref(),
+        ) {
             Ok(result) => Ok(result),
             Err(message) => Ok(RunResult::crash(message)),
         }
@@ -596,6 +605,7 @@ impl Host {
         events: &mut dyn RunEvents,
         abort: Option<&AbortHandle>,
         spec: &RunSpec,
+        pool: Option<&Pool>,
     ) -> Result<RunResult, String> {
         // Until the message is sent, dropping `prepared` on an error kills and reaps the child.
         // The run's init is one process of the group the program does not see as its own.
@@ -667,7 +677,16 @@ impl Host {
             output_bytes: supervised.output_bytes,
         };
         let oom_kills = prepared.cgroups.oom_kills();
-        let removal = prepared.cgroups.remove();
+        // Every process is gone: the groups only need removing, which the pool's thread does
+        // off this path when there is one.
+        let mut cgroups = std::mem::take(&mut prepared.cgroups);
+        let removal = match pool {
+            Some(pool) => {
+                pool.retire(cgroups);
+                Ok(())
+            }
+            None => cgroups.remove(),
+        };
         prepared.lease = None;
 
         // The program's own ending, as its init saw it; the init's when the init was killed

@@ -113,7 +113,9 @@ fn compile(
     ))
 }
 
-/// The run's filters, to be installed in order: the deny table (`EPERM`), then `clone3` (`ENOSYS`).
+/// The run's filter. One program, because each installed filter costs a BPF compilation at
+/// every run's start: the deny table compiled by seccompiler (`EPERM`), with the `clone3` rule
+/// (`ENOSYS`) put in front of it by hand.
 pub fn policy() -> Result<Vec<SeccompProgram>, PolicyError> {
     let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
@@ -131,11 +133,38 @@ pub fn policy() -> Result<Vec<SeccompProgram>, PolicyError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     denied.insert(libc::SYS_clone, clone_rules);
-    let clone3: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, Vec::new())].into();
-    Ok(vec![
-        compile(denied, libc::EPERM)?,
-        compile(clone3, libc::ENOSYS)?,
-    ])
+    let table = compile(denied, libc::EPERM)?;
+    Ok(vec![SeccompProgram::new(with_clone3_refused(
+        table.instructions(),
+    ))])
+}
+
+/// Classic BPF opcodes used by the hand-written prefix (linux/filter.h).
+mod bpf {
+    /// `BPF_LD | BPF_W | BPF_ABS` (0x00 | 0x00 | 0x20).
+    pub const LD_W_ABS: u16 = 0x20;
+    /// `BPF_JMP | BPF_JEQ | BPF_K` (0x05 | 0x10 | 0x00).
+    pub const JMP_JEQ_K: u16 = 0x15;
+    /// `BPF_RET | BPF_K` (0x06 | 0x00).
+    pub const RET_K: u16 = 0x06;
+    /// `SECCOMP_RET_ERRNO`.
+    pub const RET_ERRNO: u32 = 0x0005_0000;
+    /// Offset of `nr` in `struct seccomp_data`.
+    pub const NR_OFFSET: u32 = 0;
+}
+
+/// Puts "clone3 fails with ENOSYS" in front of `program`. The prefix loads the system call
+/// number itself and the program's first instruction loads what it needs again, and classic
+/// BPF jumps are relative, so the program is unchanged behind it.
+fn with_clone3_refused(program: &[libc::sock_filter]) -> Vec<libc::sock_filter> {
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let mut out = vec![
+        op(bpf::LD_W_ABS, 0, 0, bpf::NR_OFFSET),
+        op(bpf::JMP_JEQ_K, 0, 1, libc::SYS_clone3 as u32),
+        op(bpf::RET_K, 0, 0, bpf::RET_ERRNO | libc::ENOSYS as u32),
+    ];
+    out.extend_from_slice(program);
+    out
 }
 
 /// The names of the denied calls, for `warren sandbox check` and the docs.

@@ -433,6 +433,11 @@ impl SeccompProgram {
         SeccompProgram { filters }
     }
 
+    /// The instructions.
+    pub fn instructions(&self) -> &[libc::sock_filter] {
+        &self.filters
+    }
+
     /// Installs the filter on the calling thread. Requires `no_new_privs` (or CAP_SYS_ADMIN).
     pub fn install(&self) -> Res {
         let prog = libc::sock_fprog {
