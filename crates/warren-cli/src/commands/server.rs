@@ -169,7 +169,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<u8> {
         );
         tokio::select! {
             _ = coordinator.wait() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = super::shutdown_signal() => {}
         }
         Ok(0)
     })

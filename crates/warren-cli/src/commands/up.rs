@@ -50,7 +50,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         tokio::select! {
             _ = coordinator.wait() => {}
             _ = worker.run() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = super::shutdown_signal() => {}
         }
         Ok(0)
     })

@@ -150,7 +150,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<u8> {
     runtime()?.block_on(async move {
         tokio::select! {
             _ = worker.run() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = super::shutdown_signal() => {}
         }
         Ok(0)
     })
