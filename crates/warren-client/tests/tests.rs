@@ -1,5 +1,5 @@
 //! The client over real sockets on 127.0.0.1: against a coordinator stand-in speaking the HTTP
-//! API as the issue specifies it (this file), and against the real coordinator (`real.rs`).
+//! API as specified (this file), and against the real coordinator (`real.rs`).
 
 mod real;
 mod util;

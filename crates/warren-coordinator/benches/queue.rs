@@ -1,4 +1,4 @@
-//! Issue 2's benchmark, in one run, printed as Markdown:
+//! The queue benchmark, in one run, printed as Markdown:
 //!
 //! 1. the coordinator's dispatch rate with the sandbox left out (the benchmark-only instant
 //!    executor), durable in SQLite (fsync on every group commit, and process-durable);
@@ -250,7 +250,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("## Queue, dispatch and end to end (issue 2)\n");
+    println!("## Queue, dispatch and end to end\n");
     println!("| measure | Warren | baseline | ratio |\n|---|---|---|---|");
     for (name, durability) in [
         ("fsync per group commit", Durability::Full),

@@ -1,4 +1,4 @@
-//! A coordinator stand-in for the client commands: it speaks the HTTP API as the issue specifies
+//! A coordinator stand-in for the client commands: it speaks the HTTP API as specified
 //! it, on 127.0.0.1, and plays one scripted task per test.
 
 use std::convert::Infallible;
