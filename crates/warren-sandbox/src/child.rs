@@ -1,10 +1,11 @@
 //! The new process's life between clone and exec, in two phases:
 //!
 //! 1. **prepare** (may happen ahead of time, for a warm pool): walk the prepared filesystem steps,
-//!    `pivot_root`, host name and loopback, then wait on the go pipe;
-//! 2. **launch**: read the launch message (argv, env, files, disk, rlimits), enter a cgroup
-//!    namespace, mount `/tmp`, write the files, set stdio and rlimits, drop privileges, install
-//!    seccomp, exec.
+//!    `pivot_root`, host name and loopback; once placed in its cgroups, enter a cgroup
+//!    namespace, mount `/tmp`, empty the capability bounding set, set `no_new_privs`, install
+//!    seccomp; then wait on the go pipe;
+//! 2. **launch**: read the launch message (argv, env, files, rlimits), write the files, set
+//!    stdio and rlimits, drop to the run's uid, start the program, stay as its init.
 //!
 //! Runs in a copy of a possibly multi-threaded parent, so it only makes system calls through
 //! `sys::child`, which neither allocates nor locks.
@@ -105,6 +106,37 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         fail(plan, stage(Stage::Network), e);
     }
 
+    // Wait until the parent has placed this process in every cgroup, then take everything the
+    // program must never get back, while nothing of the run is known yet: that work is then
+    // done ahead of time for a warm run.
+    let mut placed = [0u8; 1];
+    match sys::read_exact(plan.go_fd, &mut placed) {
+        Ok(true) => {}
+        Ok(false) => sys::exit(SETUP_FAILED),
+        Err(e) => fail(plan, stage(Stage::Handover), e),
+    }
+    // Rooted at the run's own cgroup, now that the process is in it.
+    if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
+        fail(plan, stage(Stage::CgroupNamespace), e);
+    }
+    if let Err(e) = mount_tmp(plan.disk) {
+        fail(plan, stage(Stage::InputFiles), e);
+    }
+    let mut confined = Ok(());
+    for cap in 0..=plan.last_capability {
+        confined = confined.and_then(|()| sys::drop_bounding_capability(cap));
+    }
+    if let Err(e) = confined.and_then(|()| sys::set_no_new_privs()) {
+        fail(plan, stage(Stage::Privileges), e);
+    }
+    // From here on mount, namespaces and the rest of the deny table are refused to this process
+    // too; what remains to do (files, stdio, rlimits, the uid change, exec) needs none of them.
+    for program in &plan.seccomp {
+        if let Err(e) = program.install() {
+            fail(plan, stage(Stage::Seccomp), e);
+        }
+    }
+
     // Prepared: wait for the launch message. End of file means the run was given up.
     let mut length = [0u8; 8];
     match sys::read_exact(plan.go_fd, &mut length) {
@@ -137,13 +169,6 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         Err(e) => fail(plan, stage(Stage::Handover), e),
     };
 
-    // Rooted at the run's own cgroup, now that the process is in it.
-    if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
-        fail(plan, stage(Stage::CgroupNamespace), e);
-    }
-    if let Err(e) = mount_tmp(launch.disk()) {
-        fail(plan, stage(Stage::InputFiles), e);
-    }
     let gid = plan.uid;
     for i in 0..launch.file_count() {
         let written = launch.file(i).and_then(|(path, mode, contents)| {
@@ -176,22 +201,11 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         }
     }
 
-    let mut privileges = Ok(());
-    for cap in 0..=plan.last_capability {
-        privileges = privileges.and_then(|()| sys::drop_bounding_capability(cap));
-    }
-    let privileges = privileges
-        .and_then(|()| sys::become_user(plan.uid, gid))
+    let privileges = sys::become_user(plan.uid, gid)
         .and_then(|()| sys::clear_capabilities())
-        .and_then(|()| sys::set_no_new_privs())
         .and_then(|()| sys::cloexec_from(3));
     if let Err(e) = privileges {
         fail(plan, stage(Stage::Privileges), e);
-    }
-    for program in &plan.seccomp {
-        if let Err(e) = program.install() {
-            fail(plan, stage(Stage::Seccomp), e);
-        }
     }
     let program = match launch.program() {
         Ok(p) => p,

@@ -1,12 +1,12 @@
 //! The launch message: what a prepared child needs to become a particular run (argv, env,
-//! input files, disk size, rlimits), sent by the parent on the go pipe.
+//! input files, rlimits), sent by the parent on the go pipe.
 //!
 //! The child decodes it without allocating: it maps anonymous memory for the message, reads it in
 //! and builds the `argv`/`envp` pointer arrays in space the parent reserved inside the message.
 //! All numbers are native-endian `u64` words; strings are NUL-terminated; every offset is from the
 //! start of the message and 8-byte aligned where a word is read.
 //!
-//! Layout: `disk, n_rlimits, (resource, value) * n_rlimits, argc, envc, n_files, program,
+//! Layout: `n_rlimits, (resource, value) * n_rlimits, argc, envc, n_files, program,
 //! argv offsets * argc, env offsets * envc, (path, mode, data, len) * n_files, pointer area
 //! offset`, then the strings and file contents, then `argc + envc + 2` zeroed words for the
 //! pointer arrays.
@@ -27,8 +27,6 @@ pub struct LaunchFile {
 /// What the parent decides per run, after the child is prepared.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Launch {
-    /// Size of the `/tmp` tmpfs in bytes.
-    pub disk: u64,
     /// Resource limits.
     pub rlimits: Vec<(u32, u64)>,
     /// The resolved program path.
@@ -53,7 +51,6 @@ impl Launch {
     /// Encodes the message (without its length prefix).
     pub fn encode(&self) -> Vec<u8> {
         let header_words = 1
-            + 1
             + 2 * self.rlimits.len()
             + 3
             + 1
@@ -62,7 +59,6 @@ impl Launch {
             + 4 * self.files.len()
             + 1;
         let mut out = Vec::with_capacity(header_words * 8 + 256);
-        push_word(&mut out, self.disk);
         push_word(&mut out, self.rlimits.len() as u64);
         for &(resource, value) in &self.rlimits {
             push_word(&mut out, u64::from(resource));
@@ -122,7 +118,6 @@ impl Launch {
 #[derive(Debug)]
 pub struct Decoded<'a> {
     buf: &'a [u8],
-    disk: u64,
     rlimits_at: usize,
     n_rlimits: usize,
     argc: usize,
@@ -152,9 +147,8 @@ fn string(buf: &[u8], at: usize) -> Result<&CStr, i32> {
 impl<'a> Decoded<'a> {
     /// Reads the header.
     pub fn parse(buf: &'a [u8]) -> Result<Decoded<'a>, i32> {
-        let disk = word(buf, 0)?;
-        let n_rlimits = word(buf, 8)? as usize;
-        let rlimits_at: usize = 16;
+        let n_rlimits = word(buf, 0)? as usize;
+        let rlimits_at: usize = 8;
         let mut at = rlimits_at
             .checked_add(n_rlimits.checked_mul(16).ok_or(MALFORMED)?)
             .ok_or(MALFORMED)?;
@@ -182,7 +176,6 @@ impl<'a> Decoded<'a> {
         }
         Ok(Decoded {
             buf,
-            disk,
             rlimits_at,
             n_rlimits,
             argc,
@@ -194,11 +187,6 @@ impl<'a> Decoded<'a> {
             files_at,
             pointers,
         })
-    }
-
-    /// Size of `/tmp`.
-    pub fn disk(&self) -> u64 {
-        self.disk
     }
 
     /// The `i`th resource limit.
@@ -285,7 +273,6 @@ mod tests {
 
     fn sample() -> Launch {
         Launch {
-            disk: 64 << 20,
             rlimits: vec![(4, 0), (7, 4096)],
             program: b"/bin/sh".to_vec(),
             argv: vec![b"sh".to_vec(), b"-c".to_vec(), b"echo hi".to_vec()],
@@ -311,7 +298,6 @@ mod tests {
         let buf = launch.encode();
         let d = Decoded::parse(&buf).map_err(|e| e.to_string());
         let Ok(d) = d else { panic!("parse") };
-        assert_eq!(d.disk(), 64 << 20);
         assert_eq!((d.rlimit_count(), d.rlimit(1)), (2, Ok((7, 4096))));
         assert_eq!(d.program().map(CStr::to_bytes), Ok(&b"/bin/sh"[..]));
         assert_eq!(d.file_count(), 2);

@@ -119,7 +119,7 @@ impl Stage {
             Stage::Handover => "taking over from the parent (descriptors, launch message)",
             Stage::Network => "setting up loopback and host name",
             Stage::CgroupNamespace => "entering the cgroup namespace",
-            Stage::InputFiles => "writing input files",
+            Stage::InputFiles => "setting up /tmp and the input files",
             Stage::Stdio => "setting up standard streams",
             Stage::Rlimits => "setting resource limits",
             Stage::Privileges => "dropping privileges",
@@ -142,8 +142,8 @@ pub struct ChildPlan {
     pub steps: Vec<Step>,
     /// Host name inside the run.
     pub hostname: &'static [u8],
-    /// Read end of the go pipe: the launch message arrives here once the parent has placed the
-    /// process in its cgroups and knows what to run.
+    /// Read end of the go pipe: one byte once the parent has placed the process in its
+    /// cgroups, then the launch message once it knows what to run.
     pub go_fd: RawFd,
     /// Write end of the close-on-exec pipe for failure reports.
     pub error_fd: RawFd,
@@ -151,6 +151,8 @@ pub struct ChildPlan {
     pub stdio: [RawFd; 3],
     /// The run's uid and gid.
     pub uid: u32,
+    /// Size of the writable `/tmp` (the disk limit), in bytes.
+    pub disk: u64,
     /// Highest capability number to drop from the bounding set.
     pub last_capability: u32,
     /// Seccomp programs, installed in order.

@@ -152,23 +152,31 @@ pub(crate) struct Host {
     report: HostReport,
 }
 
-/// The parts of a run fixed when its child is prepared: its filesystem and its cgroups.
+/// The parts of a run fixed when its child is prepared: its filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Shape {
     /// The root directory (`/` for the host's system directories).
     pub root: PathBuf,
     /// Task files bound at `/task`.
     pub task_dir: Option<PathBuf>,
+    /// Size of `/tmp` (the disk limit), in bytes.
+    pub disk: u64,
 }
 
 impl Shape {
-    /// The shape the warm pool prepares: host root, no task files.
+    /// The shape the warm pool prepares: host root, no task files, the default disk size.
     pub fn default_host() -> Shape {
         Shape {
             root: PathBuf::from("/"),
             task_dir: None,
+            disk: default_disk(),
         }
     }
+}
+
+/// The disk limit a run gets when none is given.
+fn default_disk() -> u64 {
+    Limits::sandbox_defaults().disk.unwrap_or(64 << 20)
 }
 
 /// A child cloned into its namespaces and cgroups with its root assembled, waiting for the
@@ -307,7 +315,11 @@ impl Sandbox {
             result.message = None;
             return Ok(result);
         }
-        let shape = Shape { root, task_dir };
+        let shape = Shape {
+            root,
+            task_dir,
+            disk: limits.disk.unwrap_or_else(default_disk),
+        };
         let stdin_fd = match &spec.stdin {
             Stdin::Fd(fd) => match fd.try_clone() {
                 Ok(fd) => Some(fd),
@@ -483,6 +495,7 @@ impl Host {
                 stderr_w.as_raw_fd(),
             ],
             uid: lease.uid,
+            disk: shape.disk,
             last_capability: self.last_capability,
             seccomp: self.seccomp.clone(),
         };
@@ -502,12 +515,16 @@ impl Host {
             error_r,
             launched: false,
         };
-        // The child assembles its root meanwhile; it waits for the launch message before it
-        // runs anything of the user's, so it is in every cgroup by then.
+        // The child assembles its root meanwhile, then waits for this byte before it enters its
+        // cgroup namespace, and runs nothing of the user's before the launch message.
         prepared
             .cgroups
             .attach(spawned.pid, spawned.in_cgroup)
             .map_err(|e| e.to_string())?;
+        if let Some(go) = &prepared.go_w {
+            // A child that died in its setup closes the pipe; its report says why at launch.
+            let _ = sys::write_all_nosigpipe(go.as_fd(), b"p");
+        }
         Ok(prepared)
     }
 
@@ -530,7 +547,7 @@ impl Host {
             }
         };
         let mut rlimits = vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, OPEN_FILES)];
-        let disk = limits.disk.unwrap_or(64 << 20);
+        let disk = limits.disk.unwrap_or_else(default_disk);
         // Past the tmpfs size, so a full disk is ENOSPC for the writer and never SIGXFSZ.
         rlimits.push((libc::RLIMIT_FSIZE, disk + (1 << 20)));
         if let Some(pids) = limits.pids {
@@ -585,7 +602,6 @@ impl Host {
             })
             .collect::<Result<_, _>>()?;
         Ok(Launch {
-            disk,
             rlimits,
             program: no_nul("program", program.as_os_str().as_bytes())?,
             argv,

@@ -848,3 +848,25 @@ fn warm_runs_are_fresh_each_time() {
         "uid reused while the first run's processes could live"
     );
 }
+
+#[test]
+fn tmp_has_the_disk_size_whether_warm_or_not() {
+    let Some(sb) = sandbox() else { return };
+    let size_kib = |r: &warren_sandbox::RunResult| out(r).trim().parse::<u64>().unwrap_or(0);
+    // The default disk size comes from the warm pool, another size is prepared on demand.
+    let r = sh(
+        &sb,
+        "df -k /tmp | tail -n 1 | awk '{print $2}'",
+        Limits::default(),
+    );
+    assert_eq!(size_kib(&r), 64 * 1024, "{r:?}");
+    let r = sh(
+        &sb,
+        "df -k /tmp | tail -n 1 | awk '{print $2}'",
+        Limits {
+            disk: Some(2 << 20),
+            ..Default::default()
+        },
+    );
+    assert_eq!(size_kib(&r), 2 * 1024, "{r:?}");
+}
