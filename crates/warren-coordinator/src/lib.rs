@@ -170,27 +170,19 @@ impl Coordinator {
                 return Err(StartError::NoToken(addr));
             }
         }
+        // Binds and reads back the address (the port is chosen by the kernel when it is 0).
         let bind = |what, addr| async move {
-            TcpListener::bind(addr)
+            let listener = TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Bind { what, addr, source })
+                .map_err(|source| StartError::Bind { what, addr, source })?;
+            let bound =
+                listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { what, addr, source })?;
+            Ok::<_, StartError>((listener, bound))
         };
-        let http_listener = bind("the HTTP API", config.http).await?;
-        let queue_listener = bind("the queue port", config.queue).await?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                what: "the HTTP API",
-                addr: config.http,
-                source,
-            })?;
-        let queue_addr = queue_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                what: "the queue port",
-                addr: config.queue,
-                source,
-            })?;
+        let (http_listener, http_addr) = bind("the HTTP API", config.http).await?;
+        let (queue_listener, queue_addr) = bind("the queue port", config.queue).await?;
 
         let (service, _writer_thread) = Service::open(
             writer_store,

@@ -90,6 +90,17 @@ struct Active {
     frontend: Option<(u64, String)>,
 }
 
+impl Active {
+    /// A task of the API (no frontend) with a fresh output hub.
+    fn new(record: TaskRecord) -> Active {
+        Active {
+            record,
+            hub: Arc::new(Hub::default()),
+            frontend: None,
+        }
+    }
+}
+
 struct WorkerConn {
     conn_id: u64,
     tx: MessageSender,
@@ -493,14 +504,7 @@ impl Service {
             let origin = record.origin;
             let in_progress = record.state == TaskState::InProgress;
             let worker = record.worker.clone();
-            state.tasks.insert(
-                id,
-                Active {
-                    record,
-                    hub: Arc::new(Hub::default()),
-                    frontend: None,
-                },
-            );
+            state.tasks.insert(id, Active::new(record));
             if origin == Origin::Frontend {
                 // Its frontend's connection died with the previous coordinator.
                 let reason = "its Pythia frontend disconnected (coordinator restarted)".to_string();
@@ -722,14 +726,7 @@ impl Service {
             {
                 let mut state = self.lock();
                 let id = record.id;
-                state.tasks.insert(
-                    id,
-                    Active {
-                        record,
-                        hub: Arc::new(Hub::default()),
-                        frontend: None,
-                    },
-                );
+                state.tasks.insert(id, Active::new(record));
                 state.enqueue(id, &mut fx);
                 state.dispatch(now, &mut fx);
             }
