@@ -147,7 +147,6 @@ pub(crate) struct Host {
     host_etc: Vec<RootEntry>,
     last_capability: u32,
     cpus: usize,
-    sequence: AtomicU64,
     runner_id: String,
     report: HostReport,
 }
@@ -216,6 +215,10 @@ impl Drop for Prepared {
         }
     }
 }
+
+/// Numbers the runs of this process. Process-wide, not per `Sandbox`: several sandboxes of one
+/// process share the runner id in their group names, and two runs must never share a group.
+static RUN_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// Namespaces every run gets (the cgroup namespace is entered later, once placed).
 const NAMESPACES: libc::c_int = libc::CLONE_NEWPID
@@ -404,7 +407,6 @@ impl Host {
             host_etc,
             last_capability: sys::last_capability(),
             cpus: sys::available_cpus(),
-            sequence: AtomicU64::new(0),
             runner_id: runner_id(std::process::id())
                 .unwrap_or_else(|| std::process::id().to_string()),
             report,
@@ -464,7 +466,7 @@ impl Host {
         let name = format!(
             "run-{}-{}",
             self.runner_id,
-            self.sequence.fetch_add(1, Ordering::Relaxed)
+            RUN_SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
         let cgroups = self.cgroups.create(&name).map_err(|e| e.to_string())?;
 

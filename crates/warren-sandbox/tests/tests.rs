@@ -870,3 +870,56 @@ fn tmp_has_the_disk_size_whether_warm_or_not() {
     );
     assert_eq!(size_kib(&r), 2 * 1024, "{r:?}");
 }
+
+#[test]
+fn two_sandboxes_in_one_process_never_share_a_group() {
+    // Both use one parent cgroup and the same runner id in their group names.
+    let parent = format!("warren-test-shared-{}", std::process::id());
+    let config = || warren_sandbox::SandboxConfig {
+        cgroup_parent: parent.clone(),
+        ..Default::default()
+    };
+    let (Ok(first), Ok(second)) = (
+        warren_sandbox::Sandbox::new(config()),
+        warren_sandbox::Sandbox::new(config()),
+    ) else {
+        eprintln!("SKIPPED: the sandbox is not usable here");
+        return;
+    };
+    // Each keeps two runs prepared: four groups, none shared.
+    for sb in [&first, &second] {
+        assert!(sb.wait_until_warm(Duration::from_secs(10 * slowdown())));
+    }
+    let groups = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|hierarchies| {
+            hierarchies
+                .filter_map(Result::ok)
+                .map(|h| h.path().join(&parent))
+                .chain([std::path::Path::new("/sys/fs/cgroup").join(&parent)])
+                .filter_map(|dir| std::fs::read_dir(dir).ok())
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+                        .count()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    assert_eq!(groups, 4, "prepared runs share cgroups");
+    std::thread::scope(|scope| {
+        for sb in [&first, &second] {
+            scope.spawn(move || {
+                for _ in 0..10 {
+                    let r = sb
+                        .run(&RunSpec::command(["true"]), &mut CollectOutput, None)
+                        .ok();
+                    assert_eq!(r.as_ref().map(|r| r.status), Some(Status::Success), "{r:?}");
+                }
+            });
+        }
+    });
+    drop((first, second));
+    assert_no_leftovers(&parent);
+}

@@ -426,11 +426,12 @@ pub(crate) fn make_run_dir(
     dir: &Path,
     remake_parent: &dyn Fn() -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut made = make_dir(dir);
+    // Strict: a run's group must be new. One that exists is another run's, never to be shared.
+    let mut made = std::fs::create_dir(dir);
     for _ in 0..10 {
         match &made {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                made = remake_parent().and_then(|()| make_dir(dir));
+                made = remake_parent().and_then(|()| std::fs::create_dir(dir));
             }
             _ => break,
         }
