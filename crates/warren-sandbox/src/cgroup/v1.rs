@@ -243,7 +243,11 @@ mod tests {
             cpus: Some(500),
             ..Default::default()
         };
-        let mem = Hierarchy::new(Controller::Memory, tmp.path(), "warren")
+        // One directory per hierarchy, as v1 mounts them.
+        for dir in ["memory", "cpu"] {
+            std::fs::create_dir_all(tmp.path().join(dir)).ok();
+        }
+        let mem = Hierarchy::new(Controller::Memory, &tmp.path().join("memory"), "warren")
             .and_then(|h| h.create("run-1"));
         let Ok(mem) = mem else { panic!("create") };
         std::fs::write(mem.dir.join("memory.memsw.limit_in_bytes"), "").ok();
@@ -257,8 +261,8 @@ mod tests {
             read(&mem.dir.join("memory.memsw.limit_in_bytes")),
             (64u64 << 20).to_string()
         );
-        let cpu =
-            Hierarchy::new(Controller::Cpu, tmp.path(), "warren").and_then(|h| h.create("run-1"));
+        let cpu = Hierarchy::new(Controller::Cpu, &tmp.path().join("cpu"), "warren")
+            .and_then(|h| h.create("run-1"));
         let Ok(cpu) = cpu else { panic!("create") };
         assert!(cpu.set_limits(&limits).is_ok());
         assert_eq!(read(&cpu.dir.join("cpu.cfs_quota_us")), "50000");
