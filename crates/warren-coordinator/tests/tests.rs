@@ -447,7 +447,17 @@ async fn frontend_gone_drops_waiting_and_aborts_running() {
     drop(frontend);
     let done = until(c.http(), running, "DONE", |v| v["state"] == "DONE").await;
     assert_eq!(done["result"]["status"], "abort");
-    let (_, page) = get(c.http(), "/v1/tasks?state=CANCELLED").await;
+    // The waiting task's cancellation is committed on its own schedule: wait for it, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let (_, page) = get(c.http(), "/v1/tasks?state=CANCELLED").await;
+        if page["tasks"].as_array().is_some_and(|t| !t.is_empty())
+            || tokio::time::Instant::now() > deadline
+        {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(page["tasks"].as_array().unwrap().len(), 1, "{page}");
     assert_eq!(get(c.http(), "/healthz").await.0, 200);
     drop(pool);
