@@ -176,9 +176,18 @@ async fn a_task_streams_ends_and_is_listed() {
         state: Some(TaskState::Done),
         ..TaskQuery::default()
     };
-    let page = within("tasks", c.client.tasks(&done))
-        .await
-        .map(|p| p.tasks.iter().map(|t| t.id).collect::<Vec<_>>());
+    // An end is published as soon as the worker reports it and committed just after; the
+    // listing reads what is committed, so it may lag by a commit: wait for it, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let page = within("tasks", c.client.tasks(&done))
+            .await
+            .map(|p| p.tasks.iter().map(|t| t.id).collect::<Vec<_>>());
+        if page.as_ref().is_ok_and(|ids| !ids.is_empty()) || std::time::Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(page.ok(), Some(vec![id]));
     let workers = within("workers", c.client.workers())
         .await
