@@ -22,6 +22,16 @@ fn host() -> Arc<HostProcessExecutor> {
     Arc::new(HostProcessExecutor::default())
 }
 
+/// The ids of a task page, in its order.
+fn task_ids(page: &serde_json::Value) -> Vec<u64> {
+    page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn task_runs_end_to_end_with_live_output_to_many_readers() {
     let c = start(|_| {}).await;
@@ -205,29 +215,14 @@ async fn list_filters_and_keyset_pagination() {
         );
     }
     let (_, page) = get(c.http(), "/v1/tasks?limit=3").await;
-    let first: Vec<u64> = page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_u64().unwrap())
-        .collect();
+    let first: Vec<u64> = task_ids(&page);
     assert_eq!(first, vec![ids[6], ids[5], ids[4]]);
     let next = page["next"].as_str().unwrap();
     let (_, page) = get(c.http(), &format!("/v1/tasks?limit=3&after={next}")).await;
-    let second: Vec<u64> = page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_u64().unwrap())
-        .collect();
+    let second: Vec<u64> = task_ids(&page);
     assert_eq!(second, vec![ids[3], ids[2], ids[1]]);
     let (_, page) = get(c.http(), "/v1/tasks?owner=bob&order=asc").await;
-    let bobs: Vec<u64> = page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_u64().unwrap())
-        .collect();
+    let bobs: Vec<u64> = task_ids(&page);
     assert_eq!(bobs, vec![ids[1], ids[3], ids[5]]);
     assert!(page["next"].is_null());
     let (_, page) = get(c.http(), "/v1/tasks?state=WAITING&limit=100").await;
