@@ -119,8 +119,10 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
         fail(plan, stage(Stage::CgroupNamespace), e);
     }
-    if let Err(e) = mount_tmp(plan.disk) {
-        fail(plan, stage(Stage::InputFiles), e);
+    if plan.disk > 0 {
+        if let Err(e) = mount_tmp(plan.disk) {
+            fail(plan, stage(Stage::InputFiles), e);
+        }
     }
     let mut confined = Ok(());
     for cap in 0..=plan.last_capability {
@@ -184,7 +186,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         }
     }
 
-    sys::set_umask(0o022);
+    sys::set_umask(plan.umask);
     let stdio = sys::chdir(c"/tmp")
         .and_then(|()| sys::dup2(plan.stdio[0], 0))
         .and_then(|()| sys::dup2(plan.stdio[1], 1))
@@ -201,7 +203,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         }
     }
 
-    let privileges = sys::become_user(plan.uid, gid)
+    let privileges = sys::become_user(plan.uid, gid, plan.extra_gid)
         .and_then(|()| sys::clear_capabilities())
         .and_then(|()| sys::cloexec_from(3));
     if let Err(e) = privileges {

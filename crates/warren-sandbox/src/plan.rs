@@ -151,7 +151,12 @@ pub struct ChildPlan {
     pub stdio: [RawFd; 3],
     /// The run's uid and gid.
     pub uid: u32,
-    /// Size of the writable `/tmp` (the disk limit), in bytes.
+    /// A supplementary group of the run (0: none).
+    pub extra_gid: u32,
+    /// The program's umask.
+    pub umask: libc::mode_t,
+    /// Size of the writable `/tmp` (the disk limit), in bytes; 0 when `/tmp` is a shared
+    /// directory bound by the filesystem steps instead of a tmpfs of the run's own.
     pub disk: u64,
     /// Highest capability number to drop from the bounding set.
     pub last_capability: u32,
@@ -281,6 +286,27 @@ pub fn place_entries(
             }
         }
     }
+    Ok(())
+}
+
+/// Steps that bind the host directory `scratch` read-write (nosuid, nodev) at `/tmp`, for runs
+/// that share one scratch directory; after [`system_mounts`], which makes the mount point.
+pub fn bind_scratch(root: &CStr, scratch: &Path, steps: &mut Vec<Step>) -> Result<(), String> {
+    let target = under(root, "tmp");
+    steps.push(Step::Mount {
+        source: Some(cstring(scratch.as_os_str().as_bytes())?),
+        target: target.clone(),
+        fstype: None,
+        flags: libc::MS_BIND,
+        data: None,
+    });
+    steps.push(Step::Mount {
+        source: None,
+        target,
+        fstype: None,
+        flags: libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV,
+        data: None,
+    });
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use crate::api::{Root, RunEvents, RunSpec, SandboxConfig, Stdin};
 use crate::cgroup::{CgroupHost, CgroupMounts, Layout, RunCgroups};
 use crate::child::child_main;
 use crate::launch::{Launch, LaunchFile};
+use crate::mounts::HostMounts;
 use crate::plan::{self, ChildPlan, RootEntry, Stage, Step};
 use crate::pool::Pool;
 use crate::supervise::{supervise, Supervision};
@@ -141,6 +142,7 @@ pub(crate) struct Host {
     config: SandboxConfig,
     cgroups: CgroupHost,
     uids: Arc<UidPool>,
+    mounts: HostMounts,
     seccomp: Vec<SeccompProgram>,
     new_root: CString,
     host_entries: Vec<RootEntry>,
@@ -160,6 +162,23 @@ pub(crate) struct Shape {
     pub task_dir: Option<PathBuf>,
     /// Size of `/tmp` (the disk limit), in bytes.
     pub disk: u64,
+    /// A host directory bound at `/tmp` instead of a tmpfs of the run's own (a session's).
+    pub scratch: Option<PathBuf>,
+    /// Who the run is; `None`: a uid of its own, taken when it is prepared.
+    pub identity: Option<Identity>,
+    /// Standard input, output and error are `/dev/null`.
+    pub null_stdio: bool,
+}
+
+/// A run's identity when its caller chooses it (the steps of a session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    /// uid and gid.
+    pub uid: u32,
+    /// A supplementary group (0: none).
+    pub extra_gid: u32,
+    /// The program's umask.
+    pub umask: libc::mode_t,
 }
 
 impl Shape {
@@ -169,6 +188,9 @@ impl Shape {
             root: PathBuf::from("/"),
             task_dir: None,
             disk: default_disk(),
+            scratch: None,
+            identity: None,
+            null_stdio: false,
         }
     }
 }
@@ -241,6 +263,10 @@ impl Sandbox {
         Ok(Sandbox { host, pool })
     }
 
+    pub(crate) fn host(&self) -> &Host {
+        &self.host
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &SandboxConfig {
         &self.host.config
@@ -273,6 +299,18 @@ impl Sandbox {
         spec: &RunSpec,
         events: &mut dyn RunEvents,
         abort: Option<&AbortHandle>,
+    ) -> Result<RunResult, SpecError> {
+        self.run_as(spec, events, abort, None)
+    }
+
+    /// [`Sandbox::run`], for a session's step when `step` is given: its identity, its shared
+    /// `/tmp`, and whether its standard streams are `/dev/null`.
+    pub(crate) fn run_as(
+        &self,
+        spec: &RunSpec,
+        events: &mut dyn RunEvents,
+        abort: Option<&AbortHandle>,
+        step: Option<(Identity, &Path, bool)>,
     ) -> Result<RunResult, SpecError> {
         let host = &self.host;
         let limits = spec.limits.with_defaults(&Limits::sandbox_defaults());
@@ -322,6 +360,9 @@ impl Sandbox {
             root,
             task_dir,
             disk: limits.disk.unwrap_or_else(default_disk),
+            scratch: step.map(|(_, scratch, _)| scratch.to_path_buf()),
+            identity: step.map(|(identity, _, _)| identity),
+            null_stdio: step.is_some_and(|(_, _, null)| null),
         };
         let stdin_fd = match &spec.stdin {
             Stdin::Fd(fd) => match fd.try_clone() {
@@ -362,6 +403,14 @@ impl Sandbox {
 }
 
 impl Host {
+    pub(crate) fn mounts(&self) -> &HostMounts {
+        &self.mounts
+    }
+
+    pub(crate) fn uids(&self) -> &Arc<UidPool> {
+        &self.uids
+    }
+
     fn new(config: SandboxConfig) -> Result<Host, SandboxError> {
         if !sys::is_root() {
             let uid = sys::effective_uid();
@@ -398,7 +447,12 @@ impl Host {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
             })?;
         let report = HostReport::inspect(&cgroups);
+        let runner_id =
+            runner_id(std::process::id()).unwrap_or_else(|| std::process::id().to_string());
+        let mounts = HostMounts::new(&config.state_dir, &runner_id, &|name| runner_is_gone(name))
+            .map_err(host("preparing the mount directories"))?;
         let built = Host {
+            mounts,
             cgroups,
             uids,
             seccomp,
@@ -407,8 +461,7 @@ impl Host {
             host_etc,
             last_capability: sys::last_capability(),
             cpus: sys::available_cpus(),
-            runner_id: runner_id(std::process::id())
-                .unwrap_or_else(|| std::process::id().to_string()),
+            runner_id,
             report,
             config,
         };
@@ -459,10 +512,23 @@ impl Host {
         shape: &Shape,
         stdin: Option<OwnedFd>,
     ) -> Result<Prepared, String> {
-        let lease = self
-            .uids
-            .acquire()
-            .map_err(|e| format!("allocating a uid: {e}"))?;
+        let lease = match shape.identity {
+            Some(_) => None,
+            None => Some(
+                self.uids
+                    .acquire()
+                    .map_err(|e| format!("allocating a uid: {e}"))?,
+            ),
+        };
+        let identity = match (&shape.identity, &lease) {
+            (Some(identity), _) => *identity,
+            (None, Some(lease)) => Identity {
+                uid: lease.uid,
+                extra_gid: 0,
+                umask: 0o022,
+            },
+            (None, None) => return Err("no uid for the run".to_string()),
+        };
         let name = format!(
             "run-{}-{}",
             self.runner_id,
@@ -482,8 +548,21 @@ impl Host {
                 (r, Some(w))
             }
         };
+        // A step whose streams are /dev/null gets the device itself; the pipes then only ever
+        // read end of file.
+        let null = if shape.null_stdio {
+            Some(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                    .map_err(io("opening /dev/null"))?,
+            )
+        } else {
+            None
+        };
         let mut steps = Vec::new();
-        self.filesystem_steps(shape, lease.uid, &mut steps)
+        self.filesystem_steps(shape, identity.uid, &mut steps)
             .map_err(|e| format!("preparing the run: {e}"))?;
         let child_plan = ChildPlan {
             new_root: self.new_root.clone(),
@@ -491,25 +570,34 @@ impl Host {
             hostname: b"warren",
             go_fd: go_r.as_raw_fd(),
             error_fd: error_w.as_raw_fd(),
-            stdio: [
-                stdin_child.as_raw_fd(),
-                stdout_w.as_raw_fd(),
-                stderr_w.as_raw_fd(),
-            ],
-            uid: lease.uid,
-            disk: shape.disk,
+            stdio: match &null {
+                Some(null) => [null.as_raw_fd(); 3],
+                None => [
+                    stdin_child.as_raw_fd(),
+                    stdout_w.as_raw_fd(),
+                    stderr_w.as_raw_fd(),
+                ],
+            },
+            uid: identity.uid,
+            extra_gid: identity.extra_gid,
+            umask: identity.umask,
+            disk: if shape.scratch.is_some() {
+                0
+            } else {
+                shape.disk
+            },
             last_capability: self.last_capability,
             seccomp: self.seccomp.clone(),
         };
         let spawned =
             sys::process::spawn(NAMESPACES, cgroups.clone_target(), child_main, &child_plan)
                 .map_err(io("creating the sandboxed process"))?;
-        drop((stdout_w, stderr_w, error_w, stdin_child, go_r));
+        drop((stdout_w, stderr_w, error_w, stdin_child, go_r, null));
         let prepared = Prepared {
             shape: shape.clone(),
             pidfd: spawned.pidfd,
             cgroups,
-            lease: Some(lease),
+            lease,
             stdout_r: Some(stdout_r),
             stderr_r: Some(stderr_r),
             stdin_w,
@@ -817,6 +905,9 @@ impl Host {
             plan::place_entries(root, &entries, steps)?;
         }
         plan::system_mounts(root, steps);
+        if let Some(scratch) = &shape.scratch {
+            plan::bind_scratch(root, scratch, steps)?;
+        }
         if let Some(dir) = &shape.task_dir {
             let entry = RootEntry::Dir("task".into(), dir.clone());
             plan::place_entries(root, std::slice::from_ref(&entry), steps)?;

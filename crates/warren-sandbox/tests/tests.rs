@@ -1,6 +1,7 @@
 //! The sandbox against real namespaces and cgroups (as root): a hostile battery, Pythia's
 //! cases, and bad input.
 
+mod session;
 mod util;
 
 use std::io::Read;

@@ -277,14 +277,17 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> Res {
     check(unsafe { libc::setrlimit(resource, &limit) } as libc::c_long)
 }
 
-/// Drops supplementary groups and sets real, effective and saved ids.
+/// Sets the supplementary groups to `extra_gid` alone (none when it is 0) and the real,
+/// effective and saved ids.
 ///
 /// Raw system calls, not glibc's wrappers: those broadcast the change to every thread glibc
 /// knows of, and in a process cloned from a multi-threaded parent those threads do not exist,
 /// so the wrapper would wait for them forever.
-pub fn become_user(uid: libc::uid_t, gid: libc::gid_t) -> Res {
-    // SAFETY: a zero-length group list with a null pointer is allowed.
-    check(unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) })?;
+pub fn become_user(uid: libc::uid_t, gid: libc::gid_t, extra_gid: libc::gid_t) -> Res {
+    let groups = [extra_gid];
+    let count: libc::c_long = if extra_gid == 0 { 0 } else { 1 };
+    // SAFETY: `groups` holds `count` valid gids and outlives the call.
+    check(unsafe { libc::syscall(libc::SYS_setgroups, count, groups.as_ptr()) })?;
     // SAFETY: setresgid/setresuid take integer arguments only.
     check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
     // SAFETY: as above.

@@ -6,6 +6,7 @@
 //! take pre-built C strings and return a raw errno.
 
 pub mod child;
+pub mod mount;
 pub mod process;
 
 use std::io;

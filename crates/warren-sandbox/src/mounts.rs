@@ -1,0 +1,198 @@
+//! Mounts the sandbox keeps in the host's mount namespace and binds into runs:
+//!
+//! - squashfs images (environments, task filesystems), mounted read-only through a loop device
+//!   once and shared by every run that uses them at the same time; unmounted when the last user
+//!   lets go, and at shutdown;
+//! - shared scratch directories: a tmpfs of a given size that several runs in turn see as their
+//!   `/tmp` (the steps of one task).
+//!
+//! Mount points live under the state directory, named `run-<runner id>-<sequence>` like run
+//! cgroups, so a runner that crashed leaves nothing the next one does not reclaim.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::sys;
+
+/// An image's identity: the same path rebuilt in place is another image.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ImageKey {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+}
+
+/// Numbers the mount points of this process: process-wide, since several sandboxes of one
+/// process share the runner id in their names.
+static MOUNT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// The host mounts of one sandbox.
+#[derive(Debug)]
+pub(crate) struct HostMounts {
+    images_dir: PathBuf,
+    scratch_dir: PathBuf,
+    runner_id: String,
+    images: Mutex<HashMap<ImageKey, Weak<MountedImage>>>,
+}
+
+/// A squashfs image mounted read-only; unmounted when the last holder drops it.
+#[derive(Debug)]
+pub struct MountedImage {
+    image: PathBuf,
+    mount_point: PathBuf,
+}
+
+impl MountedImage {
+    /// Where the image's contents are.
+    pub fn path(&self) -> &Path {
+        &self.mount_point
+    }
+
+    /// The image file.
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+}
+
+impl Drop for MountedImage {
+    fn drop(&mut self) {
+        release(&self.mount_point);
+    }
+}
+
+/// A tmpfs directory that the runs given it share as their `/tmp`; removed when dropped.
+#[derive(Debug)]
+pub struct SharedScratch {
+    mount_point: PathBuf,
+    size: u64,
+}
+
+impl SharedScratch {
+    /// The directory on the host.
+    pub fn path(&self) -> &Path {
+        &self.mount_point
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for SharedScratch {
+    fn drop(&mut self) {
+        release(&self.mount_point);
+    }
+}
+
+/// Unmounts `mount_point` and removes the directory, logging what fails (there is no caller to
+/// tell: this runs from `Drop`).
+fn release(mount_point: &Path) {
+    if let Err(e) = sys::mount::unmount(mount_point) {
+        eprintln!("warren-sandbox: unmounting {}: {e}", mount_point.display());
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir(mount_point) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            eprintln!("warren-sandbox: removing {}: {e}", mount_point.display());
+        }
+    }
+}
+
+/// Makes `dir` (and its parents) accessible to root only: runs reach what is below it through
+/// their own bind mounts, never through this path.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+impl HostMounts {
+    /// Mount points go under `state_dir`; leftovers of runners that are gone are removed.
+    pub fn new(
+        state_dir: &Path,
+        runner_id: &str,
+        runner_is_gone: &dyn Fn(&str) -> bool,
+    ) -> std::io::Result<HostMounts> {
+        let mounts = HostMounts {
+            images_dir: state_dir.join("images"),
+            scratch_dir: state_dir.join("scratch"),
+            runner_id: runner_id.to_string(),
+            images: Mutex::new(HashMap::new()),
+        };
+        for dir in [&mounts.images_dir, &mounts.scratch_dir] {
+            private_dir(dir)?;
+            for entry in std::fs::read_dir(dir)?.flatten() {
+                let name = entry.file_name();
+                if name.to_str().is_some_and(runner_is_gone) {
+                    release(&entry.path());
+                }
+            }
+        }
+        Ok(mounts)
+    }
+
+    fn next_mount_point(&self, under: &Path) -> std::io::Result<PathBuf> {
+        let path = under.join(format!(
+            "run-{}-{}",
+            self.runner_id,
+            MOUNT_SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path)?;
+        Ok(path)
+    }
+
+    /// The image at `image` mounted read-only, shared with every other holder of the same image.
+    pub fn image(&self, image: &Path) -> std::io::Result<Arc<MountedImage>> {
+        let meta = std::fs::metadata(image)?;
+        if !meta.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let key = ImageKey {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            modified_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        };
+        // Held while mounting, so two runs wanting the same image mount it once.
+        let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mounted) = images.get(&key).and_then(Weak::upgrade) {
+            return Ok(mounted);
+        }
+        images.retain(|_, weak| weak.strong_count() > 0);
+        let mount_point = self.next_mount_point(&self.images_dir)?;
+        if let Err(e) = sys::mount::mount_squashfs(image, &mount_point) {
+            let _ = std::fs::remove_dir(&mount_point);
+            return Err(e);
+        }
+        let mounted = Arc::new(MountedImage {
+            image: image.to_path_buf(),
+            mount_point,
+        });
+        images.insert(key, Arc::downgrade(&mounted));
+        Ok(mounted)
+    }
+
+    /// A fresh tmpfs of `size` bytes, world-writable with the sticky bit like any `/tmp`.
+    pub fn scratch(&self, size: u64) -> std::io::Result<SharedScratch> {
+        let mount_point = self.next_mount_point(&self.scratch_dir)?;
+        if let Err(e) = sys::mount::mount_tmpfs(&mount_point, size, 0o1777) {
+            let _ = std::fs::remove_dir(&mount_point);
+            return Err(e);
+        }
+        Ok(SharedScratch { mount_point, size })
+    }
+
+    /// How many images are mounted now.
+    pub fn mounted_images(&self) -> usize {
+        let images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        images.values().filter(|w| w.strong_count() > 0).count()
+    }
+}

@@ -1,0 +1,207 @@
+//! Sessions (steps sharing `/tmp`, master and worker users) and shared squashfs images.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use warren_core::result::Status;
+use warren_sandbox::{CollectOutput, RunSpec, Session, Stdin, StepUser};
+
+use crate::util::*;
+
+fn step(session: &Session<'_>, user: StepUser, script: &str) -> warren_sandbox::RunResult {
+    let spec = RunSpec::command(["sh", "-c", script]);
+    match session.run(&spec, user, &mut CollectOutput, None) {
+        Ok(r) => r,
+        Err(e) => panic!("step rejected: {e}"),
+    }
+}
+
+/// Host processes running as `uid`.
+fn processes_of(uid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid))
+        .collect()
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let wanted = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+#[test]
+fn steps_share_tmp_and_nothing_else() {
+    let Some(sb) = cold_sandbox() else { return };
+    let session = match sb.session(8 << 20, 0) {
+        Ok(s) => s,
+        Err(e) => panic!("opening a session: {e}"),
+    };
+    let scratch = session.scratch().to_path_buf();
+    assert!(
+        is_mounted(&scratch),
+        "the shared /tmp is a mount of its own"
+    );
+
+    // A daemon and an IPC object made by one step are gone before the next.
+    let first = step(
+        &session,
+        StepUser::Master,
+        "echo kept > /tmp/kept; (setsid sleep 1000 &); ipcmk -M 4096 >/dev/null; ipcs -m | grep -c 0x",
+    );
+    assert_eq!(first.status, Status::Success, "{first:?}");
+    assert_eq!(out(&first), "1\n", "the step saw its own segment");
+    assert!(
+        processes_of(session.uid(StepUser::Master)).is_empty(),
+        "a step's daemon outlived it"
+    );
+    let second = step(
+        &session,
+        StepUser::Master,
+        "cat /tmp/kept; ipcs -m | grep -c 0x; df -k /tmp | tail -1 | awk '{print $2}'",
+    );
+    assert_eq!(out(&second), "kept\n0\n8192\n", "{second:?}");
+    drop(session);
+    assert!(
+        !is_mounted(&scratch),
+        "the shared /tmp is unmounted with its session"
+    );
+    assert!(!scratch.exists(), "its mount point is removed");
+}
+
+#[test]
+fn master_and_worker_are_apart() {
+    let Some(sb) = cold_sandbox() else { return };
+    let Ok(task) = tempfile::tempdir() else {
+        return;
+    };
+    // Task files: one for everybody, one only the task files' group (the master) may read.
+    const TASK_GROUP: u32 = 4242;
+    let public = task.path().join("public");
+    let secret = task.path().join("secret");
+    std::fs::write(&public, "public\n").ok();
+    std::fs::write(&secret, "secret\n").ok();
+    for (path, mode) in [(&public, 0o644), (&secret, 0o640)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ok();
+        std::os::unix::fs::chown(path, Some(0), Some(TASK_GROUP)).ok();
+    }
+    std::fs::set_permissions(task.path(), std::fs::Permissions::from_mode(0o755)).ok();
+    let session = match sb.session(4 << 20, TASK_GROUP) {
+        Ok(s) => s,
+        Err(e) => panic!("opening a session: {e}"),
+    };
+    assert_ne!(session.uid(StepUser::Master), session.uid(StepUser::Worker));
+
+    let run = |user, script: &str, stdin: &[u8]| {
+        let mut spec = RunSpec::command(["sh", "-c", script]);
+        spec.task_dir = Some(task.path().to_path_buf());
+        spec.stdin = Stdin::Bytes(stdin.to_vec());
+        match session.run(&spec, user, &mut CollectOutput, None) {
+            Ok(r) => r,
+            Err(e) => panic!("step rejected: {e}"),
+        }
+    };
+    let master = run(
+        StepUser::Master,
+        "cat /task/secret; read line; echo \"in: $line\"; echo private > /tmp/master-file",
+        b"hello\n",
+    );
+    assert_eq!(out(&master), "secret\nin: hello\n", "{master:?}");
+
+    // The worker reads nothing of the master's, writes nothing anyone sees on the output,
+    // and gets no input.
+    let worker = run(
+        StepUser::Worker,
+        "cat /task/public > /tmp/w-public; cat /task/secret > /tmp/w-secret; \
+         cat /tmp/master-file > /tmp/w-master; read line; echo \"[$line]\" > /tmp/w-input; \
+         echo stolen; echo stolen >&2; echo shared > /tmp/worker-file",
+        b"input for the master only\n",
+    );
+    assert!(
+        worker.stdout.is_empty() && worker.stderr.is_empty(),
+        "{worker:?}"
+    );
+    let check = run(
+        StepUser::Master,
+        "cat /tmp/w-public; wc -c < /tmp/w-secret; wc -c < /tmp/w-master; cat /tmp/w-input; cat /tmp/worker-file",
+        b"",
+    );
+    assert_eq!(out(&check), "public\n0\n0\n[]\nshared\n", "{check:?}");
+}
+
+/// A squashfs image of `dir`, or `None` (with the reason printed) when this host cannot make
+/// or mount one.
+fn squashfs_image(dir: &Path, image: &Path) -> Option<()> {
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems.contains("squashfs") || !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: no squashfs or loop devices in this kernel");
+        return None;
+    }
+    match Command::new("mksquashfs")
+        .arg(dir)
+        .arg(image)
+        .args(["-all-root", "-noappend", "-quiet", "-no-progress"])
+        .status()
+    {
+        Ok(s) if s.success() => Some(()),
+        Ok(s) => panic!("mksquashfs failed: {s}"),
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: mksquashfs is not usable here ({e}); apt-get install squashfs-tools"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn images_are_mounted_once_shared_and_unmounted_after_use() {
+    let Some(sb) = cold_sandbox() else { return };
+    let Ok(work) = tempfile::tempdir() else {
+        return;
+    };
+    let contents = work.path().join("contents");
+    std::fs::create_dir(&contents).ok();
+    std::fs::write(contents.join("hello.txt"), "from the image\n").ok();
+    let image = work.path().join("task.sfs");
+    if squashfs_image(&contents, &image).is_none() {
+        return;
+    }
+    let first = match sb.mount_image(&image) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    let second = match sb.mount_image(&image) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(first.path(), second.path(), "one mount for both users");
+    assert_eq!(sb.mounted_images(), 1);
+    let mut spec = RunSpec::command(["sh", "-c", "cat /task/hello.txt; touch /task/x"]);
+    spec.task_dir = Some(first.path().to_path_buf());
+    let r = run(&sb, &spec);
+    assert_eq!(out(&r), "from the image\n");
+    assert_eq!(r.status, Status::Failed, "the image is read-only");
+
+    let mount_point = first.path().to_path_buf();
+    drop(first);
+    assert!(is_mounted(&mount_point), "still used by the second holder");
+    drop(second);
+    assert!(!is_mounted(&mount_point), "unmounted after its last user");
+    assert_eq!(sb.mounted_images(), 0);
+
+    // Not an image: a clear error naming it.
+    let not_image = work.path().join("plain.sfs");
+    std::fs::write(&not_image, "not squashfs").ok();
+    match sb.mount_image(&not_image) {
+        Ok(_) => panic!("a plain file mounted as an image"),
+        Err(e) => assert!(e.to_string().contains("plain.sfs"), "{e}"),
+    }
+}
