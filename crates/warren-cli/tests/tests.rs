@@ -1,4 +1,5 @@
 //! The `warren` binary's integration tests: one binary, one module per area.
 
 mod client;
+mod pythia;
 mod sandbox;

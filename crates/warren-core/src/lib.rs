@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod bytes;
+pub mod control;
 pub mod limits;
 pub mod result;
 pub mod schedule;

@@ -50,6 +50,10 @@ pub struct TaskSpec {
     /// `command` is empty, `/task/control` is run (Pythia's convention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taskfs: Option<String>,
+    /// Small task files sent with the task, materialised read-only at `/task` (instead of a
+    /// `taskfs`); at most [`MAX_TASK_FILES_BYTES`] together.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_files: Vec<FileSpec>,
     /// Limits; unset ones take the coordinator's configured defaults.
     #[serde(default)]
     pub limits: Limits,
@@ -118,6 +122,10 @@ impl FieldError {
 /// Largest number of arguments, variables or files in one task.
 pub const MAX_LIST: usize = 65_536;
 
+/// Largest total size of the task files sent with a task (`task_files`); larger ones belong in
+/// a task filesystem on the worker.
+pub const MAX_TASK_FILES_BYTES: usize = 4 << 20;
+
 impl TaskSpec {
     /// The priority, with the default applied.
     pub fn effective_priority(&self) -> u8 {
@@ -134,11 +142,40 @@ impl TaskSpec {
 
     /// Checks everything that can be checked without a worker, naming the first bad field.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.command.is_empty() && self.taskfs.is_none() {
+        if self.command.is_empty() && self.taskfs.is_none() && self.task_files.is_empty() {
             return Err(FieldError::new(
                 "command",
-                "must name a program (a non-empty argv array)",
+                "must name a program (a non-empty argv array), or the task must bring task \
+                 files (`taskfs` or `task_files`) whose `control` file is run",
             ));
+        }
+        if self.taskfs.is_some() && !self.task_files.is_empty() {
+            return Err(FieldError::new(
+                "task_files",
+                "cannot be combined with `taskfs`: /task is one or the other",
+            ));
+        }
+        let mut task_bytes = 0usize;
+        for (i, file) in self.task_files.iter().enumerate() {
+            check_relative_path(&file.path)
+                .map_err(|p| FieldError::new(format!("task_files[{i}].path"), p))?;
+            let contents = file.bytes().map_err(|e| {
+                FieldError::new(
+                    format!("task_files[{i}].contents_base64"),
+                    format!("not base64: {e}"),
+                )
+            })?;
+            task_bytes += contents.len();
+            if task_bytes > MAX_TASK_FILES_BYTES {
+                return Err(FieldError::new(
+                    "task_files",
+                    format!(
+                        "more than {} bytes together; put larger task files in a task \
+                         filesystem (`taskfs`) on the workers",
+                        MAX_TASK_FILES_BYTES
+                    ),
+                ));
+            }
         }
         if self.command.len() > MAX_LIST {
             return Err(FieldError::new(

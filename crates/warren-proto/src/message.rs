@@ -11,6 +11,9 @@ use warren_core::stats::StatSample;
 use warren_core::task::{OutputStream, TaskSpec};
 
 /// One protocol message.
+// A launch carries a whole task spec and is by far the largest variant; messages live only
+// between the socket and their handler, so the size is not worth a box on every access.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "message")]
 pub enum Message {
@@ -157,7 +160,10 @@ impl PythiaTask {
             limits: Limits {
                 wall_time: nonzero(l.time).map(Duration::from_secs),
                 memory: nonzero(l.memory).map(|m| m.saturating_mul(1 << 20)),
-                disk: nonzero(l.disk).map(|d| d.saturating_mul(1 << 20)),
+                // Pythia sizes the task's tmpfs as a share of the VM's memory.
+                disk: nonzero(l.disk)
+                    .zip(nonzero(l.memory))
+                    .map(|(percent, mb)| mb.saturating_mul(1 << 20).saturating_mul(percent) / 100),
                 output: nonzero(l.output),
                 ..Limits::default()
             },
@@ -177,14 +183,19 @@ impl PythiaTask {
                     .map(|d| d.as_millis().div_ceil(1000) as u64)
                     .unwrap_or(0),
                 memory: l.memory.map(|m| m.div_ceil(1 << 20)).unwrap_or(0),
-                disk: l.disk.map(|d| d.div_ceil(1 << 20)).unwrap_or(0),
+                disk: l
+                    .disk
+                    .zip(l.memory.filter(|m| *m > 0))
+                    .map(|(d, m)| (d.saturating_mul(100)).div_ceil(m))
+                    .unwrap_or(0),
                 output: l.output.unwrap_or(0),
             },
         }
     }
 }
 
-/// Pythia's limits: time in seconds, memory and disk in megabytes, output in bytes; 0 is unset.
+/// Pythia's limits: time in seconds, memory in megabytes, disk in percent of the memory, output
+/// in bytes; 0 is unset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PythiaLimits {
     /// Seconds of wall time.
@@ -193,7 +204,7 @@ pub struct PythiaLimits {
     /// Megabytes of memory.
     #[serde(default)]
     pub memory: u64,
-    /// Megabytes of writable disk.
+    /// Writable disk (the tmpfs), in percent of `memory`.
     #[serde(default)]
     pub disk: u64,
     /// Bytes of output.
@@ -383,5 +394,39 @@ mod base64_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         bytes::from_base64(&text).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pythia_limits_map_to_warren_units_and_back() {
+        let task = PythiaTask {
+            environment: "busybox".into(),
+            taskfs: "forkbomb.sfs".into(),
+            limits: PythiaLimits {
+                time: 60,
+                memory: 32,
+                disk: 50,
+                output: 1024,
+            },
+        };
+        let spec = task.to_spec("in");
+        assert_eq!(spec.limits.wall_time, Some(Duration::from_secs(60)));
+        assert_eq!(spec.limits.memory, Some(32 << 20));
+        assert_eq!(spec.limits.disk, Some(16 << 20), "50% of the memory");
+        assert_eq!(spec.limits.output, Some(1024));
+        assert_eq!(PythiaTask::from_spec(&spec), task);
+        // Without a memory limit there is nothing to take a share of: the default disk.
+        let no_memory = PythiaTask {
+            limits: PythiaLimits {
+                memory: 0,
+                ..task.limits
+            },
+            ..task
+        };
+        assert_eq!(no_memory.to_spec("").limits.disk, None);
     }
 }

@@ -31,9 +31,13 @@ use warren_proto::{
 };
 use warren_sandbox::{AbortHandle, RunEvents, Stream};
 
+mod control;
 mod executor;
 
-pub use executor::{run_spec, Executor, InstantExecutorForBenchmarks, SandboxExecutor};
+pub use control::{run_control, ControlTask, MAX_PROCESSES};
+pub use executor::{
+    resolve_named, run_spec, Executor, InstantExecutorForBenchmarks, Named, SandboxExecutor,
+};
 
 /// First re-dial delay (Pythia's).
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(32);
@@ -325,10 +329,17 @@ impl Worker {
             .as_deref()
             .and_then(|dir| std::fs::read_dir(dir).ok())
             .map(|entries| {
+                // Directories, and squashfs images under their name without `.sfs`.
                 let mut names: Vec<String> = entries
                     .filter_map(Result::ok)
-                    .filter(|e| e.path().is_dir())
-                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter_map(|e| {
+                        let name = e.file_name().into_string().ok()?;
+                        if e.path().is_dir() {
+                            Some(name)
+                        } else {
+                            name.strip_suffix(".sfs").map(str::to_string)
+                        }
+                    })
                     .collect();
                 names.sort();
                 names

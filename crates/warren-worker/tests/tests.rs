@@ -206,10 +206,11 @@ fn sandbox_executor_runs_tasks_for_real() {
     let sandbox = warren_sandbox::Sandbox::new(warren_sandbox::SandboxConfig::default()).unwrap();
     let taskfs = tempfile::tempdir().unwrap();
     std::fs::create_dir(taskfs.path().join("hello")).unwrap();
-    let control = taskfs.path().join("hello/control");
-    std::fs::write(&control, "#!/bin/sh\nread x\necho \"control got $x\"\n").unwrap();
+    std::fs::write(taskfs.path().join("hello/control"), "/task/hello.sh\n").unwrap();
+    let script = taskfs.path().join("hello/hello.sh");
+    std::fs::write(&script, "#!/bin/sh\nread x\necho \"control got $x\"\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let executor =
         warren_worker::SandboxExecutor::new(sandbox, None, Some(taskfs.path().to_path_buf()));
     let abort = warren_sandbox::AbortHandle::new();
@@ -232,6 +233,40 @@ fn sandbox_executor_runs_tasks_for_real() {
     assert_eq!(
         String::from_utf8_lossy(&result.stdout),
         "control got 42\n",
+        "{result:?}"
+    );
+    // Task files sent with the task: a worker step's failure is ignored, a master step's
+    // stops the sequence with its exit code and names the line.
+    let inline: TaskSpec = serde_json::from_str(
+        r##"{"task_files":[
+              {"path":"control","contents":"sh -c 'echo one'\n!sh -c 'exit 3'\n/task/bin/two 'a b'\nsh -c 'exit 5'\nsh -c 'echo never'\n"},
+              {"path":"bin/two","contents":"#!/bin/sh\necho \"two: $1\"\n","executable":true}],
+            "limits":{"wall_time":"10s"}}"##,
+    )
+    .unwrap();
+    let result = executor.run(&inline, &mut warren_sandbox::CollectOutput, &abort);
+    assert_eq!(String::from_utf8_lossy(&result.stdout), "one\ntwo: a b\n");
+    assert_eq!(result.status, Status::Failed, "{result:?}");
+    assert_eq!(result.exit_code, Some(5));
+    assert!(
+        result
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("control line 4")),
+        "{result:?}"
+    );
+    // A control file that cannot be parsed is fatal and names the line.
+    let bad: TaskSpec = serde_json::from_str(
+        r#"{"task_files":[{"path":"control","contents":"echo ok\necho 'open\n"}]}"#,
+    )
+    .unwrap();
+    let result = executor.run(&bad, &mut warren_sandbox::CollectOutput, &abort);
+    assert_eq!(result.status, Status::Fatal, "{result:?}");
+    assert!(
+        result
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("line 2") && m.contains("unbalanced quotes")),
         "{result:?}"
     );
     // An environment the worker does not have is fatal, not a crash.
