@@ -34,7 +34,7 @@ fn populated() -> (tempfile::TempDir, tempfile::TempDir) {
     let elsewhere = tempfile::tempdir().unwrap();
     write(&elsewhere.path().join("f"), 3);
     std::os::unix::fs::symlink(elsewhere.path(), d.join("linked")).unwrap();
-                                 // Skipped: invalid names, a build in progress, files that are not images, `host`.
+    // Skipped: invalid names, a build in progress, files that are not images, `host`.
     std::fs::create_dir(d.join("bad name")).unwrap();
     std::fs::create_dir(d.join("dir.sfs")).unwrap();
     write(&d.join("-x.sfs"), 1);
