@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn host_is_always_offered_and_pools_take_any() {
-        let list = vec!["busybox".to_string()];
+        let list = ["busybox".to_string()];
         for (name, offer, want) in [
             ("host", Some(&[][..]), true),
             ("busybox", Some(&list[..]), true),
