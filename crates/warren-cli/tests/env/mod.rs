@@ -217,3 +217,20 @@ fn failed_or_refused_builds_leave_nothing() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn worker_takes_env_dir_and_its_old_name() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap_or_default();
+    for flag in ["--env-dir", "--environments"] {
+        // Checked before anything starts: a directory given must exist.
+        let out = warren(&["worker", "--connect", "127.0.0.1:1", flag, missing]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("--env-dir {missing}: not a directory")),
+            "{flag}: {stderr}"
+        );
+    }
+}
