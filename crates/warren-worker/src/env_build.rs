@@ -102,22 +102,25 @@ pub const MOUNT_POINTS: &[(&str, u32)] = &[
 /// Where busybox-static puts the binary.
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// The minimal `/etc` of a busybox environment. Runs get a uid of their own (not listed), so only
-/// the fixed accounts are.
-pub fn busybox_etc() -> Vec<(&'static str, &'static str)> {
-    vec![
-        (
-            "passwd",
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-        ),
-        ("group", "root:x:0:\nnogroup:x:65534:\n"),
-        (
-            "hosts",
-            "127.0.0.1\tlocalhost warren\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        ),
-        ("hostname", "warren\n"),
-    ]
-}
+/// The accounts of a busybox environment's `/etc`. Runs get a uid of their own (not listed), so
+/// only the fixed accounts are.
+pub const BUSYBOX_ACCOUNTS: &[(&str, &str)] = &[
+    (
+        "passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    ),
+    ("group", "root:x:0:\nnogroup:x:65534:\n"),
+];
+
+/// What every built environment's `/etc` says about the machine: the sandbox's host name, not
+/// the builder's (debootstrap copies the builder's).
+pub const MACHINE_ETC: &[(&str, &str)] = &[
+    (
+        "hosts",
+        "127.0.0.1\tlocalhost warren\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    ),
+    ("hostname", "warren\n"),
+];
 
 /// Checks a Debian package name (policy: lowercase letters, digits, `+`, `-`, `.`; two or more
 /// characters, starting with a letter or digit), optionally with `:ARCH`.
@@ -365,6 +368,7 @@ pub fn build(
         Recipe::Busybox => build_busybox(&tree, progress)?,
         Recipe::Debian(debian) => build_debian(debian, &tree, progress)?,
     }
+    write_etc(&tree, MACHINE_ETC)?;
     for (dir, mode) in MOUNT_POINTS {
         let path = tree.join(dir);
         if path.symlink_metadata().is_err() {
@@ -501,9 +505,13 @@ fn build_busybox(tree: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), Buil
         }
         std::os::unix::fs::symlink(BUSYBOX, &path).map_err(io(&path))?;
     }
+    write_etc(tree, BUSYBOX_ACCOUNTS)
+}
+
+fn write_etc(tree: &Path, files: &[(&str, &str)]) -> Result<(), BuildError> {
     let etc = tree.join("etc");
     std::fs::create_dir_all(&etc).map_err(io(&etc))?;
-    for (file, contents) in busybox_etc() {
+    for (file, contents) in files {
         let path = etc.join(file);
         std::fs::write(&path, contents).map_err(io(&path))?;
     }
@@ -554,7 +562,8 @@ fn build_debian(
             }
         }
     }
-    Ok(())
+    // The builder's name server: runs have only loopback.
+    remove_path(&tree.join("etc/resolv.conf"))
 }
 
 /// Finds `program` in `PATH` and the system directories (`sbin` is often not in `PATH`).

@@ -78,6 +78,8 @@ fn busybox_environment_runs_shell_scripts_in_the_sandbox() {
     }
     let passwd = std::fs::read_to_string(env.join("etc/passwd")).unwrap_or_default();
     assert!(passwd.starts_with("root:x:0:0:"), "{passwd}");
+    let hostname = std::fs::read_to_string(env.join("etc/hostname")).unwrap_or_default();
+    assert_eq!(hostname, "warren\n");
     let env_path = env.to_str().unwrap_or_default();
     let run = warren(&[
         "sandbox", "run", "--root", env_path, "--", "/bin/sh", "-c", "echo hi",
