@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use super::sandbox::root;
+
 fn warren(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_warren"))
         .args(args)
@@ -14,22 +16,6 @@ fn warren(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn root() -> bool {
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        });
-    if euid.as_deref() == Some("0") {
-        true
-    } else {
-        eprintln!("SKIPPED: building environments needs root (apt, the sandbox)");
-        false
-    }
 }
 
 /// `warren env build busybox NAME --env-dir DIR EXTRA...`; `None` (after saying SKIPPED) when
