@@ -45,6 +45,9 @@ enum Command {
     Worker(commands::worker::WorkerArgs),
     /// Start everything on this machine: the coordinator and one local worker, in one process.
     Up(commands::up::UpArgs),
+    /// Build and list the environments (root filesystems) a worker offers.
+    #[command(subcommand)]
+    Env(commands::env::EnvCommand),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Server(args) => commands::server::run(args),
         Command::Worker(args) => commands::worker::run(args),
         Command::Up(args) => commands::up::run(args),
+        Command::Env(cmd) => commands::env::run(cmd),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -1,5 +1,6 @@
 //! The `warren` binary's integration tests: one binary, one module per area.
 
 mod client;
+mod env;
 mod pythia;
 mod sandbox;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use warren_core::environment;
 use warren_core::limits::Limits;
 use warren_core::result::{RunResult, Status};
 use warren_core::schedule::{self, Candidate, Slot};
@@ -680,6 +681,9 @@ impl Service {
             if state.waiting() >= self.config.max_waiting {
                 return Err(ServiceError::QueueFull(state.waiting()));
             }
+            if let Some(problem) = environment_not_offered(&state, &spec) {
+                return Err(FieldError::new("environment", problem).into());
+            }
             if let Some(key) = &key {
                 if !state.submitting.insert(key.clone()) {
                     return Err(ServiceError::Conflict(format!(
@@ -1257,6 +1261,27 @@ fn offline_view(id: &str) -> WorkerView {
         last_seen: None,
         reason: Some("not connected".into()),
     }
+}
+
+/// Why `spec`'s environment is refused: no known worker (connected, or known from the store)
+/// offers it. `None` when one does, when it is `host`, or when no worker is known yet.
+fn environment_not_offered(state: &State, spec: &TaskSpec) -> Option<String> {
+    let name = spec.environment.as_deref()?;
+    if state.workers.is_empty() {
+        return None;
+    }
+    let lists = state.workers.values().map(|w| {
+        let warren = w.conn.as_ref().is_none_or(|c| c.warren);
+        warren.then_some(w.view.environments.as_slice())
+    });
+    let mut all = Vec::new();
+    for list in lists {
+        if environment::offered(name, list) {
+            return None;
+        }
+        all.extend(list.unwrap_or_default().iter().map(String::as_str));
+    }
+    Some(environment::not_offered_message(name, all))
 }
 
 /// Why no worker that exists can ever run `spec`; `None` when one can, or when no worker is known

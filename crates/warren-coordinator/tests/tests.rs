@@ -818,3 +818,62 @@ async fn sandboxed_tasks_end_to_end() {
     let done = until(c.http(), long, "DONE", |v| v["state"] == "DONE").await;
     assert_eq!(done["result"]["status"], "abort", "{done}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_environment_no_worker_offers_is_refused_at_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Coordinator::start(config(dir.path())).await.unwrap();
+    // No worker known yet: accepted, it may still come.
+    let early = submit(
+        first.http_addr,
+        json!({"command": ["true"], "environment": "busybox"}),
+    )
+    .await;
+    let envs = tempfile::tempdir().unwrap();
+    std::fs::create_dir(envs.path().join("busybox")).unwrap();
+    std::fs::write(envs.path().join("deb.sfs"), b"image").unwrap();
+    let offered = envs.path().to_path_buf();
+    let (_w, handle, _d) = spawn_worker(first.queue_addr, 2, host(), |config| {
+        config.environments_dir = Some(offered);
+    });
+    let workers = workers_in_state(first.http_addr, 1, "IDLE").await;
+    assert_eq!(
+        workers["workers"][0]["environments"],
+        json!(["host", "busybox", "deb"])
+    );
+    until(first.http_addr, early, "DONE", |v| v["state"] == "DONE").await;
+    let refused = |addr, environment: &'static str| async move {
+        let body = json!({"command": ["true"], "environment": environment}).to_string();
+        post(addr, "/v1/tasks", &body).await
+    };
+    let (status, body) = refused(first.http_addr, "alpine").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "environment");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.ends_with("no worker offers environment `alpine`; offered: busybox, deb, host"),
+        "{message}"
+    );
+    let (status, body) = refused(first.http_addr, "../etc").await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("environment")));
+    for environment in ["deb", "host"] {
+        let id = submit(
+            first.http_addr,
+            json!({"command": ["true"], "environment": environment}),
+        )
+        .await;
+        until(first.http_addr, id, "DONE", |v| v["state"] == "DONE").await;
+    }
+    // Known only from the store after a restart, the worker still decides what is offered.
+    handle.abort();
+    first.stop();
+    let second = Coordinator::start(config(dir.path())).await.unwrap();
+    let (status, body) = refused(second.http_addr, "alpine").await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("environment")),
+        "{body}"
+    );
+    let (status, body) = refused(second.http_addr, "busybox").await;
+    assert_eq!(status, 201, "{body}");
+}

@@ -13,6 +13,7 @@
 
 pub mod bytes;
 pub mod control;
+pub mod environment;
 pub mod limits;
 pub mod result;
 pub mod schedule;

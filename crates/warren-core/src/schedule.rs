@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::environment;
 use crate::task::{caps_satisfied, TaskId, Timestamp};
 
 /// A waiting task as the matcher sees it.
@@ -68,7 +69,7 @@ pub fn fits(
         && caps_satisfied(task.caps, worker_caps)
         && task
             .environment
-            .is_none_or(|env| environments.is_none_or(|offered| offered.iter().any(|e| e == env)))
+            .is_none_or(|env| environment::offered(env, environments))
 }
 
 /// Whether the task may start at `now` (valid-after reached, deadline not passed).
@@ -226,6 +227,16 @@ mod tests {
             &[warren],
             0,
             &[],
+        );
+        // `host` is offered by every Warren worker, listed or not.
+        check(
+            &[Candidate {
+                environment: Some("host"),
+                ..base
+            }],
+            &[warren],
+            0,
+            &[(1, "w")],
         );
         check(&[base], &[pool], 0, &[]);
         check(

@@ -236,10 +236,12 @@ impl TaskSpec {
                 ));
             }
         }
-        for (name, value) in [("environment", &self.environment), ("taskfs", &self.taskfs)] {
-            if let Some(value) = value {
-                check_name(value).map_err(|p| FieldError::new(name, p))?;
-            }
+        if let Some(environment) = &self.environment {
+            crate::environment::check_name(environment)
+                .map_err(|p| FieldError::new("environment", p))?;
+        }
+        if let Some(taskfs) = &self.taskfs {
+            check_name(taskfs).map_err(|p| FieldError::new("taskfs", p))?;
         }
         self.limits
             .validate()
@@ -924,6 +926,15 @@ mod tests {
             Some("RFC 3339"),
         );
         check(r#"{"taskfs":"hello"}"#, None);
+        check(
+            r#"{"command":["true"],"environment":"a/b"}"#,
+            Some("environment"),
+        );
+        check(
+            r#"{"command":["true"],"environment":""}"#,
+            Some("environment"),
+        );
+        check(r#"{"command":["true"],"environment":"busybox"}"#, None);
     }
 
     #[test]

@@ -32,6 +32,8 @@ use warren_proto::{
 use warren_sandbox::{AbortHandle, RunEvents, Stream};
 
 mod control;
+pub mod env_build;
+pub mod environments;
 mod executor;
 
 pub use control::{run_control, ControlTask, MAX_PROCESSES};
@@ -86,7 +88,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Capabilities offered, besides the detected ones (`arch`, `os`), which these override.
     pub caps: BTreeMap<String, String>,
-    /// Directory of environments (each subdirectory is one, used read-only as `/`).
+    /// Directory of environments (subdirectories and `NAME.sfs` images; see [`environments`]).
     pub environments_dir: Option<PathBuf>,
     /// Directory of Pythia task filesystems (each subdirectory is one, bound at `/task`).
     pub taskfs_dir: Option<PathBuf>,
@@ -323,28 +325,7 @@ impl Worker {
     fn registration(&self, running: Vec<String>, finished: Vec<String>) -> Register {
         let mut caps = detected_caps();
         caps.extend(self.config.caps.clone());
-        let environments = self
-            .config
-            .environments_dir
-            .as_deref()
-            .and_then(|dir| std::fs::read_dir(dir).ok())
-            .map(|entries| {
-                // Directories, and squashfs images under their name without `.sfs`.
-                let mut names: Vec<String> = entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| {
-                        let name = e.file_name().into_string().ok()?;
-                        if e.path().is_dir() {
-                            Some(name)
-                        } else {
-                            name.strip_suffix(".sfs").map(str::to_string)
-                        }
-                    })
-                    .collect();
-                names.sort();
-                names
-            })
-            .unwrap_or_default();
+        let environments = environments::advertised(self.config.environments_dir.as_deref());
         Register {
             id: self.id.clone(),
             capacity: self.config.capacity,

@@ -2,6 +2,8 @@
 //! sandbox executor for real when running as root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod environments;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cancel;
 pub mod client_args;
+pub mod env;
 pub mod limit_args;
 pub mod logs;
 pub mod render;

@@ -33,6 +33,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
             args.capacity,
             args.server.keepalive,
             data_dir.join("worker"),
+            data_dir.join("environments"),
         )?;
         if worker_config.token.is_none() {
             worker_config.token = Some(coordinator.join_token.clone());

@@ -40,9 +40,10 @@ pub struct WorkerCommon {
     /// A file of capabilities, one `key=value` a line (`#` starts a comment).
     #[arg(long, value_name = "FILE")]
     pub caps_file: Option<PathBuf>,
-    /// Directory of environments: each subdirectory is one, used read-only as `/`.
-    #[arg(long, value_name = "DIR")]
-    pub environments: Option<PathBuf>,
+    /// Directory of environments: each subdirectory `NAME` and each squashfs image `NAME.sfs` is
+    /// one, used read-only as `/`; `host` is always offered [default: DATA_DIR/environments].
+    #[arg(long = "env-dir", alias = "environments", value_name = "DIR")]
+    pub env_dir: Option<PathBuf>,
     /// Directory of Pythia task filesystems: each subdirectory is one, bound at `/task`.
     #[arg(long, value_name = "DIR")]
     pub taskfs_dir: Option<PathBuf>,
@@ -97,6 +98,7 @@ impl WorkerCommon {
         capacity: Option<u32>,
         keepalive: Duration,
         default_state: PathBuf,
+        default_env_dir: PathBuf,
     ) -> anyhow::Result<Config> {
         let mut config = Config::new(connect, self.state_dir.clone().unwrap_or(default_state));
         if let Some(capacity) = capacity {
@@ -104,7 +106,14 @@ impl WorkerCommon {
             config.capacity = capacity;
         }
         config.caps = parse_caps(&self.caps, self.caps_file.as_ref())?;
-        config.environments_dir = self.environments.clone();
+        config.environments_dir = Some(match &self.env_dir {
+            Some(dir) => {
+                anyhow::ensure!(dir.is_dir(), "--env-dir {}: not a directory", dir.display());
+                dir.clone()
+            }
+            // Made by `warren env build`; until then only `host` is offered.
+            None => default_env_dir,
+        });
         config.taskfs_dir = self.taskfs_dir.clone();
         config.keepalive = keepalive;
         config.token = match (&self.token, &self.token_file) {
@@ -140,6 +149,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<u8> {
         args.capacity,
         args.keepalive,
         default_data_dir().join("worker"),
+        super::env::default_env_dir(),
     )?;
     let worker = sandbox_worker(config)?;
     println!(

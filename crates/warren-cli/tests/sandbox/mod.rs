@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-fn root() -> bool {
+/// Whether this runs as root; says SKIPPED otherwise.
+pub fn root() -> bool {
     let euid = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
