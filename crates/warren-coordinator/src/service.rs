@@ -1172,6 +1172,15 @@ impl Service {
                 fe.tx.send(refuse(PythiaStatus::Fatal, &e.to_string()));
                 return;
             }
+            if let Some(problem) = environment_not_offered(&state, &spec) {
+                if let Some(fe) = state.frontends.get(&conn_id) {
+                    fe.tx.send(refuse(PythiaStatus::Fatal, &problem));
+                }
+                return;
+            }
+            let Some(fe) = state.frontends.get_mut(&conn_id) else {
+                return;
+            };
             fe.ids.insert(launch.id.clone(), next_id);
             state.next_id += 1;
             let record = TaskRecord {

@@ -14,6 +14,7 @@ use warren_sandbox::{
 };
 
 use crate::control::{run_control, ControlTask};
+use crate::environments::{self, Environment, EnvironmentKind};
 
 /// Runs one task to its end, reporting output and statistics live through `events`.
 /// Called on a blocking thread; many run at once.
@@ -72,8 +73,8 @@ pub enum Named {
     Image(PathBuf),
 }
 
-/// Finds `name` in `base`: the directory `base/name`, the image `base/name` (a task filesystem
-/// named with its `.sfs`, as Pythia names them), or the image `base/name.sfs`.
+/// Finds task filesystem `name` in `base`: the directory `base/name`, the image `base/name`
+/// (named with its `.sfs`, as Pythia names them), or the image `base/name.sfs`.
 pub fn resolve_named(base: Option<&Path>, name: &str, what: &str) -> Result<Named, String> {
     let base = base.ok_or_else(|| {
         format!("this worker has no {what} directory, so it has no {what} `{name}`")
@@ -130,11 +131,26 @@ impl SandboxExecutor {
 
     fn materials(&self, spec: &TaskSpec) -> Result<Materials, String> {
         let mut materials = Materials::default();
-        if let Some(name) = spec.environment.as_deref().filter(|n| *n != "host") {
-            let named = resolve_named(self.environments_dir.as_deref(), name, "environment")?;
-            let (dir, image) = self.directory(named, "environment")?;
-            materials.root = Root::Dir(dir);
-            materials.images.extend(image);
+        if let Some(name) = spec.environment.as_deref() {
+            let environment = match self.environments_dir.as_deref() {
+                Some(dir) => environments::resolve(dir, name).map_err(|e| e.to_string())?,
+                None if name == warren_core::environment::HOST => Environment::host(),
+                None => {
+                    return Err(format!(
+                    "this worker has no environments directory, so it has no environment `{name}`"
+                ))
+                }
+            };
+            let named = match environment.kind {
+                EnvironmentKind::Host => None,
+                EnvironmentKind::Directory => Some(Named::Dir(environment.path)),
+                EnvironmentKind::Squashfs => Some(Named::Image(environment.path)),
+            };
+            if let Some(named) = named {
+                let (dir, image) = self.directory(named, "environment")?;
+                materials.root = Root::Dir(dir);
+                materials.images.extend(image);
+            }
         }
         if let Some(name) = &spec.taskfs {
             let named = resolve_named(self.taskfs_dir.as_deref(), name, "task filesystem")?;

@@ -1,5 +1,5 @@
 //! Pythia's own job cases, through the queue: `warren up` with a busybox environment and task
-//! directories built here, and a plain Pythia frontend on the queue port that sends `launch`
+//! directories built here (`warren env build busybox`), and a plain Pythia frontend on the queue port that sends `launch`
 //! and `abort` and reads `done`. Needs root (the sandbox), busybox-static and, for the image
 //! cases, squashfs-tools; says SKIPPED otherwise.
 
@@ -59,32 +59,29 @@ fn write_file(path: &Path, contents: &str, mode: u32) {
     }
 }
 
-/// A minimal root filesystem: busybox-static and its applets.
-fn busybox_environment(dir: &Path) -> Option<()> {
-    let busybox = Path::new("/bin/busybox");
-    let statically_linked = Command::new("ldd")
-        .arg(busybox)
-        .output()
-        .map(|o| {
-            !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic")
-        })
-        .unwrap_or(false);
-    if !busybox.exists() || !statically_linked {
-        eprintln!("SKIPPED: no static busybox (apt-get install busybox-static)");
+/// `warren env build busybox NAME --env-dir DIR [--squashfs]`, or `None` (with the reason
+/// printed) when busybox-static cannot be had here.
+fn build_busybox(envs: &Path, name: &str, squashfs: bool) -> Option<()> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
+    command
+        .args(["env", "build", "busybox", name, "--env-dir"])
+        .arg(envs);
+    if squashfs {
+        command.arg("--squashfs");
+    }
+    let out = match command.output() {
+        Ok(out) => out,
+        Err(e) => panic!("running warren env build: {e}"),
+    };
+    if out.status.success() {
+        return Some(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("busybox-static") || stderr.contains("mksquashfs") {
+        eprintln!("SKIPPED: warren env build could not run here: {stderr}");
         return None;
     }
-    let list = Command::new(busybox).arg("--list-full").output().ok()?;
-    std::fs::create_dir_all(dir.join("bin")).ok()?;
-    std::fs::copy(busybox, dir.join("bin/busybox")).ok()?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let link = dir.join(applet);
-        if applet == "bin/busybox" || link.exists() {
-            continue;
-        }
-        std::fs::create_dir_all(link.parent()?).ok()?;
-        std::os::unix::fs::symlink("/bin/busybox", &link).ok()?;
-    }
-    Some(())
+    panic!("warren env build busybox {name} failed: {stderr}");
 }
 
 fn mksquashfs(dir: &Path, image: &Path) -> bool {
@@ -184,12 +181,11 @@ fn start_up() -> Option<Up> {
     let dir = tempfile::tempdir().ok()?;
     let envs = dir.path().join("environments");
     let tasks = dir.path().join("tasks");
-    busybox_environment(&envs.join("busybox"))?;
+    build_busybox(&envs, "busybox", false)?;
+    // Images too, as Pythia ships them: an environment and a task filesystem.
+    build_busybox(&envs, "busybox-image", true)?;
     make_tasks(&tasks);
-    // Images too, as Pythia ships them: a task filesystem and an environment.
-    let images = mksquashfs(&tasks.join("hello-world"), &tasks.join("hello-world.sfs"))
-        && mksquashfs(&envs.join("busybox"), &envs.join("busybox-image.sfs"));
-    if !images {
+    if !mksquashfs(&tasks.join("hello-world"), &tasks.join("hello-world.sfs")) {
         eprintln!("SKIPPED: mksquashfs is not usable here (apt-get install squashfs-tools)");
         return None;
     }
@@ -199,7 +195,7 @@ fn start_up() -> Option<Up> {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--http", "127.0.0.1:0", "--queue", "127.0.0.1:0"])
-        .arg("--environments")
+        .arg("--env-dir")
         .arg(&envs)
         .arg("--taskfs-dir")
         .arg(&tasks)
@@ -413,15 +409,17 @@ fn pythia_job_cases_through_the_queue() {
     );
     expect(&done, "overflow-kill", "overflow", "abcde");
 
-    // A task this worker does not have is a clear answer, not a crash.
+    // An environment no worker offers, or a task this worker does not have: a clear answer,
+    // not a crash.
+    frontend.launch("no-env", "cobol", "hello-world", limits(60, 1024), "");
     frontend.launch("no-task", "busybox", "missing", limits(60, 1024), "");
-    let dones = frontend.dones(&["no-task"], Duration::from_secs(30));
-    let done = &dones["no-task"];
-    assert_eq!(done["status"], "fatal", "{done}");
-    assert!(
-        done["output"]
-            .as_str()
-            .is_some_and(|o| o.contains("missing")),
-        "{done}"
-    );
+    let dones = frontend.dones(&["no-env", "no-task"], Duration::from_secs(30));
+    for (id, name) in [("no-env", "cobol"), ("no-task", "missing")] {
+        let done = &dones[id];
+        assert_eq!(done["status"], "fatal", "{done}");
+        assert!(
+            done["output"].as_str().is_some_and(|o| o.contains(name)),
+            "{done}"
+        );
+    }
 }
