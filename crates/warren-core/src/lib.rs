@@ -15,6 +15,7 @@ pub mod bytes;
 pub mod control;
 pub mod environment;
 pub mod limits;
+pub mod pythia;
 pub mod result;
 pub mod schedule;
 pub mod stats;
