@@ -2,13 +2,14 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | POST | `/v1/tasks` (`?wait=true&timeout=30s`, header `Idempotency-Key`) | 201 + task view (200 + finished view with `wait`; 200 + the first task for a repeated key) |
+//! | POST | `/v1/tasks` (`?wait=true&timeout=30s`, header `Idempotency-Key`; a task spec, or `{"pythia_task", "input"}`) | 201 + task view (200 + finished view with `wait`; 200 + the first task for a repeated key) |
 //! | GET | `/v1/tasks` (`?state=&owner=&worker=&after=&order=asc\|desc&limit=`) | `{"tasks": [...], "next": cursor}` |
 //! | GET | `/v1/tasks/{id}` (`?wait=true&timeout=`) | task view |
 //! | GET | `/v1/tasks/{id}/output` (`?follow=false`: what is there now, then close) | server-sent events: `output` ([`OutputChunk`]), `stats` ([`StatSample`]), then one `end` (task view) |
 //! | POST | `/v1/tasks/{id}/cancel` | task view |
 //! | GET | `/v1/workers` | `{"workers": [...]}` |
 //! | GET | `/healthz`, `/v1/version` | status |
+//! | | `/execute`, `/api/...` | Pythia's HTTP frontends ([`crate::pythia_http`]) |
 //!
 //! Errors are JSON `{"error": message, "field": name-or-null}` with a 4xx status naming the field,
 //! or 500 with a generic message (the real one is logged).
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub max_body: usize,
     /// Longest `?wait=true`.
     pub max_wait: Duration,
+    /// Pythia's HTTP frontends (`/execute`, `/api/...`).
+    pub pythia: Arc<crate::pythia_http::PythiaFrontends>,
 }
 
 /// An API error: status, message, and the field at fault.
@@ -58,7 +61,30 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    /// An error with any status.
+    pub(crate) fn new(
+        status: StatusCode,
+        message: impl Into<String>,
+        field: Option<&str>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: field.map(String::from),
+        }
+    }
+
+    /// The `{"error", "field"}` body.
+    pub(crate) fn body_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&ErrorBody {
+            error: &self.message,
+            field: self.field.as_deref(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// A 400 naming `field`.
+    pub(crate) fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
@@ -123,10 +149,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks/{id}/output", get(output))
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/workers", get(workers))
+        .merge(crate::pythia_http::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/version", get(version))
+        .merge(crate::pythia_http::open_routes())
         .merge(crate::dashboard::routes())
         .merge(v1)
         .fallback(not_found)
@@ -205,7 +233,7 @@ fn wait_param(
     Ok(Some(timeout.min(max)))
 }
 
-fn parse_spec(body: &[u8]) -> Result<TaskSpec, ApiError> {
+pub(crate) fn parse_spec(body: &[u8]) -> Result<TaskSpec, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let spec: TaskSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -250,7 +278,7 @@ async fn submit(
         }
     })?;
     let wait = wait_param(&params, state.max_wait)?;
-    let spec = parse_spec(&body)?;
+    let spec = crate::pythia_http::parse_task_body(&body)?;
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()

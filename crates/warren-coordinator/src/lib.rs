@@ -31,11 +31,13 @@ pub mod auth;
 pub mod clock;
 pub mod dashboard;
 pub mod hub;
+pub mod pythia_http;
 pub mod queue;
 pub mod service;
 pub mod store;
 pub mod writer;
 
+pub use pythia_http::PythiaHttpConfig;
 pub use service::{QueueConfig, Service, ServiceError};
 pub use store::Durability;
 
@@ -63,6 +65,8 @@ pub struct Config {
     /// Require the join token from workers and the bearer token from API clients even on
     /// loopback listeners (they are always required beyond loopback).
     pub require_tokens: bool,
+    /// Pythia's HTTP frontends: the tasks directory, wait and callback settings.
+    pub pythia: PythiaHttpConfig,
 }
 
 /// Default API address.
@@ -84,6 +88,7 @@ impl Config {
             durability: Durability::Full,
             in_memory: false,
             require_tokens: false,
+            pythia: PythiaHttpConfig::default(),
         }
     }
 }
@@ -200,6 +205,7 @@ impl Coordinator {
             token: token_for(http_addr, &api_token),
             max_body: config.max_body,
             max_wait: config.max_wait,
+            pythia: Arc::new(pythia_http::PythiaFrontends::new(config.pythia.clone())),
         };
         let port = queue::QueuePort {
             keepalive: config.keepalive,

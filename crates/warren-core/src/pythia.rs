@@ -49,8 +49,8 @@ pub fn parse_go_bool(text: &str) -> Option<bool> {
 
 /// A string field of a request as Go's `encoding/json` decodes it into a struct: the key
 /// matches exactly or, failing that, case-insensitively; `null` or absence is the empty string;
-/// any other type is an error (the caller names the field).
-pub fn go_string_field(object: &Map<String, Value>, name: &str) -> Result<String, ()> {
+/// any other type is an error saying what it should be (the caller names the field).
+pub fn go_string_field(object: &Map<String, Value>, name: &str) -> Result<String, String> {
     let value = object.get(name).or_else(|| {
         object
             .iter()
@@ -60,7 +60,7 @@ pub fn go_string_field(object: &Map<String, Value>, name: &str) -> Result<String
     match value {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(()),
+        Some(other) => Err(format!("must be a string, not {other}")),
     }
 }
 
@@ -165,14 +165,20 @@ mod tests {
             (r#"{"TID": "a", "tid": "exact"}"#, Ok("exact")),
             (r#"{"tid": null}"#, Ok("")),
             (r#"{}"#, Ok("")),
-            (r#"{"tid": 5}"#, Err(())),
-            (r#"{"tid": ["a"]}"#, Err(())),
+            (r#"{"tid": 5}"#, Err("5")),
+            (r#"{"tid": ["a"]}"#, Err("[\"a\"]")),
         ] {
-            assert_eq!(
-                go_string_field(&object(body), "tid"),
-                want.map(String::from),
-                "{body}"
-            );
+            let got = go_string_field(&object(body), "tid");
+            match want {
+                Ok(want) => assert_eq!(got.as_deref(), Ok(want), "{body}"),
+                Err(shown) => {
+                    let err = got.err().unwrap_or_default();
+                    assert!(
+                        err.contains("must be a string") && err.contains(shown),
+                        "{err}"
+                    );
+                }
+            }
         }
     }
 
