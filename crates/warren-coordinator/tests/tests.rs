@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod kill;
+mod pythia_http;
 mod store;
 mod util;
 

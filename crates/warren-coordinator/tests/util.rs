@@ -254,9 +254,14 @@ impl Executor for HostProcessExecutor {
         let Some((program, args)) = spec.command.split_first() else {
             return RunResult::crash("no command");
         };
+        let stdin = spec.stdin_bytes().unwrap_or_default();
         let mut child = match Command::new(program)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -264,6 +269,12 @@ impl Executor for HostProcessExecutor {
             Ok(c) => c,
             Err(e) => return RunResult::crash(e.to_string()),
         };
+        if let Some(mut pipe) = child.stdin.take() {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&stdin);
+            });
+        }
         let (tx, rx) = mpsc::channel();
         for (stream, mut pipe) in [
             (

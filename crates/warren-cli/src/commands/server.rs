@@ -41,6 +41,9 @@ pub struct ServerArgs {
     /// required beyond loopback).
     #[arg(long)]
     pub require_token: bool,
+    /// Directory of Pythia task files: `POST /execute` and `/api/execute` run `DIR/<tid>.task`.
+    #[arg(long, value_name = "DIR")]
+    pub tasks_dir: Option<PathBuf>,
     /// Limits for whatever a task leaves unset.
     #[command(flatten)]
     pub defaults: DefaultLimits,
@@ -127,6 +130,7 @@ impl ServerArgs {
             .with_context(|| "the --default-* limits")?;
         config.max_body = usize::try_from(self.max_body).context("--max-body is too large")?;
         config.require_tokens = self.require_token;
+        config.pythia.tasks_dir = self.tasks_dir.clone();
         if self.no_fsync {
             config.durability = Durability::Process;
         }

@@ -1,14 +1,21 @@
 //! `warren submit`: queue a task and print its id; `--wait` prints the finished task.
 
-use anyhow::Context;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
+use warren_core::bytes;
+use warren_core::pythia::pythia_field;
+use warren_core::task::{TaskSpec, Timestamp};
+use warren_proto::PythiaTask;
 
 use super::client_args::{block_on, print_json, ClientArgs};
 use super::render::task_details;
 use super::run::{exit_code, EXIT_CODES};
 use super::task_args::{now, TaskArgs};
 
-/// `warren submit [--wait] [limit flags] -- COMMAND...`
+/// `warren submit [--wait] [limit flags] -- COMMAND...` or
+/// `warren submit --pythia-task FILE [--input FILE] [--wait]`
 #[derive(Debug, Args)]
 #[command(after_long_help = EXIT_CODES)]
 pub struct SubmitArgs {
@@ -17,13 +24,94 @@ pub struct SubmitArgs {
     /// Wait until the task has finished, print it, and exit with its exit code (as `warren run`).
     #[arg(long)]
     pub wait: bool,
+    /// A Pythia task file (`{"environment", "taskfs", "limits"}`) to run instead of a command:
+    /// its task filesystem's /task/control runs; limit flags override the file's limits.
+    #[arg(long, value_name = "FILE")]
+    pub pythia_task: Option<std::path::PathBuf>,
+    /// With --pythia-task: a file the task reads on its standard input (`-` for this one's).
+    #[arg(long, value_name = "FILE", requires = "pythia_task")]
+    pub input: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub task: TaskArgs,
 }
 
+/// The task a Pythia task file describes, with the scheduling and limit flags of `task` applied.
+pub fn pythia_spec(
+    file: &Path,
+    input: Option<&Path>,
+    task: &TaskArgs,
+    now: Timestamp,
+) -> anyhow::Result<TaskSpec> {
+    if !task.command.is_empty() {
+        bail!(
+            "--pythia-task runs the task filesystem's /task/control: it takes no command after `--`"
+        );
+    }
+    for (given, flag) in [
+        (task.taskfs.is_some(), "--taskfs"),
+        (task.environment.is_some(), "--environment"),
+        (task.stdin.is_some(), "--stdin (use --input)"),
+    ] {
+        if given {
+            bail!("{flag} cannot be combined with --pythia-task: the task file defines it");
+        }
+    }
+    let text = std::fs::read(file)
+        .with_context(|| format!("--pythia-task: reading {}", file.display()))?;
+    let mut de = serde_json::Deserializer::from_slice(&text);
+    let pythia: PythiaTask = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| anyhow!("{}: `{}`: {}", file.display(), e.path(), e.inner()))?;
+    let input = match input {
+        Some(path) if path == Path::new("-") => {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut data)
+                .context("reading standard input for --input -")?;
+            data
+        }
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("--input: reading {}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let encoded = bytes::encode(&input);
+    let base = pythia.to_spec(if encoded.base64.is_some() {
+        ""
+    } else {
+        &encoded.text
+    });
+    base.validate().map_err(|e| {
+        anyhow!(
+            "{}: `{}`: {}",
+            file.display(),
+            pythia_field(&e.field),
+            e.problem
+        )
+    })?;
+    let mut args = task.clone();
+    args.taskfs = base.taskfs.clone();
+    args.environment = base.environment.clone();
+    let mut spec = args.to_spec(now)?;
+    spec.stdin = base.stdin;
+    spec.stdin_base64 = encoded.base64;
+    let flags = std::mem::replace(&mut spec.limits, base.limits);
+    let limits = &mut spec.limits;
+    limits.wall_time = flags.wall_time.or(limits.wall_time);
+    limits.cpu_time = flags.cpu_time.or(limits.cpu_time);
+    limits.memory = flags.memory.or(limits.memory);
+    limits.disk = flags.disk.or(limits.disk);
+    limits.output = flags.output.or(limits.output);
+    limits.pids = flags.pids.or(limits.pids);
+    limits.cpus = flags.cpus.or(limits.cpus);
+    spec.validate().context("invalid task")?;
+    Ok(spec)
+}
+
 /// Submits the task, returning the process exit code.
 pub fn run(args: SubmitArgs) -> anyhow::Result<u8> {
-    let spec = args.task.to_spec(now())?;
+    let spec = match &args.pythia_task {
+        Some(file) => pythia_spec(file, args.input.as_deref(), &args.task, now())?,
+        None => args.task.to_spec(now())?,
+    };
     let client = args.client.connect()?;
     block_on(async {
         if args.wait {

@@ -35,6 +35,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
             data_dir.join("worker"),
             data_dir.join("environments"),
         )?;
+        // The tasks directory holds the task filesystems its task files name, as in Pythia.
+        if worker_config.taskfs_dir.is_none() {
+            worker_config.taskfs_dir = args.server.tasks_dir.clone();
+        }
         if worker_config.token.is_none() {
             worker_config.token = Some(coordinator.join_token.clone());
         }

@@ -24,6 +24,9 @@ pub struct WorkerArgs {
     /// Keep-alive interval; a coordinator silent for three is re-dialled.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub keepalive: Duration,
+    /// Another name for --taskfs-dir (Pythia keeps task files and task filesystems together).
+    #[arg(long, value_name = "DIR", conflicts_with = "taskfs_dir")]
+    pub tasks_dir: Option<PathBuf>,
     #[command(flatten)]
     pub common: WorkerCommon,
 }
@@ -144,13 +147,16 @@ pub fn sandbox_worker(config: Config) -> anyhow::Result<Worker> {
 /// Runs `warren worker` until Ctrl-C.
 pub fn run(args: WorkerArgs) -> anyhow::Result<u8> {
     init_logging();
-    let config = args.common.config(
+    let mut config = args.common.config(
         args.connect.clone(),
         args.capacity,
         args.keepalive,
         default_data_dir().join("worker"),
         super::env::default_env_dir(),
     )?;
+    if config.taskfs_dir.is_none() {
+        config.taskfs_dir = args.tasks_dir.clone();
+    }
     let worker = sandbox_worker(config)?;
     println!(
         "Warren worker {} connecting to {}",
