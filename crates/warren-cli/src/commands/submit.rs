@@ -136,3 +136,95 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<u8> {
         }
     })?
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        submit: SubmitArgs,
+    }
+
+    fn spec(dir: &Path, task: &str, input: &[u8], flags: &[&str]) -> Result<TaskSpec, String> {
+        let file = dir.join("t.task");
+        let input_file = dir.join("input");
+        std::fs::write(&file, task).map_err(|e| e.to_string())?;
+        std::fs::write(&input_file, input).map_err(|e| e.to_string())?;
+        let (file, input_file) = (file.display().to_string(), input_file.display().to_string());
+        let argv = ["probe", "--pythia-task", &file, "--input", &input_file];
+        let probe = Probe::try_parse_from(argv.iter().copied().chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        let args = probe.submit;
+        let file = args.pythia_task.unwrap_or_default();
+        pythia_spec(
+            &file,
+            args.input.as_deref(),
+            &args.task,
+            Timestamp::from_unix_ms(0),
+        )
+        .map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn a_pythia_task_file_becomes_the_spec_with_flags_over_it() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        let task = r#"{"environment": "busybox", "taskfs": "hello.sfs", "name": "extra fields are fine",
+            "limits": {"time": 2, "memory": 64, "disk": 50, "output": 100}}"#;
+        let got = spec(
+            dir.path(),
+            task,
+            b"42\n",
+            &["--memory", "128M", "--cap", "arch=x86_64"],
+        );
+        let Ok(got) = got else { panic!("{got:?}") };
+        assert!(got.command.is_empty());
+        assert_eq!(got.taskfs.as_deref(), Some("hello.sfs"));
+        assert_eq!(got.environment.as_deref(), Some("busybox"));
+        assert_eq!(got.stdin.as_deref(), Some("42\n"));
+        assert_eq!(got.limits.wall_time.map(|d| d.as_secs()), Some(2));
+        assert_eq!(got.limits.memory, Some(128 << 20));
+        assert_eq!(got.limits.disk, Some(32 << 20));
+        assert_eq!(got.limits.output, Some(100));
+        assert_eq!(got.caps.get("arch").map(String::as_str), Some("x86_64"));
+
+        let got = spec(dir.path(), task, &[0xff, 0], &[]);
+        let Ok(got) = got else { panic!("{got:?}") };
+        assert_eq!(
+            (got.stdin.clone(), got.stdin_bytes().ok()),
+            (None, Some(vec![0xff, 0]))
+        );
+    }
+
+    #[test]
+    fn pythia_task_mistakes_name_the_field() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        for (task, flags, needle) in [
+            (
+                r#"{"taskfs": "t", "limits": {"time": -1}}"#,
+                &[][..],
+                "`limits.time`",
+            ),
+            (r#"{"taskfs": ""}"#, &[][..], "`taskfs`"),
+            (r#"{"taskfs": "../up"}"#, &[][..], "`taskfs`"),
+            (r#"[]"#, &[][..], "t.task"),
+            (r#"{"taskfs": "t"}"#, &["--", "echo"][..], "no command"),
+            (
+                r#"{"taskfs": "t"}"#,
+                &["--environment", "e"][..],
+                "--environment",
+            ),
+            (r#"{"taskfs": "t"}"#, &["--stdin", "-"][..], "--input"),
+        ] {
+            let err = spec(dir.path(), task, b"", flags).err().unwrap_or_default();
+            assert!(err.contains(needle), "{task} {flags:?}: {err}");
+        }
+    }
+}

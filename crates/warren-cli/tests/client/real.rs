@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod pythia;
+
 /// Longest any one `warren` command may take before the test fails (instead of hanging).
 const COMMAND_LIMIT: Duration = Duration::from_secs(120);
 
