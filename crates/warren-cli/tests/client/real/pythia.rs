@@ -33,8 +33,9 @@ fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// `DIR/hello.task` and its task filesystem `DIR/hello/control`, which echoes its input.
-fn hello_task(dir: &Path) {
+/// `DIR/hello.task` and its task filesystem `DIR/hello/control`, which echoes its input, and an
+/// input file holding `42`; returns the task file's path and the input's.
+fn hello_task(dir: &Path) -> (String, String) {
     let task = json!({"environment": "", "taskfs": "hello", "limits": {"time": 10, "memory": 64, "disk": 50, "output": 1000}});
     assert!(std::fs::write(dir.join("hello.task"), task.to_string()).is_ok());
     assert!(std::fs::create_dir(dir.join("hello")).is_ok());
@@ -42,6 +43,12 @@ fn hello_task(dir: &Path) {
     assert!(std::fs::write(&control, "#!/bin/sh\necho \"got $(cat)\"\necho done >&2\n").is_ok());
     use std::os::unix::fs::PermissionsExt;
     assert!(std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o755)).is_ok());
+    let input = dir.join("input.txt");
+    assert!(std::fs::write(&input, "42").is_ok());
+    (
+        dir.join("hello.task").display().to_string(),
+        input.display().to_string(),
+    )
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -54,24 +61,21 @@ fn tempdir() -> tempfile::TempDir {
 #[test]
 fn server_takes_a_tasks_dir_and_submit_takes_a_pythia_task_file() {
     let tasks = tempdir();
-    hello_task(tasks.path());
+    let paths = hello_task(tasks.path());
     let dir = tasks.path().display().to_string();
     let coordinator = Coordinator::start("server", &["--tasks-dir", &dir]);
 
     let (status, body) = http(&coordinator.url, "GET", "/api/tasks", "");
     assert_eq!((status, body.as_str()), (200, r#"[{"taskid":"hello"}]"#));
 
-    let file = tasks.path().join("hello.task").display().to_string();
-    let input = tasks.path().join("input.txt");
-    assert!(std::fs::write(&input, "42").is_ok());
-    let input = input.display().to_string();
+    let (file, input) = (paths.0.as_str(), paths.1.as_str());
     let ran = coordinator.warren(&[
         "submit",
         "--json",
         "--pythia-task",
-        &file,
+        file,
         "--input",
-        &input,
+        input,
         "--priority",
         "2",
     ]);
@@ -90,16 +94,16 @@ fn server_takes_a_tasks_dir_and_submit_takes_a_pythia_task_file() {
     let bad = bad.display().to_string();
     for (args, needle) in [
         (
-            vec!["submit", "--pythia-task", &file, "--", "echo"],
+            vec!["submit", "--pythia-task", file, "--", "echo"],
             "no command",
         ),
         (vec!["submit", "--pythia-task", &bad], "limits.time"),
         (
-            vec!["submit", "--pythia-task", &file, "--taskfs", "x"],
+            vec!["submit", "--pythia-task", file, "--taskfs", "x"],
             "--taskfs",
         ),
         (
-            vec!["submit", "--input", &input, "--", "cat"],
+            vec!["submit", "--input", input, "--", "cat"],
             "--pythia-task",
         ),
     ] {
@@ -122,20 +126,17 @@ fn up_runs_pythia_tasks_from_its_tasks_dir() {
         return;
     }
     let tasks = tempdir();
-    hello_task(tasks.path());
+    let paths = hello_task(tasks.path());
     let dir = tasks.path().display().to_string();
     let coordinator = Coordinator::start("up", &["--capacity", "2", "--tasks-dir", &dir]);
 
-    let file = tasks.path().join("hello.task").display().to_string();
-    let input = tasks.path().join("input.txt");
-    assert!(std::fs::write(&input, "42").is_ok());
-    let input = input.display().to_string();
+    let (file, input) = (paths.0.as_str(), paths.1.as_str());
     let ran = coordinator.warren(&[
         "submit",
         "--pythia-task",
-        &file,
+        file,
         "--input",
-        &input,
+        input,
         "--wait",
         "--json",
     ]);
