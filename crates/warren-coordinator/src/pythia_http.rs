@@ -295,9 +295,10 @@ pub(crate) fn parse_task_body(body: &[u8]) -> Result<TaskSpec, ApiError> {
     let Some(task) = object.remove("pythia_task") else {
         return parse_spec(body);
     };
-    const DEFINED: [&str; 6] = [
+    const DEFINED: [&str; 7] = [
         "command",
         "taskfs",
+        "task_files",
         "environment",
         "limits",
         "stdin",

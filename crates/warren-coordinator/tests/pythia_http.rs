@@ -1,7 +1,7 @@
 //! Pythia's HTTP frontends over real sockets: `/execute` (pythia-core), `/api/execute` with its
 //! callbacks and the `/api` listings (pythia-server), and Pythia tasks on `POST /v1/tasks`.
 //! Task files live in a real tasks directory; a worker runs each task filesystem's `control`
-//! script on the host (and, as root, in the real sandbox).
+//! file on the host (and, as root, in the real sandbox).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,8 @@ use warren_worker::Executor;
 
 use crate::util::*;
 
-/// Runs a Pythia task's `control` from the tasks directory on the host, as a worker runs
-/// `/task/control` from the task filesystem (without a sandbox, so no root is needed).
+/// Runs a Pythia task's one-line `control` file on the host, with `/task` standing for the task
+/// filesystem's directory: a stand-in for the worker's control runner that needs no root.
 #[derive(Debug)]
 struct ControlScripts {
     dir: PathBuf,
@@ -36,14 +36,29 @@ impl Executor for ControlScripts {
     fn run(&self, spec: &TaskSpec, events: &mut dyn RunEvents, abort: &AbortHandle) -> RunResult {
         let mut spec = spec.clone();
         if let (true, Some(taskfs)) = (spec.command.is_empty(), &spec.taskfs) {
-            let control = self.dir.join(taskfs).join("control");
-            spec.command = vec![control.display().to_string()];
+            let fs = self.dir.join(taskfs);
+            let text = std::fs::read(fs.join("control")).unwrap_or_default();
+            let steps = warren_core::control::parse(&text).unwrap_or_default();
+            let [step] = steps.as_slice() else {
+                return RunResult::crash("the stand-in runs one-line control files only");
+            };
+            spec.command = step
+                .argv
+                .iter()
+                .map(|arg| {
+                    let arg = String::from_utf8_lossy(arg);
+                    match arg.strip_prefix("/task/") {
+                        Some(rest) => fs.join(rest).display().to_string(),
+                        None => arg.into_owned(),
+                    }
+                })
+                .collect();
         }
         self.host.run(&spec, events, abort)
     }
 }
 
-/// A coordinator with a tasks directory, and one worker running its control scripts.
+/// A coordinator with a tasks directory, and one worker running its control files.
 struct Pythia {
     c: TestCoordinator,
     tasks: PathBuf,
@@ -57,25 +72,28 @@ impl Pythia {
         self.c.http()
     }
 
-    /// Writes `TASKS/<tid>.task` and the task filesystem `TASKS/<tid>/control`.
-    fn task(&self, tid: &str, task: Value, control: &str) {
-        write_task(&self.tasks, tid, task, control);
+    /// Writes `TASKS/<tid>.task` and the task filesystem `TASKS/<tid>/` running `script`.
+    fn task(&self, tid: &str, task: Value, script: &str) {
+        write_task(&self.tasks, tid, task, script);
     }
 
-    /// A file beside the tasks directory whose appearance lets a waiting control script end.
+    /// A file beside the tasks directory whose appearance lets a waiting script end.
     fn gate(&self, name: &str) -> PathBuf {
         self.root.path().join(name)
     }
 }
 
-fn write_task(tasks: &Path, tid: &str, task: Value, control: &str) {
+/// `TASKS/<tid>.task`, and the task filesystem `TASKS/<tid>/` whose control file runs
+/// `/task/run.sh`, which is `script`.
+fn write_task(tasks: &Path, tid: &str, task: Value, script: &str) {
     std::fs::write(tasks.join(format!("{tid}.task")), task.to_string()).unwrap();
     let fs = tasks.join(tid);
     std::fs::create_dir_all(&fs).unwrap();
-    let script = fs.join("control");
-    std::fs::write(&script, control).unwrap();
+    std::fs::write(fs.join("control"), "/task/run.sh\n").unwrap();
+    let script_path = fs.join("run.sh");
+    std::fs::write(&script_path, script).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 fn pythia_task(taskfs: &str) -> Value {
@@ -300,7 +318,7 @@ async fn next_callback(rx: &mut mpsc::UnboundedReceiver<Value>) -> Value {
         .expect("callback server gone")
 }
 
-/// A control script that waits for `gate` to exist, then says so.
+/// A script that waits for `gate` to exist, then says so.
 fn gated(gate: &Path) -> String {
     format!(
         "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.02; done\necho opened\n",
@@ -614,6 +632,10 @@ async fn pythia_tasks_on_v1_tasks() {
             json!({"pythia_task": pythia_task("echo"), "limits": {"memory": "1G"}}),
             "limits",
         ),
+        (
+            json!({"pythia_task": pythia_task("echo"), "task_files": [{"path": "control"}]}),
+            "task_files",
+        ),
         (json!({"pythia_task": bad_time}), "pythia_task.limits.time"),
         (json!({"pythia_task": no_taskfs}), "pythia_task.taskfs"),
         (json!({"pythia_task": escaping}), "pythia_task.taskfs"),
@@ -683,7 +705,7 @@ async fn sandboxed_pythia_tasks_report_pythias_statuses() {
         &tasks,
         "slow",
         file("slow", limits(1, 1000)),
-        "#!/bin/sh\nsleep 5\n",
+        "#!/bin/sh\necho started\nsleep 5\n",
     );
     write_task(
         &tasks,
@@ -693,7 +715,8 @@ async fn sandboxed_pythia_tasks_report_pythias_statuses() {
     );
     for (tid, input, status, output) in [
         ("echo", "in\n", "success", "in\nerr\n"),
-        ("slow", "", "timeout", ""),
+        // Pythia's timeout: the output so far.
+        ("slow", "", "timeout", "started\n"),
         ("chatty", "", "overflow", "0123456789"),
     ] {
         let r = post_json(

@@ -33,16 +33,18 @@ fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// `DIR/hello.task` and its task filesystem `DIR/hello/control`, which echoes its input, and an
-/// input file holding `42`; returns the task file's path and the input's.
+/// `DIR/hello.task` and its task filesystem `DIR/hello/` (its control file runs `hello.sh`,
+/// which echoes its input), and an input file holding `42`; returns the task file's path and
+/// the input's.
 fn hello_task(dir: &Path) -> (String, String) {
     let task = json!({"environment": "", "taskfs": "hello", "limits": {"time": 10, "memory": 64, "disk": 50, "output": 1000}});
     assert!(std::fs::write(dir.join("hello.task"), task.to_string()).is_ok());
     assert!(std::fs::create_dir(dir.join("hello")).is_ok());
-    let control = dir.join("hello/control");
-    assert!(std::fs::write(&control, "#!/bin/sh\necho \"got $(cat)\"\necho done >&2\n").is_ok());
+    assert!(std::fs::write(dir.join("hello/control"), "/task/hello.sh\n").is_ok());
+    let script = dir.join("hello/hello.sh");
+    assert!(std::fs::write(&script, "#!/bin/sh\necho \"got $(cat)\"\necho done >&2\n").is_ok());
     use std::os::unix::fs::PermissionsExt;
-    assert!(std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o755)).is_ok());
+    assert!(std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).is_ok());
     let input = dir.join("input.txt");
     assert!(std::fs::write(&input, "42").is_ok());
     (
