@@ -11,8 +11,8 @@
 //! | GET | `/api/health` | `{"running": true, "workers": connected}` |
 //!
 //! `tid` names `TASKS_DIR/<tid>.task` (`--tasks-dir`); a tid with a path separator, `..` or NUL
-//! is refused before any file is opened. Every response also carries `Pythia-Status` and, once
-//! a task exists, `Warren-Task-Id`. Executions are ordinary Warren tasks (owner `pythia-http`):
+//! is refused before any file is opened. An answer about a task carries `Warren-Task-Id` and,
+//! once it has one, its `Pythia-Status`. Executions are ordinary Warren tasks (owner `pythia-http`):
 //! a client that goes away does not stop them, and their result is recorded like any other.
 
 use std::path::{Path, PathBuf};
@@ -351,10 +351,25 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| ApiError::new(e.status(), e.body_text(), Some("body")))
 }
 
+/// How much of a body Pythia's Go servers read: `json.Unmarshal` (pythia-core) wants exactly
+/// one value, `json.Decoder` (pythia-server) reads the first and ignores what follows.
+#[derive(Clone, Copy)]
+enum GoDecode {
+    Whole,
+    FirstValue,
+}
+
 /// A request body as pythia's Go servers decode one into a struct of strings: `null` is
 /// empty, anything but an object is refused, keys match case-insensitively.
-fn go_request(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(bytes) {
+fn go_request(bytes: &[u8], decode: GoDecode) -> Result<Map<String, Value>, ApiError> {
+    let value = match decode {
+        GoDecode::Whole => serde_json::from_slice::<Value>(bytes),
+        GoDecode::FirstValue => serde_json::Deserializer::from_slice(bytes)
+            .into_iter::<Value>()
+            .next()
+            .unwrap_or_else(|| serde_json::from_slice::<Value>(b"")),
+    };
+    match value {
         Ok(Value::Object(object)) => Ok(object),
         Ok(Value::Null) => Ok(Map::new()),
         Ok(_) => Err(ApiError::bad("body", "the body must be a JSON object")),
@@ -400,10 +415,11 @@ fn outcome(tid: &str, view: &TaskView, bound: Duration) -> warren_proto::Done {
     )
 }
 
-fn with_headers(mut response: Response, view: &TaskView, status: &str) -> Response {
+/// Adds `Warren-Task-Id` and, once the task has a Pythia status, `Pythia-Status`.
+fn with_headers(mut response: Response, view: &TaskView, status: Option<&str>) -> Response {
     let headers = response.headers_mut();
     headers.insert("warren-task-id", HeaderValue::from(view.id));
-    if let Ok(value) = HeaderValue::from_str(status) {
+    if let Some(value) = status.and_then(|s| HeaderValue::from_str(s).ok()) {
         headers.insert("pythia-status", value);
     }
     response
@@ -415,7 +431,7 @@ async fn execute(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Execute422> {
     let raw = body(raw).map_err(Execute422::Plain)?;
-    let request = go_request(&raw).map_err(Execute422::Plain)?;
+    let request = go_request(&raw, GoDecode::Whole).map_err(Execute422::Plain)?;
     let tid = string_field(&request, "tid").map_err(Execute422::Plain)?;
     let input = string_field(&request, "response").map_err(Execute422::Plain)?;
     let spec = state.pythia.load(&tid, &input).await.map_err(|e| match e {
@@ -440,7 +456,7 @@ async fn execute(
         }
         _ => StatusCode::OK.into_response(),
     };
-    Ok(with_headers(response, &view, &done.status))
+    Ok(with_headers(response, &view, Some(&done.status)))
 }
 
 /// `/execute`'s errors: an unknown task is pythia-core's 422 page, the rest plain API errors.
@@ -483,7 +499,7 @@ async fn api_execute(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let raw = body(raw)?;
-    let request = go_request(&raw)?;
+    let request = go_request(&raw, GoDecode::FirstValue)?;
     let tid = string_field(&request, "tid")?;
     let input = string_field(&request, "input")?;
     let callback = string_field(&request, "callback")?;
@@ -518,7 +534,7 @@ async fn api_execute(
             output: &done.output,
         })
         .into_response();
-        return Ok(with_headers(answer, &view, &done.status));
+        return Ok(with_headers(answer, &view, Some(&done.status)));
     };
     let bound = state.pythia.wait_for(&state, &spec);
     let view = state.service.submit(spec, OWNER.into()).await?;
@@ -542,11 +558,7 @@ async fn api_execute(
         .unwrap_or_default();
         pythia.deliver(url, body).await;
     });
-    Ok(with_headers(
-        StatusCode::OK.into_response(),
-        &view,
-        "queued",
-    ))
+    Ok(with_headers(StatusCode::OK.into_response(), &view, None))
 }
 
 /// A callback URL: absolute, http or https.

@@ -223,8 +223,11 @@ async fn execute_answers_as_pythia_cores_frontend() {
 
     let r = http(p.http(), "GET", "/execute", b"").await;
     assert_eq!(r.status, 405, "{r:?}");
-    let r = http(p.http(), "POST", "/execute", b"{not json").await;
-    assert_eq!(r.status, 400, "{r:?}");
+    // pythia-core's json.Unmarshal wants exactly one value.
+    for body in [&b"{not json"[..], b"", b"{\"tid\": \"echo\"} {}"] {
+        let r = http(p.http(), "POST", "/execute", body).await;
+        assert_eq!(r.status, 400, "{r:?}");
+    }
     let r = post_json(p.http(), "/execute", json!({"tid": 5})).await;
     assert_eq!(
         (r.status, &r.json()["field"]),
@@ -343,6 +346,15 @@ async fn api_execute_answers_as_pythia_server_synchronously() {
     );
     let r = post_json(p.http(), "/api/execute", json!({"tid": "crash"})).await;
     assert_eq!(r.json()["status"], "crash", "{r:?}");
+    // pythia-server's json.Decoder reads the first value and leaves the rest.
+    let r = http(
+        p.http(),
+        "POST",
+        "/api/execute",
+        br#"{"tid": "echo", "input": "t\n"} and more"#,
+    )
+    .await;
+    assert_eq!(r.json()["output"], "t\nto stderr %s %d %%\n", "{r:?}");
 
     // An environment no worker offers: Pythia's `fatal`, saying why.
     let mut busybox = pythia_task("echo");
@@ -380,8 +392,10 @@ async fn api_execute_answers_as_pythia_server_synchronously() {
             "{path} {body}: {r:?}"
         );
     }
-    let r = http(p.http(), "POST", "/api/execute", b"[1]").await;
-    assert_eq!(r.status, 400, "{r:?}");
+    for body in [&b"[1]"[..], b"", b"{\"tid\": "] {
+        let r = http(p.http(), "POST", "/api/execute", body).await;
+        assert_eq!(r.status, 400, "{r:?}");
+    }
     let r = http(p.http(), "GET", "/api/execute", b"").await;
     assert_eq!(r.status, 405, "{r:?}");
     assert_eq!(frontend_tasks(p.http()).await.len(), before);
@@ -411,6 +425,7 @@ async fn api_execute_async_posts_the_result_to_the_callback() {
     .await;
     // Answered while the task cannot have ended: its gate is still shut.
     assert_eq!((r.status, r.text().as_str()), (200, ""), "{r:?}");
+    assert_eq!(r.header("pythia-status"), None);
     let id: u64 = r.header("warren-task-id").unwrap().parse().unwrap();
     let (_, view) = get(p.http(), &format!("/v1/tasks/{id}")).await;
     assert!(

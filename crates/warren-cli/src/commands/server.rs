@@ -130,6 +130,13 @@ impl ServerArgs {
             .with_context(|| "the --default-* limits")?;
         config.max_body = usize::try_from(self.max_body).context("--max-body is too large")?;
         config.require_tokens = self.require_token;
+        if let Some(dir) = &self.tasks_dir {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--tasks-dir {}: not a directory",
+                dir.display()
+            );
+        }
         config.pythia.tasks_dir = self.tasks_dir.clone();
         if self.no_fsync {
             config.durability = Durability::Process;

@@ -190,3 +190,23 @@ fn worker_takes_tasks_dir_as_another_name_for_taskfs_dir() {
     assert_eq!(ran.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&ran.stderr).contains("--taskfs-dir"));
 }
+
+#[test]
+fn a_missing_tasks_dir_is_refused_at_start() {
+    let dir = tempdir();
+    let missing = dir.path().join("missing").display().to_string();
+    let data = dir.path().join("data").display().to_string();
+    let ran = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["server", "--data-dir", &data, "--tasks-dir", &missing])
+        .args(["--http", "127.0.0.1:0", "--queue", "127.0.0.1:0"])
+        .output();
+    let Ok(ran) = ran else {
+        panic!("running warren server")
+    };
+    assert_eq!(ran.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(
+        stderr.contains("--tasks-dir") && stderr.contains("not a directory"),
+        "{stderr}"
+    );
+}
