@@ -33,10 +33,10 @@ use warren_core::pythia::{
     parse_go_bool, pythia_field, CALLBACK_ATTEMPTS,
 };
 use warren_core::task::{TaskSpec, TaskView, WorkerState};
-use warren_proto::{PythiaStatus, PythiaTask};
+use warren_proto::{Done, PythiaStatus, PythiaTask};
 
 use crate::api::{parse_spec, ApiError, ApiState};
-use crate::service::pythia_done;
+use crate::service::{pythia_done, ServiceError};
 
 /// Settings of the Pythia frontends.
 #[derive(Debug, Clone)]
@@ -381,22 +381,47 @@ fn string_field(object: &Map<String, Value>, name: &str) -> Result<String, ApiEr
     go_string_field(object, name).map_err(|e| ApiError::bad(name, format!("`{name}`: {e}")))
 }
 
-/// Submits `spec` and waits, bounded, for its end. The task belongs to the queue: if the
-/// caller goes away it still runs and is recorded.
-async fn run(state: &ApiState, spec: TaskSpec) -> Result<(TaskView, Duration), ApiError> {
-    let bound = state.pythia.wait_for(state, &spec);
-    let view = state.service.submit(spec, OWNER.into()).await?;
-    if view.state.is_terminal() {
-        return Ok((view, bound));
+/// Submits `spec` as the task `tid` names. A task the queue refuses (an environment no worker
+/// offers, say) is Pythia's `fatal` saying why, as on the queue port.
+async fn submit(
+    state: &ApiState,
+    tid: &str,
+    spec: TaskSpec,
+) -> Result<Result<TaskView, Done>, ApiError> {
+    match state.service.submit(spec, OWNER.into()).await {
+        Ok(view) => Ok(Ok(view)),
+        Err(ServiceError::Field(e)) => Ok(Err(Done {
+            id: tid.to_string(),
+            status: PythiaStatus::Fatal.name().into(),
+            output: e.to_string(),
+        })),
+        Err(e) => Err(e.into()),
     }
-    Ok((state.service.wait(view.id, bound).await?, bound))
+}
+
+/// Submits `spec` and waits, bounded, for its end: the task (unless it was refused) and its end
+/// as Pythia reports it. The task belongs to the queue: if the caller goes away it still runs
+/// and is recorded.
+async fn run(
+    state: &ApiState,
+    tid: &str,
+    spec: TaskSpec,
+) -> Result<(Option<TaskView>, Done), ApiError> {
+    let bound = state.pythia.wait_for(state, &spec);
+    let view = match submit(state, tid, spec).await? {
+        Ok(view) if view.state.is_terminal() => view,
+        Ok(view) => state.service.wait(view.id, bound).await?,
+        Err(refused) => return Ok((None, refused)),
+    };
+    let done = outcome(tid, &view, bound);
+    Ok((Some(view), done))
 }
 
 /// A task's end as Pythia reports it; a task still going after `bound` is an `error` (Pythia's
 /// temporary failure) saying where to follow it.
-fn outcome(tid: &str, view: &TaskView, bound: Duration) -> warren_proto::Done {
+fn outcome(tid: &str, view: &TaskView, bound: Duration) -> Done {
     if !view.state.is_terminal() {
-        return warren_proto::Done {
+        return Done {
             id: tid.to_string(),
             status: PythiaStatus::Error.name().into(),
             output: format!(
@@ -415,10 +440,12 @@ fn outcome(tid: &str, view: &TaskView, bound: Duration) -> warren_proto::Done {
     )
 }
 
-/// Adds `Warren-Task-Id` and, once the task has a Pythia status, `Pythia-Status`.
-fn with_headers(mut response: Response, view: &TaskView, status: Option<&str>) -> Response {
+/// Adds `Warren-Task-Id` when there is a task and, once it has a Pythia status, `Pythia-Status`.
+fn with_headers(mut response: Response, view: Option<&TaskView>, status: Option<&str>) -> Response {
     let headers = response.headers_mut();
-    headers.insert("warren-task-id", HeaderValue::from(view.id));
+    if let Some(view) = view {
+        headers.insert("warren-task-id", HeaderValue::from(view.id));
+    }
     if let Some(value) = status.and_then(|s| HeaderValue::from_str(s).ok()) {
         headers.insert("pythia-status", value);
     }
@@ -440,10 +467,10 @@ async fn execute(
         }
         e => Execute422::Plain(e.into_api(StatusCode::UNPROCESSABLE_ENTITY)),
     })?;
-    let (view, bound) = run(&state, spec).await.map_err(Execute422::Plain)?;
-    let done = outcome(&tid, &view, bound);
+    let (view, done) = run(&state, &tid, spec).await.map_err(Execute422::Plain)?;
     // Only a success carries the output, written as the exact bytes the task wrote.
-    let response = match (done.status.as_str(), &view.result) {
+    let result = view.as_ref().and_then(|v| v.result.as_ref());
+    let response = match (done.status.as_str(), result) {
         ("success", Some(result)) => {
             let mut output = result.stdout.clone();
             output.extend_from_slice(&result.stderr);
@@ -456,7 +483,7 @@ async fn execute(
         }
         _ => StatusCode::OK.into_response(),
     };
-    Ok(with_headers(response, &view, Some(&done.status)))
+    Ok(with_headers(response, view.as_ref(), Some(&done.status)))
 }
 
 /// `/execute`'s errors: an unknown task is pythia-core's 422 page, the rest plain API errors.
@@ -526,28 +553,30 @@ async fn api_execute(
         .await
         .map_err(|e| e.into_api(StatusCode::BAD_REQUEST))?;
     let Some(url) = callback else {
-        let (view, bound) = run(&state, spec).await?;
-        let done = outcome(&tid, &view, bound);
+        let (view, done) = run(&state, &tid, spec).await?;
         let answer = Json(Submission {
             tid: &tid,
             status: &done.status,
             output: &done.output,
         })
         .into_response();
-        return Ok(with_headers(answer, &view, Some(&done.status)));
+        return Ok(with_headers(answer, view.as_ref(), Some(&done.status)));
     };
     let bound = state.pythia.wait_for(&state, &spec);
-    let view = state.service.submit(spec, OWNER.into()).await?;
+    let submitted = submit(&state, &tid, spec).await?;
+    let view = submitted.as_ref().ok().cloned();
     let service = Arc::clone(&state.service);
     let pythia = Arc::clone(&state.pythia);
-    let id = view.id;
     tokio::spawn(async move {
-        let done = match service.wait(id, bound).await {
-            Ok(view) => outcome(&tid, &view, bound),
-            Err(e) => warren_proto::Done {
-                id: tid.clone(),
-                status: PythiaStatus::Error.name().into(),
-                output: e.to_string(),
+        let done = match submitted {
+            Err(refused) => refused,
+            Ok(view) => match service.wait(view.id, bound).await {
+                Ok(view) => outcome(&tid, &view, bound),
+                Err(e) => Done {
+                    id: tid.clone(),
+                    status: PythiaStatus::Error.name().into(),
+                    output: e.to_string(),
+                },
             },
         };
         let body = serde_json::to_vec(&Submission {
@@ -558,7 +587,11 @@ async fn api_execute(
         .unwrap_or_default();
         pythia.deliver(url, body).await;
     });
-    Ok(with_headers(StatusCode::OK.into_response(), &view, None))
+    Ok(with_headers(
+        StatusCode::OK.into_response(),
+        view.as_ref(),
+        None,
+    ))
 }
 
 /// A callback URL: absolute, http or https.

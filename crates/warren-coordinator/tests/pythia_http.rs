@@ -550,8 +550,9 @@ async fn api_lists_tasks_environments_and_health_as_pythia_server() {
     );
 
     // Environments are those the workers offer.
+    let host_env = json!({"envid": "host", "name": "host", "authors": [], "description": ""});
     let (status, envs) = get(p.http(), "/api/environments").await;
-    assert_eq!((status, envs), (200, json!([])));
+    assert_eq!((status, envs), (200, json!([host_env])));
     let envs_dir = tempfile::tempdir().unwrap();
     for name in ["python3", "busybox"] {
         std::fs::create_dir(envs_dir.path().join(name)).unwrap();
@@ -566,6 +567,7 @@ async fn api_lists_tasks_environments_and_health_as_pythia_server() {
         envs,
         json!([
             {"envid": "busybox", "name": "busybox", "authors": [], "description": ""},
+            host_env,
             {"envid": "python3", "name": "python3", "authors": [], "description": ""},
         ])
     );
