@@ -232,7 +232,10 @@ impl Done {
     pub fn from_result(id: String, result: &RunResult) -> Done {
         let mut output = String::from_utf8_lossy(&result.stdout).into_owned();
         output.push_str(&String::from_utf8_lossy(&result.stderr));
-        if let (true, Some(message)) = (output.is_empty(), &result.message) {
+        // Pythia's output is what the task wrote; only a task that could not run at all
+        // (error, fatal) or a sandbox that failed says why instead.
+        let explains = matches!(result.status, Status::Crash | Status::Error | Status::Fatal);
+        if let (true, true, Some(message)) = (explains, output.is_empty(), &result.message) {
             output = message.clone();
         }
         Done {
@@ -428,5 +431,21 @@ mod tests {
             ..task
         };
         assert_eq!(no_memory.to_spec("").limits.disk, None);
+    }
+
+    #[test]
+    fn pythia_output_is_what_the_task_wrote_unless_it_could_not_run() {
+        let mut timeout = RunResult::crash("control line 1 (`/task/run.sh`)");
+        timeout.status = Status::Timeout;
+        assert_eq!(Done::from_result("a".into(), &timeout).output, "");
+        timeout.stdout = b"Start\n".to_vec();
+        assert_eq!(Done::from_result("a".into(), &timeout).output, "Start\n");
+        let mut fatal = RunResult::crash("this worker has no task filesystem `x`");
+        fatal.status = Status::Fatal;
+        let done = Done::from_result("b".into(), &fatal);
+        assert_eq!(
+            (done.status.as_str(), done.output.as_str()),
+            ("fatal", "this worker has no task filesystem `x`")
+        );
     }
 }

@@ -197,7 +197,7 @@ fn start_up() -> Option<Up> {
         .args(["--http", "127.0.0.1:0", "--queue", "127.0.0.1:0"])
         .arg("--env-dir")
         .arg(&envs)
-        .arg("--taskfs-dir")
+        .arg("--tasks-dir")
         .arg(&tasks)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
