@@ -1,0 +1,775 @@
+//! The incremental matcher: which waiting task starts on which worker.
+//!
+//! # The rule
+//!
+//! Walk the ready tasks in order: priority (1 first), then queue order (FIFO by acceptance; a
+//! re-queued task is given an order ahead of every other, so it goes back to the front), then id.
+//! Each task goes to the *least capable* available worker that fits it and has room: fewest
+//! capabilities plus groups (Boruta's rule, which keeps rare workers free for the tasks that need
+//! them), ties by most free slots, then by worker id. A task that fits no worker with room is
+//! skipped and never blocks the tasks behind it.
+//!
+//! A worker fits a task when it offers every required capability with the same value (`id` and
+//! `uuid` also match the worker's own id, so either pins one worker), offers the task's
+//! environment (a plain Pythia pool, which names none, offers any), belongs to at least one of the
+//! owner's groups (a task without groups may use any worker), runs commands if the task has one,
+//! and its total memory and CPU cover the task's (a total of 0 means "not reported": no
+//! constraint). It has room when the caller says it is available (IDLE or RUNNING), it has a free
+//! slot, and the task's memory and CPU fit what its running tasks leave free.
+//!
+//! # How it stays fast
+//!
+//! Tasks with equal [`Requirements`] form one class, each an ordered queue. Every class knows the
+//! workers that fit it and every worker the classes it fits, so a change costs work in proportion
+//! to what it touches. After each [`Matcher::next_launches`] no ready task fits any worker with
+//! room (that is what the walk guarantees); the matcher remembers which classes are in that
+//! "blocked" state, and only a change that can unblock one marks it: a worker gaining room (a slot
+//! freed, resources released, it became available, it changed or was added) marks that worker, a
+//! task arriving in a class that is not blocked marks the class. The next walk visits only the
+//! marked classes, each only against the marked workers (or all its workers for a marked class):
+//! every other pair had no room before and has no more now. The result is exactly that of the
+//! full walk over every task and worker, which the tests check against the obvious implementation
+//! on random histories.
+//!
+//! Pure and deterministic: time is a parameter, nothing is random, every collection iterated is
+//! ordered.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use crate::task::{TaskId, TaskSpec, Timestamp};
+use crate::timers::TimerQueue;
+
+/// What a task needs from a worker. Tasks with equal requirements share one queue in the matcher.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Requirements {
+    /// Capabilities the worker must offer, each with this exact value.
+    pub caps: BTreeMap<String, String>,
+    /// The owner's groups: the worker must be in at least one. Empty: any worker.
+    pub groups: BTreeSet<String>,
+    /// The environment the worker must offer.
+    pub environment: Option<String>,
+    /// Whether it runs a command (only Warren workers can); a Pythia task (a taskfs only) also
+    /// runs on plain Pythia pools.
+    pub needs_command: bool,
+    /// Memory it reserves, in bytes (its `limits.memory`; 0: none).
+    pub memory: u64,
+    /// CPU share it reserves, in milli-CPUs (its `limits.cpus`; 0: none).
+    pub milli_cpus: u64,
+}
+
+impl Requirements {
+    /// The requirements of `spec` (its limits as they will run, so with defaults applied) submitted
+    /// by an owner in `owner_groups`.
+    pub fn from_spec(spec: &TaskSpec, owner_groups: BTreeSet<String>) -> Requirements {
+        Requirements {
+            caps: spec.caps.clone(),
+            groups: owner_groups,
+            environment: spec.environment.clone(),
+            needs_command: !spec.command.is_empty(),
+            memory: spec.limits.memory.unwrap_or(0),
+            milli_cpus: spec.limits.cpus.unwrap_or(0),
+        }
+    }
+}
+
+/// What a worker is: its identity and what it offers. Changes rarely (registration, groups).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerProfile {
+    /// Its stable id.
+    pub id: String,
+    /// Its capabilities.
+    pub caps: BTreeMap<String, String>,
+    /// Its groups.
+    pub groups: BTreeSet<String>,
+    /// Environments it offers; `None` when it does not say (a plain Pythia pool): any.
+    pub environments: Option<BTreeSet<String>>,
+    /// Whether it runs commands (a Warren worker) or only Pythia tasks (a plain pool).
+    pub runs_commands: bool,
+    /// Memory it has, in bytes (0: not reported, no constraint).
+    pub memory: u64,
+    /// CPU it has, in milli-CPUs (0: not reported, no constraint).
+    pub milli_cpus: u64,
+}
+
+impl WorkerProfile {
+    /// Whether it offers capability `key=value`; `id` and `uuid` also match its own id.
+    pub fn offers(&self, key: &str, value: &str) -> bool {
+        match self.caps.get(key) {
+            Some(v) => v == value,
+            None => matches!(key, "id" | "uuid") && value == self.id,
+        }
+    }
+
+    /// Whether it offers `environment`.
+    pub fn offers_environment(&self, environment: &str) -> bool {
+        self.environments
+            .as_ref()
+            .is_none_or(|offered| offered.contains(environment))
+    }
+
+    /// How capable it is (capabilities plus groups): the least capable fitting worker is chosen.
+    pub fn score(&self) -> usize {
+        self.caps.len() + self.groups.len()
+    }
+
+    /// Whether it could ever run a task with `req` (everything but its current load).
+    pub fn fits(&self, req: &Requirements) -> bool {
+        (self.runs_commands || !req.needs_command)
+            && req.caps.iter().all(|(k, v)| self.offers(k, v))
+            && req
+                .environment
+                .as_deref()
+                .is_none_or(|e| self.offers_environment(e))
+            && (req.groups.is_empty() || !req.groups.is_disjoint(&self.groups))
+            && (self.memory == 0 || req.memory <= self.memory)
+            && (self.milli_cpus == 0 || req.milli_cpus <= self.milli_cpus)
+    }
+
+    /// Whether a task with `req` fits what `load` leaves free now (a slot, memory, CPU).
+    pub fn has_room(&self, load: &WorkerLoad, req: &Requirements) -> bool {
+        load.available
+            && load.free_slots > 0
+            && (self.memory == 0 || req.memory <= self.memory.saturating_sub(load.reserved_memory))
+            && (self.milli_cpus == 0
+                || req.milli_cpus <= self.milli_cpus.saturating_sub(load.reserved_milli_cpus))
+    }
+}
+
+/// What a worker is doing now. Changes with every launch and every end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerLoad {
+    /// Whether it takes new tasks: its state is IDLE or RUNNING.
+    pub available: bool,
+    /// Tasks it can still take (capacity minus running).
+    pub free_slots: u32,
+    /// Memory its running tasks reserve, in bytes.
+    pub reserved_memory: u64,
+    /// CPU its running tasks reserve, in milli-CPUs.
+    pub reserved_milli_cpus: u64,
+}
+
+impl WorkerLoad {
+    /// Whether `self` could take something `before` could not: more slots, fewer reservations,
+    /// newly available.
+    fn gained_room_over(&self, before: &WorkerLoad) -> bool {
+        self.available
+            && self.free_slots > 0
+            && (!before.available
+                || before.free_slots == 0
+                || self.free_slots > before.free_slots
+                || self.reserved_memory < before.reserved_memory
+                || self.reserved_milli_cpus < before.reserved_milli_cpus)
+    }
+
+    /// This load with a task of `req` started.
+    fn with_launch(mut self, req: &Requirements) -> WorkerLoad {
+        self.free_slots = self.free_slots.saturating_sub(1);
+        self.reserved_memory = self.reserved_memory.saturating_add(req.memory);
+        self.reserved_milli_cpus = self.reserved_milli_cpus.saturating_add(req.milli_cpus);
+        self
+    }
+}
+
+/// A task waiting to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingTask {
+    /// The task.
+    pub id: TaskId,
+    /// 1 (most important) ..= 16.
+    pub priority: u8,
+    /// Queue order within a priority (smaller first; a re-queued task gets one smaller than any).
+    pub order: i64,
+    /// What it needs.
+    pub requirements: Requirements,
+    /// Not started before this time.
+    pub valid_after: Option<Timestamp>,
+    /// Not started after this time (the caller's timer ends it TIMEOUT then).
+    pub deadline: Option<Timestamp>,
+}
+
+/// One decision: start `task` on `worker`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Launch {
+    /// The task.
+    pub task: TaskId,
+    /// The worker, by id.
+    pub worker: String,
+}
+
+type ClassId = u64;
+type WorkerIdx = u32;
+/// A task's place in its class's queue.
+type QueueKey = (u8, i64, TaskId);
+
+#[derive(Debug)]
+struct Class {
+    req: Requirements,
+    /// Ready tasks in walk order, with their deadlines.
+    ready: BTreeMap<QueueKey, Option<Timestamp>>,
+    /// Tasks of this class still before their valid-after.
+    pending: usize,
+    /// Registered workers that fit it (any state).
+    fitting: BTreeSet<WorkerIdx>,
+    /// The last walk found no room for its head on any fitting worker, and nothing since gave
+    /// one of them room (that would have marked the worker).
+    blocked: bool,
+}
+
+impl Class {
+    fn head(&self, now: Timestamp) -> Option<QueueKey> {
+        self.ready
+            .iter()
+            .find(|(_, deadline)| deadline.is_none_or(|d| now <= d))
+            .map(|(key, _)| *key)
+    }
+}
+
+#[derive(Debug)]
+struct WorkerEntry {
+    profile: WorkerProfile,
+    load: WorkerLoad,
+    score: usize,
+    /// Classes it fits.
+    classes: BTreeSet<ClassId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TaskEntry {
+    class: ClassId,
+    key: QueueKey,
+    deadline: Option<Timestamp>,
+    ready: bool,
+}
+
+/// The waiting tasks and registered workers, indexed for fast decisions. See the module
+/// documentation for the rule and how it is kept.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    classes: BTreeMap<ClassId, Class>,
+    class_of: BTreeMap<Requirements, ClassId>,
+    next_class: ClassId,
+    tasks: BTreeMap<TaskId, TaskEntry>,
+    /// Tasks before their valid-after.
+    pending: TimerQueue<TaskId>,
+    workers: BTreeMap<WorkerIdx, WorkerEntry>,
+    worker_idx: BTreeMap<String, WorkerIdx>,
+    next_worker: WorkerIdx,
+    /// Workers that gained room since the last walk.
+    dirty_workers: BTreeSet<WorkerIdx>,
+    /// Classes to check against all their workers in the next walk.
+    dirty_classes: BTreeSet<ClassId>,
+}
+
+impl Matcher {
+    /// An empty matcher.
+    pub fn new() -> Matcher {
+        Matcher::default()
+    }
+
+    /// Adds a waiting task (accepted, re-queued, or restored at start). Replaces a task with the
+    /// same id. It is ready from its valid-after on; [`Matcher::next_ready_at`] says when.
+    pub fn add_task(&mut self, task: WaitingTask) {
+        self.remove_task(task.id);
+        let class = self.class_for(&task.requirements);
+        let key = (task.priority, task.order, task.id);
+        self.tasks.insert(
+            task.id,
+            TaskEntry {
+                class,
+                key,
+                deadline: task.deadline,
+                ready: false,
+            },
+        );
+        match task.valid_after {
+            Some(at) => {
+                if let Some(c) = self.classes.get_mut(&class) {
+                    c.pending += 1;
+                }
+                self.pending.schedule(task.id, at);
+            }
+            None => self.make_ready(task.id),
+        }
+    }
+
+    /// Removes a waiting task (cancelled, timed out, invalid, or started elsewhere). Returns
+    /// whether it was here.
+    pub fn remove_task(&mut self, id: TaskId) -> bool {
+        let Some(entry) = self.tasks.remove(&id) else {
+            return false;
+        };
+        if let Some(class) = self.classes.get_mut(&entry.class) {
+            if entry.ready {
+                class.ready.remove(&entry.key);
+                if class.ready.is_empty() {
+                    class.blocked = false;
+                }
+            } else {
+                self.pending.cancel(&id);
+                class.pending = class.pending.saturating_sub(1);
+            }
+        }
+        self.drop_class_if_empty(entry.class);
+        true
+    }
+
+    /// Whether `id` is waiting here.
+    pub fn contains_task(&self, id: TaskId) -> bool {
+        self.tasks.contains_key(&id)
+    }
+
+    /// Tasks waiting (ready or before their valid-after).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Requirement classes with waiting tasks.
+    pub fn class_count(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// The earliest valid-after still ahead: call [`Matcher::next_launches`] then.
+    pub fn next_ready_at(&self) -> Option<Timestamp> {
+        self.pending.next_due()
+    }
+
+    /// Adds a worker or replaces what it offers and its load (registration, re-registration,
+    /// groups changed, any state change).
+    pub fn upsert_worker(&mut self, profile: WorkerProfile, load: WorkerLoad) {
+        let idx = match self.worker_idx.get(&profile.id) {
+            Some(&idx) => idx,
+            None => {
+                let idx = self.next_worker;
+                self.next_worker += 1;
+                self.worker_idx.insert(profile.id.clone(), idx);
+                idx
+            }
+        };
+        let unchanged = self.workers.get(&idx).is_some_and(|w| w.profile == profile);
+        if unchanged {
+            self.set_load(idx, load);
+            return;
+        }
+        // What it fits may have changed: index it afresh, and let every class it fits look at it.
+        self.unindex_worker(idx);
+        let classes: BTreeSet<ClassId> = self
+            .classes
+            .iter()
+            .filter(|(_, c)| profile.fits(&c.req))
+            .map(|(&id, _)| id)
+            .collect();
+        for c in &classes {
+            if let Some(class) = self.classes.get_mut(c) {
+                class.fitting.insert(idx);
+            }
+        }
+        let score = profile.score();
+        self.workers.insert(
+            idx,
+            WorkerEntry {
+                profile,
+                load,
+                score,
+                classes,
+            },
+        );
+        if load.available && load.free_slots > 0 {
+            self.dirty_workers.insert(idx);
+        }
+    }
+
+    /// Sets what a worker is doing now (its state changed, a task ended, a launch was refused).
+    /// Returns false for a worker that is not registered.
+    pub fn update_load(&mut self, worker: &str, load: WorkerLoad) -> bool {
+        match self.worker_idx.get(worker) {
+            Some(&idx) => {
+                self.set_load(idx, load);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The load the matcher holds for `worker` (its own launches included).
+    pub fn load(&self, worker: &str) -> Option<WorkerLoad> {
+        let idx = self.worker_idx.get(worker)?;
+        self.workers.get(idx).map(|w| w.load)
+    }
+
+    /// Removes a worker (deregistered). Returns whether it was registered.
+    pub fn remove_worker(&mut self, worker: &str) -> bool {
+        let Some(idx) = self.worker_idx.remove(worker) else {
+            return false;
+        };
+        self.unindex_worker(idx);
+        self.workers.remove(&idx);
+        self.dirty_workers.remove(&idx);
+        true
+    }
+
+    /// Registered workers.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The launches to make now: the walk of the module documentation over every change since the
+    /// last call. Launched tasks leave the matcher and their workers' loads count them; if the
+    /// caller cannot apply one, it adds the task back and sets the worker's load.
+    pub fn next_launches(&mut self, now: Timestamp) -> Vec<Launch> {
+        for id in self.pending.pop_due(now) {
+            if let Some(class) = self.tasks.get(&id).map(|t| t.class) {
+                if let Some(c) = self.classes.get_mut(&class) {
+                    c.pending = c.pending.saturating_sub(1);
+                }
+                self.make_ready(id);
+            }
+        }
+        if self.dirty_workers.is_empty() && self.dirty_classes.is_empty() {
+            return Vec::new();
+        }
+        let dirty_workers = std::mem::take(&mut self.dirty_workers);
+        let dirty_classes = std::mem::take(&mut self.dirty_classes);
+        // Classes worth a look, and the workers each is to be tried on: all its workers for a
+        // marked class, the marked workers it fits for the others.
+        let mut visit: BTreeSet<ClassId> = dirty_classes.clone();
+        for w in &dirty_workers {
+            if let Some(worker) = self.workers.get(w) {
+                visit.extend(worker.classes.iter().copied());
+            }
+        }
+        let mut heap = BinaryHeap::with_capacity(visit.len());
+        for &c in &visit {
+            let Some(class) = self.classes.get_mut(&c) else {
+                continue;
+            };
+            match class.head(now) {
+                Some(key) => heap.push(Reverse((key, c))),
+                // Only tasks past their deadline: nothing to place, nothing verified.
+                None => class.blocked = false,
+            }
+        }
+        let mut launches = Vec::new();
+        let mut emptied = Vec::new();
+        while let Some(Reverse((key, c))) = heap.pop() {
+            let Some(class) = self.classes.get(&c) else {
+                continue;
+            };
+            let best = if dirty_classes.contains(&c) {
+                self.best_worker(class, class.fitting.iter())
+            } else {
+                self.best_worker(
+                    class,
+                    dirty_workers.iter().filter(|w| class.fitting.contains(w)),
+                )
+            };
+            let Some(w) = best else {
+                if let Some(class) = self.classes.get_mut(&c) {
+                    class.blocked = true;
+                }
+                continue;
+            };
+            let Some(class) = self.classes.get_mut(&c) else {
+                continue;
+            };
+            class.ready.remove(&key);
+            let next = class.head(now);
+            if class.ready.is_empty() {
+                class.blocked = false;
+                emptied.push(c);
+            }
+            let req = &class.req;
+            let Some(worker) = self.workers.get_mut(&w) else {
+                continue;
+            };
+            worker.load = worker.load.with_launch(req);
+            self.tasks.remove(&key.2);
+            launches.push(Launch {
+                task: key.2,
+                worker: worker.profile.id.clone(),
+            });
+            if let Some(next) = next {
+                heap.push(Reverse((next, c)));
+            }
+        }
+        for c in emptied {
+            self.drop_class_if_empty(c);
+        }
+        launches
+    }
+
+    /// Why no registered worker could ever run a task with `req`, or `None` when one could (or
+    /// when no worker is registered yet: the first may still be starting).
+    pub fn unsatisfiable(&self, req: &Requirements) -> Option<String> {
+        unsatisfiable(req, self.workers.values().map(|w| &w.profile))
+    }
+
+    /// Every waiting task no registered worker can run, with the reason: to end them INVALID
+    /// after a worker is removed or changed. Empty while no worker is registered.
+    pub fn unsatisfiable_tasks(&self) -> Vec<(TaskId, String)> {
+        if self.workers.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (&c, class) in &self.classes {
+            if !class.fitting.is_empty() {
+                continue;
+            }
+            let Some(reason) = self.unsatisfiable(&class.req) else {
+                continue;
+            };
+            out.extend(
+                self.tasks
+                    .iter()
+                    .filter(|(_, t)| t.class == c)
+                    .map(|(&id, _)| (id, reason.clone())),
+            );
+        }
+        out.sort();
+        out
+    }
+
+    /// The least capable worker of `candidates` with room for `class`'s tasks: fewest
+    /// capabilities plus groups, then most free slots, then by id.
+    fn best_worker<'a>(
+        &self,
+        class: &Class,
+        candidates: impl Iterator<Item = &'a WorkerIdx>,
+    ) -> Option<WorkerIdx> {
+        let mut best: Option<(&WorkerEntry, WorkerIdx)> = None;
+        for &idx in candidates {
+            let Some(w) = self.workers.get(&idx) else {
+                continue;
+            };
+            if !w.profile.has_room(&w.load, &class.req) {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((b, _)) => {
+                    (w.score, Reverse(w.load.free_slots), &w.profile.id)
+                        < (b.score, Reverse(b.load.free_slots), &b.profile.id)
+                }
+            };
+            if better {
+                best = Some((w, idx));
+            }
+        }
+        best.map(|(_, idx)| idx)
+    }
+
+    fn class_for(&mut self, req: &Requirements) -> ClassId {
+        if let Some(&c) = self.class_of.get(req) {
+            return c;
+        }
+        let c = self.next_class;
+        self.next_class += 1;
+        let mut fitting = BTreeSet::new();
+        for (&idx, w) in self.workers.iter_mut() {
+            if w.profile.fits(req) {
+                fitting.insert(idx);
+                w.classes.insert(c);
+            }
+        }
+        self.classes.insert(
+            c,
+            Class {
+                req: req.clone(),
+                ready: BTreeMap::new(),
+                pending: 0,
+                fitting,
+                blocked: false,
+            },
+        );
+        self.class_of.insert(req.clone(), c);
+        c
+    }
+
+    fn make_ready(&mut self, id: TaskId) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        task.ready = true;
+        let Some(class) = self.classes.get_mut(&task.class) else {
+            return;
+        };
+        class.ready.insert(task.key, task.deadline);
+        // A blocked class stays blocked with one more task: its workers still have no room.
+        if !class.blocked {
+            self.dirty_classes.insert(task.class);
+        }
+    }
+
+    fn drop_class_if_empty(&mut self, c: ClassId) {
+        let empty = self
+            .classes
+            .get(&c)
+            .is_some_and(|class| class.ready.is_empty() && class.pending == 0);
+        if !empty {
+            return;
+        }
+        if let Some(class) = self.classes.remove(&c) {
+            for w in &class.fitting {
+                if let Some(worker) = self.workers.get_mut(w) {
+                    worker.classes.remove(&c);
+                }
+            }
+            self.class_of.remove(&class.req);
+        }
+        self.dirty_classes.remove(&c);
+    }
+
+    fn set_load(&mut self, idx: WorkerIdx, load: WorkerLoad) {
+        if let Some(w) = self.workers.get_mut(&idx) {
+            if load.gained_room_over(&w.load) {
+                self.dirty_workers.insert(idx);
+            }
+            w.load = load;
+        }
+    }
+
+    fn unindex_worker(&mut self, idx: WorkerIdx) {
+        if let Some(w) = self.workers.get_mut(&idx) {
+            for c in std::mem::take(&mut w.classes) {
+                if let Some(class) = self.classes.get_mut(&c) {
+                    class.fitting.remove(&idx);
+                }
+            }
+        }
+    }
+}
+
+/// Why none of `workers` could ever run a task with `req` (its state and load aside), naming what
+/// no worker offers; `None` when one could, or when there are no workers at all (the first may
+/// still be starting).
+///
+/// Each requirement is checked alone first (`no worker offers capability gpu=a100`); when each is
+/// met somewhere but no single worker meets them all, the reason says so and names them.
+pub fn unsatisfiable<'a>(
+    req: &Requirements,
+    workers: impl IntoIterator<Item = &'a WorkerProfile>,
+) -> Option<String> {
+    let workers: Vec<&WorkerProfile> = workers.into_iter().collect();
+    if workers.is_empty() || workers.iter().any(|w| w.fits(req)) {
+        return None;
+    }
+    let mut missing = Vec::new();
+    if req.needs_command && !workers.iter().any(|w| w.runs_commands) {
+        missing.push("no worker runs commands (only plain Pythia pools are registered)".into());
+    }
+    let absent: Vec<String> = req
+        .caps
+        .iter()
+        .filter(|(k, v)| !workers.iter().any(|w| w.offers(k, v)))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    match absent.len() {
+        0 => {}
+        1 => missing.push(format!("no worker offers capability {}", absent[0])),
+        _ => missing.push(format!(
+            "no worker offers capabilities {}",
+            absent.join(", ")
+        )),
+    }
+    if let Some(env) = &req.environment {
+        if !workers.iter().any(|w| w.offers_environment(env)) {
+            missing.push(format!("no worker offers environment {env}"));
+        }
+    }
+    if !req.groups.is_empty() && workers.iter().all(|w| req.groups.is_disjoint(&w.groups)) {
+        missing.push(format!(
+            "no worker is in any of the groups {}",
+            list(&req.groups)
+        ));
+    }
+    if req.memory > 0
+        && workers
+            .iter()
+            .all(|w| w.memory != 0 && w.memory < req.memory)
+    {
+        let largest = workers.iter().map(|w| w.memory).max().unwrap_or(0);
+        missing.push(format!(
+            "memory {} is more than any worker has (largest {})",
+            human_bytes(req.memory),
+            human_bytes(largest)
+        ));
+    }
+    if req.milli_cpus > 0
+        && workers
+            .iter()
+            .all(|w| w.milli_cpus != 0 && w.milli_cpus < req.milli_cpus)
+    {
+        let largest = workers.iter().map(|w| w.milli_cpus).max().unwrap_or(0);
+        missing.push(format!(
+            "CPU share {} is more than any worker has (largest {})",
+            human_cpus(req.milli_cpus),
+            human_cpus(largest)
+        ));
+    }
+    if !missing.is_empty() {
+        return Some(missing.join("; "));
+    }
+    Some(format!(
+        "no single worker meets all of {} together, though each is met by some worker",
+        describe(req).join(", ")
+    ))
+}
+
+/// The requirements of `req` that narrow the choice of worker, one phrase each.
+fn describe(req: &Requirements) -> Vec<String> {
+    let mut parts = Vec::new();
+    if req.needs_command {
+        parts.push("running a command".to_string());
+    }
+    parts.extend(req.caps.iter().map(|(k, v)| format!("capability {k}={v}")));
+    if let Some(env) = &req.environment {
+        parts.push(format!("environment {env}"));
+    }
+    if !req.groups.is_empty() {
+        parts.push(format!("one of the groups {}", list(&req.groups)));
+    }
+    if req.memory > 0 {
+        parts.push(format!("memory {}", human_bytes(req.memory)));
+    }
+    if req.milli_cpus > 0 {
+        parts.push(format!("CPU share {}", human_cpus(req.milli_cpus)));
+    }
+    parts
+}
+
+fn list(items: &BTreeSet<String>) -> String {
+    let items: Vec<&str> = items.iter().map(String::as_str).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// `64 GiB`, `1.5 GiB`, `512 MiB`, `1000 bytes`.
+fn human_bytes(bytes: u64) -> String {
+    for (unit, name) in [
+        (1u64 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ] {
+        if bytes >= unit {
+            return if bytes.is_multiple_of(unit) {
+                format!("{} {name}", bytes / unit)
+            } else {
+                format!("{:.1} {name}", bytes as f64 / unit as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// `4 CPUs`, `1 CPU`, `0.5 CPUs`.
+fn human_cpus(milli: u64) -> String {
+    let cpus = milli as f64 / 1000.0;
+    if milli == 1000 {
+        "1 CPU".to_string()
+    } else {
+        format!("{cpus} CPUs")
+    }
+}
+
+#[cfg(test)]
+mod tests;
