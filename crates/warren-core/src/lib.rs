@@ -23,3 +23,4 @@ pub mod stats;
 pub mod task;
 pub mod timers;
 pub mod units;
+pub mod worker_state;

@@ -139,7 +139,8 @@ impl WorkerProfile {
 /// What a worker is doing now. Changes with every launch and every end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerLoad {
-    /// Whether it takes new tasks: its state is IDLE or RUNNING.
+    /// Whether it takes new tasks: its state is IDLE or RUNNING
+    /// ([`crate::worker_state::accepts_work`]).
     pub available: bool,
     /// Tasks it can still take (capacity minus running).
     pub free_slots: u32,

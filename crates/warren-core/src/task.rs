@@ -866,6 +866,64 @@ mod tests {
         check(Done, lost(1), Some(Transition::Unchanged));
     }
 
+    /// Every state against every event. Codes: `W` WAITING, `P` IN PROGRESS, `D` DONE, `C`
+    /// CANCELLED, `T` TIMEOUT, `V` INVALID, `F` FAILED enter that state; `q` re-queue, `a` abort
+    /// on the worker, `=` unchanged, `!` refused.
+    #[test]
+    fn transitions_for_every_state_and_event() {
+        use TaskState::*;
+        let events = [
+            TaskEvent::Dispatch,
+            TaskEvent::Complete,
+            TaskEvent::Cancel,
+            TaskEvent::DeadlinePassed,
+            TaskEvent::Unsatisfiable,
+            TaskEvent::WorkerLost {
+                attempts: 1,
+                max_attempts: 3,
+            },
+            TaskEvent::WorkerLost {
+                attempts: 3,
+                max_attempts: 3,
+            },
+        ];
+        let code = |state| match state {
+            Waiting => "W",
+            InProgress => "P",
+            Done => "D",
+            Cancelled => "C",
+            Timeout => "T",
+            Invalid => "V",
+            Failed => "F",
+        };
+        // Columns: dispatch, complete, cancel, deadline passed, unsatisfiable, worker lost with
+        // attempts left, worker lost on the last attempt.
+        let table = [
+            (Waiting, "P D C T V = ="),
+            (InProgress, "! D a = = q F"),
+            (Done, "! = ! = = = ="),
+            (Cancelled, "! = ! = = = ="),
+            (Timeout, "! = ! = = = ="),
+            (Invalid, "! = ! = = = ="),
+            (Failed, "! = ! = = = ="),
+        ];
+        assert_eq!(table.len(), TaskState::ALL.len());
+        for (state, row) in table {
+            let codes: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(codes.len(), events.len());
+            for (event, expected) in events.iter().zip(codes) {
+                let got = match transition(state, *event) {
+                    Ok(Transition::Enter(s)) => code(s),
+                    Ok(Transition::Requeue) => "q",
+                    Ok(Transition::AbortOnWorker) => "a",
+                    Ok(Transition::Unchanged) => "=",
+                    Err(_) => "!",
+                };
+                assert_eq!(got, expected, "{state} {event:?}");
+            }
+        }
+    }
+
     fn spec(json: &str) -> Result<TaskSpec, String> {
         let spec: TaskSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
         spec.validate().map_err(|e| e.field)?;
