@@ -2,5 +2,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod matcher;
 pub mod sandbox;
 pub mod stats;

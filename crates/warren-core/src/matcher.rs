@@ -19,23 +19,34 @@
 //!
 //! # How it stays fast
 //!
-//! Tasks with equal [`Requirements`] form one class, each an ordered queue. Every class knows the
+//! Tasks with equal [`Requirements`] form one class, each an ordered queue of its ready tasks;
+//! an index of every class's first task gives the walk order over classes. Every class knows the
 //! workers that fit it and every worker the classes it fits, so a change costs work in proportion
-//! to what it touches. After each [`Matcher::next_launches`] no ready task fits any worker with
-//! room (that is what the walk guarantees); the matcher remembers which classes are in that
-//! "blocked" state, and only a change that can unblock one marks it: a worker gaining room (a slot
-//! freed, resources released, it became available, it changed or was added) marks that worker, a
-//! task arriving in a class that is not blocked marks the class. The next walk visits only the
-//! marked classes, each only against the marked workers (or all its workers for a marked class):
-//! every other pair had no room before and has no more now. The result is exactly that of the
-//! full walk over every task and worker, which the tests check against the obvious implementation
-//! on random histories.
+//! to what it touches, never to the queue.
+//!
+//! After each [`Matcher::next_launches`] no ready task fits any worker with room (that is what
+//! the walk guarantees); the matcher remembers which classes are in that "blocked" state, and only
+//! a change that can unblock one marks it: a worker gaining room (a slot freed, resources
+//! released, it became available, it changed or was added) marks that worker, a task arriving in
+//! a class that is not blocked marks the class. The next walk visits, in walk order, only the
+//! marked classes (against all their workers) and the classes a marked worker with a slot fits
+//! (against the marked workers): every other pair had no room before and has none now. A worker
+//! that fits many classes finds them by scanning the class heads in order (the first it can take
+//! is usually near the front); one that fits few, through a heap of its own classes. The walk
+//! stops once the marked workers are full and the marked classes are done. The result is exactly
+//! that of the full walk over every task and worker, which the tests check against the obvious
+//! implementation on random histories.
+//!
+//! Valid-after and deadline are two [`TimerQueue`]s: a task enters its class's queue when its
+//! valid-after is reached and leaves it once its deadline has passed (it then stays, never
+//! startable, until the caller removes it as TIMEOUT).
 //!
 //! Pure and deterministic: time is a parameter, nothing is random, every collection iterated is
 //! ordered.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::ops::Bound;
 
 use crate::task::{TaskId, TaskSpec, Timestamp};
 use crate::timers::TimerQueue;
@@ -163,11 +174,11 @@ impl WorkerLoad {
                 || self.reserved_milli_cpus < before.reserved_milli_cpus)
     }
 
-    /// This load with a task of `req` started.
-    fn with_launch(mut self, req: &Requirements) -> WorkerLoad {
+    /// This load with one more task, reserving `memory` bytes and `milli_cpus`.
+    fn with_launch(mut self, memory: u64, milli_cpus: u64) -> WorkerLoad {
         self.free_slots = self.free_slots.saturating_sub(1);
-        self.reserved_memory = self.reserved_memory.saturating_add(req.memory);
-        self.reserved_milli_cpus = self.reserved_milli_cpus.saturating_add(req.milli_cpus);
+        self.reserved_memory = self.reserved_memory.saturating_add(memory);
+        self.reserved_milli_cpus = self.reserved_milli_cpus.saturating_add(milli_cpus);
         self
     }
 }
@@ -200,30 +211,21 @@ pub struct Launch {
 
 type ClassId = u64;
 type WorkerIdx = u32;
-/// A task's place in its class's queue.
+/// A task's place in the walk: (priority, order, id).
 type QueueKey = (u8, i64, TaskId);
 
 #[derive(Debug)]
 struct Class {
     req: Requirements,
-    /// Ready tasks in walk order, with their deadlines.
-    ready: BTreeMap<QueueKey, Option<Timestamp>>,
-    /// Tasks of this class still before their valid-after.
-    pending: usize,
+    /// Ready tasks (valid-after reached, deadline not passed) in walk order.
+    ready: BTreeSet<QueueKey>,
+    /// Tasks of the class in any phase (ready, before valid-after, past deadline).
+    members: usize,
     /// Registered workers that fit it (any state).
     fitting: BTreeSet<WorkerIdx>,
     /// The last walk found no room for its head on any fitting worker, and nothing since gave
     /// one of them room (that would have marked the worker).
     blocked: bool,
-}
-
-impl Class {
-    fn head(&self, now: Timestamp) -> Option<QueueKey> {
-        self.ready
-            .iter()
-            .find(|(_, deadline)| deadline.is_none_or(|d| now <= d))
-            .map(|(key, _)| *key)
-    }
 }
 
 #[derive(Debug)]
@@ -235,12 +237,34 @@ struct WorkerEntry {
     classes: BTreeSet<ClassId>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before its valid-after.
+    Pending,
+    Ready,
+    /// Past its deadline: never startable again; stays until the caller removes it.
+    Expired,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct TaskEntry {
     class: ClassId,
     key: QueueKey,
-    deadline: Option<Timestamp>,
-    ready: bool,
+    phase: Phase,
+}
+
+/// How a walk finds the next class to try while a worker that gained room still has a slot.
+/// Every order gives the same launches; they differ only in cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WalkOrder {
+    /// The cheaper of the two below, by how many classes the marked workers fit.
+    #[default]
+    Auto,
+    /// Every class head in order until the marked workers are full: the first fitting head is
+    /// usually near the front.
+    Scan,
+    /// Only the classes the marked workers fit, through a heap: for workers few classes fit.
+    Heap,
 }
 
 /// The waiting tasks and registered workers, indexed for fast decisions. See the module
@@ -250,9 +274,13 @@ pub struct Matcher {
     classes: BTreeMap<ClassId, Class>,
     class_of: BTreeMap<Requirements, ClassId>,
     next_class: ClassId,
+    /// The first ready task of every class with one, in walk order.
+    heads: BTreeSet<(QueueKey, ClassId)>,
     tasks: BTreeMap<TaskId, TaskEntry>,
     /// Tasks before their valid-after.
     pending: TimerQueue<TaskId>,
+    /// Deadlines of tasks not yet expired.
+    deadlines: TimerQueue<TaskId>,
     workers: BTreeMap<WorkerIdx, WorkerEntry>,
     worker_idx: BTreeMap<String, WorkerIdx>,
     next_worker: WorkerIdx,
@@ -260,6 +288,7 @@ pub struct Matcher {
     dirty_workers: BTreeSet<WorkerIdx>,
     /// Classes to check against all their workers in the next walk.
     dirty_classes: BTreeSet<ClassId>,
+    order: WalkOrder,
 }
 
 impl Matcher {
@@ -268,28 +297,38 @@ impl Matcher {
         Matcher::default()
     }
 
+    /// An empty matcher that always walks in `order` (for benchmarks and tests; [`Matcher::new`]
+    /// chooses per walk).
+    pub fn with_walk_order(order: WalkOrder) -> Matcher {
+        Matcher {
+            order,
+            ..Matcher::default()
+        }
+    }
+
     /// Adds a waiting task (accepted, re-queued, or restored at start). Replaces a task with the
     /// same id. It is ready from its valid-after on; [`Matcher::next_ready_at`] says when.
     pub fn add_task(&mut self, task: WaitingTask) {
         self.remove_task(task.id);
         let class = self.class_for(&task.requirements);
+        if let Some(c) = self.classes.get_mut(&class) {
+            c.members += 1;
+        }
         let key = (task.priority, task.order, task.id);
         self.tasks.insert(
             task.id,
             TaskEntry {
                 class,
                 key,
-                deadline: task.deadline,
-                ready: false,
+                phase: Phase::Pending,
             },
         );
+        if let Some(deadline) = task.deadline {
+            // Expired once `now` is past it: due at the next millisecond.
+            self.deadlines.schedule(task.id, deadline.plus_ms(1));
+        }
         match task.valid_after {
-            Some(at) => {
-                if let Some(c) = self.classes.get_mut(&class) {
-                    c.pending += 1;
-                }
-                self.pending.schedule(task.id, at);
-            }
+            Some(at) => self.pending.schedule(task.id, at),
             None => self.make_ready(task.id),
         }
     }
@@ -300,16 +339,16 @@ impl Matcher {
         let Some(entry) = self.tasks.remove(&id) else {
             return false;
         };
-        if let Some(class) = self.classes.get_mut(&entry.class) {
-            if entry.ready {
-                class.ready.remove(&entry.key);
-                if class.ready.is_empty() {
-                    class.blocked = false;
-                }
-            } else {
+        match entry.phase {
+            Phase::Ready => self.ready_remove(entry.class, entry.key),
+            Phase::Pending => {
                 self.pending.cancel(&id);
-                class.pending = class.pending.saturating_sub(1);
             }
+            Phase::Expired => {}
+        }
+        self.deadlines.cancel(&id);
+        if let Some(class) = self.classes.get_mut(&entry.class) {
+            class.members = class.members.saturating_sub(1);
         }
         self.drop_class_if_empty(entry.class);
         true
@@ -320,7 +359,8 @@ impl Matcher {
         self.tasks.contains_key(&id)
     }
 
-    /// Tasks waiting (ready or before their valid-after).
+    /// Tasks waiting (ready, before their valid-after, or past their deadline and not yet
+    /// removed).
     pub fn task_count(&self) -> usize {
         self.tasks.len()
     }
@@ -419,81 +459,131 @@ impl Matcher {
     /// caller cannot apply one, it adds the task back and sets the worker's load.
     pub fn next_launches(&mut self, now: Timestamp) -> Vec<Launch> {
         for id in self.pending.pop_due(now) {
-            if let Some(class) = self.tasks.get(&id).map(|t| t.class) {
-                if let Some(c) = self.classes.get_mut(&class) {
-                    c.pending = c.pending.saturating_sub(1);
-                }
-                self.make_ready(id);
-            }
+            self.make_ready(id);
+        }
+        for id in self.deadlines.pop_due(now) {
+            self.expire(id);
         }
         if self.dirty_workers.is_empty() && self.dirty_classes.is_empty() {
             return Vec::new();
         }
         let dirty_workers = std::mem::take(&mut self.dirty_workers);
         let dirty_classes = std::mem::take(&mut self.dirty_classes);
-        // Classes worth a look, and the workers each is to be tried on: all its workers for a
-        // marked class, the marked workers it fits for the others.
-        let mut visit: BTreeSet<ClassId> = dirty_classes.clone();
-        for w in &dirty_workers {
-            if let Some(worker) = self.workers.get(w) {
-                visit.extend(worker.classes.iter().copied());
+        let has_slot = |w: &WorkerEntry| w.load.available && w.load.free_slots > 0;
+        // Marked workers that can still take a task: while there is one, any class it fits may
+        // start a task; once there is none, only the marked classes can.
+        let mut open: BTreeSet<WorkerIdx> = dirty_workers
+            .iter()
+            .copied()
+            .filter(|w| self.workers.get(w).is_some_and(has_slot))
+            .collect();
+        let mut marked: BTreeSet<(QueueKey, ClassId)> = dirty_classes
+            .iter()
+            .filter_map(|&c| Some((*self.classes.get(&c)?.ready.first()?, c)))
+            .collect();
+        // Two ways to find the classes the open workers fit, merged in walk order: a worker
+        // that fits many classes scans the class heads in order (the first it can take is
+        // usually near the front); one that fits few has its classes' heads put in a heap (so a
+        // worker nothing fits costs nothing).
+        let scans = |w: &WorkerEntry| match self.order {
+            WalkOrder::Scan => true,
+            WalkOrder::Heap => false,
+            WalkOrder::Auto => w.classes.len().saturating_mul(8) >= self.heads.len(),
+        };
+        let mut scanning: BTreeSet<WorkerIdx> = BTreeSet::new();
+        let mut fitted: BTreeSet<ClassId> = BTreeSet::new();
+        for &w in &open {
+            if let Some(worker) = self.workers.get(&w) {
+                if scans(worker) {
+                    scanning.insert(w);
+                } else {
+                    fitted.extend(worker.classes.iter().copied());
+                }
             }
         }
-        let mut heap = BinaryHeap::with_capacity(visit.len());
-        for &c in &visit {
-            let Some(class) = self.classes.get_mut(&c) else {
-                continue;
-            };
-            match class.head(now) {
-                Some(key) => heap.push(Reverse((key, c))),
-                // Only tasks past their deadline: nothing to place, nothing verified.
-                None => class.blocked = false,
-            }
-        }
+        let mut heap: BinaryHeap<Reverse<(QueueKey, ClassId)>> = fitted
+            .into_iter()
+            .filter_map(|c| Some(Reverse((*self.classes.get(&c)?.ready.first()?, c))))
+            .collect();
+        let mut cursor: Option<(QueueKey, ClassId)> = None;
         let mut launches = Vec::new();
-        let mut emptied = Vec::new();
-        while let Some(Reverse((key, c))) = heap.pop() {
+        loop {
+            let from_scan = if scanning.is_empty() {
+                None
+            } else {
+                match cursor {
+                    None => self.heads.first().copied(),
+                    Some(after) => self
+                        .heads
+                        .range((Bound::Excluded(after), Bound::Unbounded))
+                        .next()
+                        .copied(),
+                }
+            };
+            let from_heap = if open.is_empty() {
+                None
+            } else {
+                heap.peek().map(|Reverse(h)| *h)
+            };
+            let candidates = [from_scan, from_heap, marked.first().copied()];
+            let Some((key, c)) = candidates.into_iter().flatten().min() else {
+                break;
+            };
+            // Every source yields in walk order, so each is past this point now.
+            while heap.peek().is_some_and(|Reverse(h)| *h <= (key, c)) {
+                heap.pop();
+            }
+            cursor = Some((key, c));
+            let is_marked = marked.remove(&(key, c));
             let Some(class) = self.classes.get(&c) else {
                 continue;
             };
-            let best = if dirty_classes.contains(&c) {
+            if class.ready.first() != Some(&key) {
+                // Not the class's head any more. Never so by construction (an entry in both the heap
+                // and the marked set is taken from both at once); checked so that no slip can
+                // start a task twice.
+                continue;
+            }
+            let best = if is_marked {
                 self.best_worker(class, class.fitting.iter())
             } else {
-                self.best_worker(
-                    class,
-                    dirty_workers.iter().filter(|w| class.fitting.contains(w)),
-                )
+                self.best_worker(class, open.iter().filter(|w| class.fitting.contains(w)))
             };
             let Some(w) = best else {
+                // Every worker that could have room for it was just tried.
                 if let Some(class) = self.classes.get_mut(&c) {
                     class.blocked = true;
                 }
                 continue;
             };
-            let Some(class) = self.classes.get_mut(&c) else {
-                continue;
-            };
-            class.ready.remove(&key);
-            let next = class.head(now);
-            if class.ready.is_empty() {
-                class.blocked = false;
-                emptied.push(c);
-            }
-            let req = &class.req;
-            let Some(worker) = self.workers.get_mut(&w) else {
-                continue;
-            };
-            worker.load = worker.load.with_launch(req);
-            self.tasks.remove(&key.2);
-            launches.push(Launch {
-                task: key.2,
-                worker: worker.profile.id.clone(),
-            });
-            if let Some(next) = next {
+            let (memory, milli_cpus) = (class.req.memory, class.req.milli_cpus);
+            self.ready_remove(c, key);
+            let next_head = self
+                .classes
+                .get(&c)
+                .and_then(|class| class.ready.first().copied());
+            if let Some(next) = next_head {
+                if is_marked {
+                    marked.insert((next, c));
+                }
                 heap.push(Reverse((next, c)));
             }
-        }
-        for c in emptied {
+            if let Some(worker) = self.workers.get_mut(&w) {
+                worker.load = worker.load.with_launch(memory, milli_cpus);
+                if !has_slot(worker) {
+                    open.remove(&w);
+                    scanning.remove(&w);
+                }
+                launches.push(Launch {
+                    task: key.2,
+                    worker: worker.profile.id.clone(),
+                });
+            }
+            self.tasks.remove(&key.2);
+            self.deadlines.cancel(&key.2);
+            if let Some(class) = self.classes.get_mut(&c) {
+                class.members = class.members.saturating_sub(1);
+            }
             self.drop_class_if_empty(c);
         }
         launches
@@ -576,8 +666,8 @@ impl Matcher {
             c,
             Class {
                 req: req.clone(),
-                ready: BTreeMap::new(),
-                pending: 0,
+                ready: BTreeSet::new(),
+                members: 0,
                 fitting,
                 blocked: false,
             },
@@ -586,27 +676,68 @@ impl Matcher {
         c
     }
 
+    /// Moves a task before its valid-after into its class's ready queue.
     fn make_ready(&mut self, id: TaskId) {
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
-        task.ready = true;
-        let Some(class) = self.classes.get_mut(&task.class) else {
+        if task.phase != Phase::Pending {
+            return;
+        }
+        task.phase = Phase::Ready;
+        let (c, key) = (task.class, task.key);
+        let Some(class) = self.classes.get_mut(&c) else {
             return;
         };
-        class.ready.insert(task.key, task.deadline);
+        let old_head = class.ready.first().copied();
+        class.ready.insert(key);
         // A blocked class stays blocked with one more task: its workers still have no room.
         if !class.blocked {
-            self.dirty_classes.insert(task.class);
+            self.dirty_classes.insert(c);
+        }
+        if old_head.is_none_or(|h| key < h) {
+            if let Some(h) = old_head {
+                self.heads.remove(&(h, c));
+            }
+            self.heads.insert((key, c));
+        }
+    }
+
+    /// A task's deadline passed: it can never start; it waits for the caller to remove it.
+    fn expire(&mut self, id: TaskId) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let (phase, c, key) = (task.phase, task.class, task.key);
+        task.phase = Phase::Expired;
+        match phase {
+            Phase::Ready => self.ready_remove(c, key),
+            Phase::Pending => {
+                self.pending.cancel(&id);
+            }
+            Phase::Expired => {}
+        }
+    }
+
+    fn ready_remove(&mut self, c: ClassId, key: QueueKey) {
+        let Some(class) = self.classes.get_mut(&c) else {
+            return;
+        };
+        let was_head = class.ready.first() == Some(&key);
+        class.ready.remove(&key);
+        if was_head {
+            self.heads.remove(&(key, c));
+            if let Some(&next) = class.ready.first() {
+                self.heads.insert((next, c));
+            }
+        }
+        if class.ready.is_empty() {
+            class.blocked = false;
         }
     }
 
     fn drop_class_if_empty(&mut self, c: ClassId) {
-        let empty = self
-            .classes
-            .get(&c)
-            .is_some_and(|class| class.ready.is_empty() && class.pending == 0);
-        if !empty {
+        if self.classes.get(&c).is_none_or(|class| class.members != 0) {
             return;
         }
         if let Some(class) = self.classes.remove(&c) {

@@ -15,6 +15,21 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         rate_runs: usize,
     },
+    /// Matcher decision latency: a slot frees, a task arrives, with a deep queue and many workers.
+    Matcher {
+        /// Tasks waiting.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: usize,
+        /// Workers registered.
+        #[arg(long, default_value_t = 1_000)]
+        workers: usize,
+        /// Decisions of each kind.
+        #[arg(long, default_value_t = 10_000)]
+        decisions: usize,
+        /// Seed of the generator that builds the queue and the decisions.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 /// Runs a benchmark and prints its Markdown report.
@@ -28,6 +43,25 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
                 rate_runs,
             };
             let report = warren_bench::sandbox::run(&options).map_err(anyhow::Error::msg)?;
+            println!("{report}");
+            Ok(0)
+        }
+        BenchCommand::Matcher {
+            tasks,
+            workers,
+            decisions,
+            seed,
+        } => {
+            if workers < 2 || tasks == 0 {
+                anyhow::bail!("--workers must be at least 2 and --tasks at least 1");
+            }
+            let options = warren_bench::matcher::Options {
+                tasks,
+                workers,
+                decisions,
+                seed,
+            };
+            let report = warren_bench::matcher::run(&options).map_err(anyhow::Error::msg)?;
             println!("{report}");
             Ok(0)
         }

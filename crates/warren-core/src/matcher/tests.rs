@@ -658,7 +658,7 @@ fn reference(
             .map(|(p, _)| p.id.clone());
         if let Some(id) = best {
             if let Some((_, load)) = workers.get_mut(&id) {
-                *load = load.with_launch(&task.requirements);
+                *load = load.with_launch(task.requirements.memory, task.requirements.milli_cpus);
             }
             launches.push(Launch {
                 task: task.id,
@@ -785,10 +785,16 @@ fn random_task(rng: &mut Rng, id: TaskId, now: i64) -> WaitingTask {
 
 #[test]
 fn incremental_matcher_equals_the_full_walk_on_random_histories() {
+    for order in [WalkOrder::Auto, WalkOrder::Scan, WalkOrder::Heap] {
+        random_histories(order);
+    }
+}
+
+fn random_histories(order: WalkOrder) {
     let mut checked_launches = 0usize;
-    for seed in 0..300u64 {
+    for seed in 0..200u64 {
         let mut rng = Rng(seed);
-        let mut m = Matcher::new();
+        let mut m = Matcher::with_walk_order(order);
         let mut tasks: BTreeMap<TaskId, WaitingTask> = BTreeMap::new();
         let mut workers: BTreeMap<String, (WorkerProfile, WorkerLoad)> = BTreeMap::new();
         let mut now = 0i64;
@@ -843,11 +849,14 @@ fn incremental_matcher_equals_the_full_walk_on_random_histories() {
             if rng.chance(60) {
                 let expected = reference(&tasks, &mut workers.clone(), t(now));
                 let got = m.next_launches(t(now));
-                assert_eq!(got, expected, "seed {seed} step {step}");
+                assert_eq!(got, expected, "{order:?} seed {seed} step {step}");
                 for launch in &got {
                     if let Some(task) = tasks.remove(&launch.task) {
                         if let Some((_, load)) = workers.get_mut(&launch.worker) {
-                            *load = load.with_launch(&task.requirements);
+                            *load = load.with_launch(
+                                task.requirements.memory,
+                                task.requirements.milli_cpus,
+                            );
                         }
                     }
                 }
@@ -860,5 +869,5 @@ fn incremental_matcher_equals_the_full_walk_on_random_histories() {
         }
     }
     // The histories exercise the matcher, not only its refusals.
-    assert!(checked_launches > 3_000, "{checked_launches}");
+    assert!(checked_launches > 2_000, "{order:?}: {checked_launches}");
 }
