@@ -31,11 +31,12 @@
 //! a class that is not blocked marks the class. The next walk visits, in walk order, only the
 //! marked classes (against all their workers) and the classes a marked worker with a slot fits
 //! (against the marked workers): every other pair had no room before and has none now. A worker
-//! that fits many classes finds them by scanning the class heads in order (the first it can take
-//! is usually near the front); one that fits few, through a heap of its own classes. The walk
-//! stops once the marked workers are full and the marked classes are done. The result is exactly
-//! that of the full walk over every task and worker, which the tests check against the obvious
-//! implementation on random histories.
+//! that fits many classes finds them by scanning the class heads in order from its *floor* (no
+//! head before it fits the worker: scans raise it, a new head it fits lowers it), so a backlog it
+//! cannot use costs it nothing; one that fits few, through a heap of its own classes' heads. The
+//! walk stops once the marked workers are full and the marked classes are done. The result is
+//! exactly that of the full walk over every task and worker, which the tests check against the
+//! obvious implementation on random histories, in every walk order.
 //!
 //! Valid-after and deadline are two [`TimerQueue`]s: a task enters its class's queue when its
 //! valid-after is reached and leaves it once its deadline has passed (it then stays, never
@@ -209,10 +210,16 @@ pub struct Launch {
     pub worker: String,
 }
 
-type ClassId = u64;
+type ClassId = u32;
 type WorkerIdx = u32;
 /// A task's place in the walk: (priority, order, id).
 type QueueKey = (u8, i64, TaskId);
+/// A class's first ready task, as the walk orders classes.
+type Head = (QueueKey, ClassId);
+/// Before every head.
+const FIRST: Head = ((0, i64::MIN, 0), 0);
+/// After every head.
+const PAST_LAST: Head = ((u8::MAX, i64::MAX, TaskId::MAX), ClassId::MAX);
 
 #[derive(Debug)]
 struct Class {
@@ -222,7 +229,7 @@ struct Class {
     /// Tasks of the class in any phase (ready, before valid-after, past deadline).
     members: usize,
     /// Registered workers that fit it (any state).
-    fitting: BTreeSet<WorkerIdx>,
+    fitting: Bits,
     /// The last walk found no room for its head on any fitting worker, and nothing since gave
     /// one of them room (that would have marked the worker).
     blocked: bool,
@@ -235,6 +242,9 @@ struct WorkerEntry {
     score: usize,
     /// Classes it fits.
     classes: BTreeSet<ClassId>,
+    /// No class head before this one fits it: where a scan for it starts. Raised by scans,
+    /// lowered when a head it fits appears before it.
+    floor: Head,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +263,17 @@ struct TaskEntry {
     phase: Phase,
 }
 
+/// Where a scan of the class heads looks: after `after`, before `until`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    after: Option<Head>,
+    until: Option<Head>,
+}
+
+/// A scan of the class heads reached the last one.
+#[derive(Debug)]
+struct Exhausted;
+
 /// How a walk finds the next class to try while a worker that gained room still has a slot.
 /// Every order gives the same launches; they differ only in cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -260,8 +281,7 @@ pub enum WalkOrder {
     /// The cheaper of the two below, by how many classes the marked workers fit.
     #[default]
     Auto,
-    /// Every class head in order until the marked workers are full: the first fitting head is
-    /// usually near the front.
+    /// Every class head in order from the worker's floor until the marked workers are full.
     Scan,
     /// Only the classes the marked workers fit, through a heap: for workers few classes fit.
     Heap,
@@ -271,9 +291,8 @@ pub enum WalkOrder {
 /// documentation for the rule and how it is kept.
 #[derive(Debug, Default)]
 pub struct Matcher {
-    classes: BTreeMap<ClassId, Class>,
+    classes: Slab<Class>,
     class_of: BTreeMap<Requirements, ClassId>,
-    next_class: ClassId,
     /// The first ready task of every class with one, in walk order.
     heads: BTreeSet<(QueueKey, ClassId)>,
     tasks: BTreeMap<TaskId, TaskEntry>,
@@ -281,14 +300,15 @@ pub struct Matcher {
     pending: TimerQueue<TaskId>,
     /// Deadlines of tasks not yet expired.
     deadlines: TimerQueue<TaskId>,
-    workers: BTreeMap<WorkerIdx, WorkerEntry>,
+    workers: Slab<WorkerEntry>,
     worker_idx: BTreeMap<String, WorkerIdx>,
-    next_worker: WorkerIdx,
     /// Workers that gained room since the last walk.
     dirty_workers: BTreeSet<WorkerIdx>,
     /// Classes to check against all their workers in the next walk.
     dirty_classes: BTreeSet<ClassId>,
     order: WalkOrder,
+    /// Class heads the last walk looked at.
+    visited: usize,
 }
 
 impl Matcher {
@@ -381,8 +401,7 @@ impl Matcher {
         let idx = match self.worker_idx.get(&profile.id) {
             Some(&idx) => idx,
             None => {
-                let idx = self.next_worker;
-                self.next_worker += 1;
+                let idx = self.workers.vacant();
                 self.worker_idx.insert(profile.id.clone(), idx);
                 idx
             }
@@ -398,7 +417,7 @@ impl Matcher {
             .classes
             .iter()
             .filter(|(_, c)| profile.fits(&c.req))
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         for c in &classes {
             if let Some(class) = self.classes.get_mut(c) {
@@ -413,6 +432,7 @@ impl Matcher {
                 load,
                 score,
                 classes,
+                floor: FIRST,
             },
         );
         if load.available && load.free_slots > 0 {
@@ -454,9 +474,15 @@ impl Matcher {
         self.workers.len()
     }
 
+    /// How many class heads the last [`Matcher::next_launches`] looked at: what a decision cost.
+    pub fn last_walk_visits(&self) -> usize {
+        self.visited
+    }
+
     /// The launches to make now: the walk of the module documentation over every change since the
-    /// last call. Launched tasks leave the matcher and their workers' loads count them; if the
-    /// caller cannot apply one, it adds the task back and sets the worker's load.
+    /// last call. Launched tasks leave the matcher and their workers' loads count them (so a
+    /// later [`Matcher::update_load`] must count them too); if the caller cannot apply one, it
+    /// adds the task back and sets the worker's load.
     pub fn next_launches(&mut self, now: Timestamp) -> Vec<Launch> {
         for id in self.pending.pop_due(now) {
             self.make_ready(id);
@@ -464,6 +490,7 @@ impl Matcher {
         for id in self.deadlines.pop_due(now) {
             self.expire(id);
         }
+        self.visited = 0;
         if self.dirty_workers.is_empty() && self.dirty_classes.is_empty() {
             return Vec::new();
         }
@@ -491,63 +518,93 @@ impl Matcher {
             WalkOrder::Auto => w.classes.len().saturating_mul(8) >= self.heads.len(),
         };
         let mut scanning: BTreeSet<WorkerIdx> = BTreeSet::new();
-        let mut fitted: BTreeSet<ClassId> = BTreeSet::new();
+        // One heap per worker that does not scan, dropped once the worker is full.
+        let mut heaps: BTreeMap<WorkerIdx, BinaryHeap<Reverse<Head>>> = BTreeMap::new();
         for &w in &open {
             if let Some(worker) = self.workers.get(&w) {
                 if scans(worker) {
                     scanning.insert(w);
                 } else {
-                    fitted.extend(worker.classes.iter().copied());
+                    let heads = worker
+                        .classes
+                        .iter()
+                        .filter_map(|&c| Some(Reverse((*self.classes.get(&c)?.ready.first()?, c))));
+                    heaps.insert(w, heads.collect());
                 }
             }
         }
-        let mut heap: BinaryHeap<Reverse<(QueueKey, ClassId)>> = fitted
-            .into_iter()
-            .filter_map(|c| Some(Reverse((*self.classes.get(&c)?.ready.first()?, c))))
-            .collect();
+        // Heads that appear during the walk, for the scanning workers once the scan has passed
+        // the last head.
+        let mut spill: BinaryHeap<Reverse<Head>> = BinaryHeap::new();
+        let mut visited = 0;
         let mut cursor: Option<(QueueKey, ClassId)> = None;
+        let mut scanned_all = false;
         let mut launches = Vec::new();
         loop {
-            let from_scan = if scanning.is_empty() {
+            let spilled = if scanned_all && !scanning.is_empty() {
+                spill.peek().map(|Reverse(h)| *h)
+            } else {
+                None
+            };
+            let from_heap = heaps
+                .values()
+                .filter_map(|heap| heap.peek().map(|Reverse(h)| *h))
+                .chain(spilled)
+                .min();
+            let other = match (from_heap, marked.first().copied()) {
+                (Some(h), Some(m)) => Some(h.min(m)),
+                (h, m) => h.or(m),
+            };
+            let from_scan = if scanning.is_empty() || scanned_all {
                 None
             } else {
-                match cursor {
-                    None => self.heads.first().copied(),
-                    Some(after) => self
-                        .heads
-                        .range((Bound::Excluded(after), Bound::Unbounded))
-                        .next()
-                        .copied(),
+                match Self::scan_heads(
+                    &self.heads,
+                    &self.classes,
+                    &mut self.workers,
+                    Span {
+                        after: cursor,
+                        until: other,
+                    },
+                    (&open, &scanning),
+                    &mut visited,
+                ) {
+                    Ok(found) => found,
+                    // Heads that appear past the end from now on are in the spill heap.
+                    Err(Exhausted) => {
+                        scanned_all = true;
+                        None
+                    }
                 }
             };
-            let from_heap = if open.is_empty() {
-                None
-            } else {
-                heap.peek().map(|Reverse(h)| *h)
-            };
-            let candidates = [from_scan, from_heap, marked.first().copied()];
-            let Some((key, c)) = candidates.into_iter().flatten().min() else {
+            let Some((key, c)) = from_scan.or(other) else {
                 break;
             };
             // Every source yields in walk order, so each is past this point now.
-            while heap.peek().is_some_and(|Reverse(h)| *h <= (key, c)) {
-                heap.pop();
+            for heap in heaps.values_mut().chain([&mut spill]) {
+                while heap.peek().is_some_and(|Reverse(h)| *h <= (key, c)) {
+                    heap.pop();
+                }
             }
             cursor = Some((key, c));
+            visited += 1;
             let is_marked = marked.remove(&(key, c));
             let Some(class) = self.classes.get(&c) else {
                 continue;
             };
             if class.ready.first() != Some(&key) {
-                // Not the class's head any more. Never so by construction (an entry in both the heap
-                // and the marked set is taken from both at once); checked so that no slip can
-                // start a task twice.
+                // Not the class's head any more. Never so by construction (an entry in both the
+                // heap and the marked set is taken from both at once); checked so that no slip
+                // can start a task twice.
                 continue;
             }
             let best = if is_marked {
                 self.best_worker(class, class.fitting.iter())
             } else {
-                self.best_worker(class, open.iter().filter(|w| class.fitting.contains(w)))
+                self.best_worker(
+                    class,
+                    open.iter().copied().filter(|w| class.fitting.contains(w)),
+                )
             };
             let Some(w) = best else {
                 // Every worker that could have room for it was just tried.
@@ -566,13 +623,21 @@ impl Matcher {
                 if is_marked {
                     marked.insert((next, c));
                 }
-                heap.push(Reverse((next, c)));
+                spill.push(Reverse((next, c)));
+                if let Some(class) = self.classes.get(&c) {
+                    for (w, heap) in heaps.iter_mut() {
+                        if class.fitting.contains(w) {
+                            heap.push(Reverse((next, c)));
+                        }
+                    }
+                }
             }
             if let Some(worker) = self.workers.get_mut(&w) {
                 worker.load = worker.load.with_launch(memory, milli_cpus);
                 if !has_slot(worker) {
                     open.remove(&w);
                     scanning.remove(&w);
+                    heaps.remove(&w);
                 }
                 launches.push(Launch {
                     task: key.2,
@@ -586,6 +651,7 @@ impl Matcher {
             }
             self.drop_class_if_empty(c);
         }
+        self.visited = visited;
         launches
     }
 
@@ -601,34 +667,106 @@ impl Matcher {
         if self.workers.is_empty() {
             return Vec::new();
         }
-        let mut out = Vec::new();
-        for (&c, class) in &self.classes {
-            if !class.fitting.is_empty() {
-                continue;
+        let reasons: BTreeMap<ClassId, String> = self
+            .classes
+            .iter()
+            .filter(|(_, class)| class.fitting.is_empty())
+            .filter_map(|(c, class)| Some((c, self.unsatisfiable(&class.req)?)))
+            .collect();
+        if reasons.is_empty() {
+            return Vec::new();
+        }
+        self.tasks
+            .iter()
+            .filter_map(|(&id, t)| Some((id, reasons.get(&t.class)?.clone())))
+            .collect()
+    }
+
+    /// The first class head in `span` that some worker of `open` fits and has room for (`None`
+    /// when the span's end comes first). It starts at the lowest floor of the `scanning` workers
+    /// and moves floors up past what it passed. The heads passed over stay blocked: none of
+    /// their workers that could have gained room has any for them.
+    fn scan_heads(
+        heads: &BTreeSet<Head>,
+        classes: &Slab<Class>,
+        workers: &mut Slab<WorkerEntry>,
+        span: Span,
+        (open, scanning): (&BTreeSet<WorkerIdx>, &BTreeSet<WorkerIdx>),
+        visited: &mut usize,
+    ) -> Result<Option<Head>, Exhausted> {
+        let floor = scanning
+            .iter()
+            .filter_map(|w| workers.get(w))
+            .map(|w| w.floor)
+            .min()
+            .unwrap_or(PAST_LAST);
+        let lower = match span.after {
+            Some(after) if after >= floor => Bound::Excluded(after),
+            _ => Bound::Included(floor),
+        };
+        // Scanning workers whose floor this scan can move: every head from their floor on is
+        // looked at (a head before the cursor, between their floor and it, may fit them). Kept
+        // while no head passed so far fits them.
+        let mut unfound: Vec<WorkerIdx> = scanning
+            .iter()
+            .copied()
+            .filter(|w| {
+                workers.get(w).is_some_and(|w| match lower {
+                    Bound::Excluded(after) => w.floor > after,
+                    _ => true,
+                })
+            })
+            .collect();
+        let mut result = Err(Exhausted);
+        let mut stop = PAST_LAST;
+        for &head in heads.range((lower, Bound::Unbounded)) {
+            if span.until.is_some_and(|u| head >= u) {
+                result = Ok(None);
+                stop = head;
+                break;
             }
-            let Some(reason) = self.unsatisfiable(&class.req) else {
+            *visited += 1;
+            let Some(class) = classes.get(&head.1) else {
                 continue;
             };
-            out.extend(
-                self.tasks
-                    .iter()
-                    .filter(|(_, t)| t.class == c)
-                    .map(|(&id, _)| (id, reason.clone())),
-            );
+            unfound.retain(|w| {
+                if !class.fitting.contains(w) {
+                    return true;
+                }
+                if let Some(worker) = workers.get_mut(w) {
+                    worker.floor = worker.floor.max(head);
+                }
+                false
+            });
+            let room = open.iter().any(|w| {
+                class.fitting.contains(w)
+                    && workers
+                        .get(w)
+                        .is_some_and(|w| w.profile.has_room(&w.load, &class.req))
+            });
+            if room {
+                result = Ok(Some(head));
+                stop = head;
+                break;
+            }
         }
-        out.sort();
-        out
+        for w in unfound {
+            if let Some(worker) = workers.get_mut(&w) {
+                worker.floor = worker.floor.max(stop);
+            }
+        }
+        result
     }
 
     /// The least capable worker of `candidates` with room for `class`'s tasks: fewest
     /// capabilities plus groups, then most free slots, then by id.
-    fn best_worker<'a>(
+    fn best_worker(
         &self,
         class: &Class,
-        candidates: impl Iterator<Item = &'a WorkerIdx>,
+        candidates: impl Iterator<Item = WorkerIdx>,
     ) -> Option<WorkerIdx> {
         let mut best: Option<(&WorkerEntry, WorkerIdx)> = None;
-        for &idx in candidates {
+        for idx in candidates {
             let Some(w) = self.workers.get(&idx) else {
                 continue;
             };
@@ -653,10 +791,9 @@ impl Matcher {
         if let Some(&c) = self.class_of.get(req) {
             return c;
         }
-        let c = self.next_class;
-        self.next_class += 1;
-        let mut fitting = BTreeSet::new();
-        for (&idx, w) in self.workers.iter_mut() {
+        let c = self.classes.vacant();
+        let mut fitting = Bits::default();
+        for (idx, w) in self.workers.iter_mut() {
             if w.profile.fits(req) {
                 fitting.insert(idx);
                 w.classes.insert(c);
@@ -699,7 +836,22 @@ impl Matcher {
             if let Some(h) = old_head {
                 self.heads.remove(&(h, c));
             }
-            self.heads.insert((key, c));
+            self.insert_head((key, c));
+        }
+    }
+
+    /// Indexes a class's new first task, and lowers the floor of every worker it fits that had
+    /// its floor past it.
+    fn insert_head(&mut self, head: Head) {
+        self.heads.insert(head);
+        if let Some(class) = self.classes.get(&head.1) {
+            for w in class.fitting.iter() {
+                if let Some(worker) = self.workers.get_mut(&w) {
+                    if head < worker.floor {
+                        worker.floor = head;
+                    }
+                }
+            }
         }
     }
 
@@ -725,14 +877,15 @@ impl Matcher {
         };
         let was_head = class.ready.first() == Some(&key);
         class.ready.remove(&key);
+        let next = class.ready.first().copied();
+        if next.is_none() {
+            class.blocked = false;
+        }
         if was_head {
             self.heads.remove(&(key, c));
-            if let Some(&next) = class.ready.first() {
-                self.heads.insert((next, c));
+            if let Some(next) = next {
+                self.insert_head((next, c));
             }
-        }
-        if class.ready.is_empty() {
-            class.blocked = false;
         }
     }
 
@@ -741,8 +894,8 @@ impl Matcher {
             return;
         }
         if let Some(class) = self.classes.remove(&c) {
-            for w in &class.fitting {
-                if let Some(worker) = self.workers.get_mut(w) {
+            for w in class.fitting.iter() {
+                if let Some(worker) = self.workers.get_mut(&w) {
                     worker.classes.remove(&c);
                 }
             }
@@ -768,6 +921,134 @@ impl Matcher {
                 }
             }
         }
+    }
+}
+
+/// Values by small reusable ids: lookups by index instead of by search. Iterates in id order,
+/// so it stays deterministic; a freed id is reused by the next insertion.
+#[derive(Debug)]
+struct Slab<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    /// The id the next new value gets.
+    fn vacant(&self) -> u32 {
+        self.free.last().copied().unwrap_or(self.slots.len() as u32)
+    }
+
+    /// Puts `value` at `id`: a [`Slab::vacant`] id, or one in use (replaced).
+    fn insert(&mut self, id: u32, value: T) {
+        let i = id as usize;
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if let Some(pos) = self.free.iter().rposition(|&f| f == id) {
+            self.free.swap_remove(pos);
+        }
+        if let Some(slot) = self.slots.get_mut(i) {
+            if slot.replace(value).is_none() {
+                self.len += 1;
+            }
+        }
+    }
+
+    fn get(&self, id: &u32) -> Option<&T> {
+        self.slots.get(*id as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: &u32) -> Option<&mut T> {
+        self.slots.get_mut(*id as usize)?.as_mut()
+    }
+
+    fn remove(&mut self, id: &u32) -> Option<T> {
+        let value = self.slots.get_mut(*id as usize)?.take()?;
+        self.free.push(*id);
+        self.len -= 1;
+        Some(value)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        (0u32..)
+            .zip(&self.slots)
+            .filter_map(|(id, slot)| Some((id, slot.as_ref()?)))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut T)> {
+        (0u32..)
+            .zip(&mut self.slots)
+            .filter_map(|(id, slot)| Some((id, slot.as_mut()?)))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A set of worker ids as bits: membership in one step on the walk's hot path.
+#[derive(Debug, Clone, Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn insert(&mut self, i: u32) {
+        let word = (i / 64) as usize;
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        if let Some(w) = self.0.get_mut(word) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    fn remove(&mut self, i: &u32) {
+        if let Some(w) = self.0.get_mut((i / 64) as usize) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    fn contains(&self, i: &u32) -> bool {
+        self.0
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    /// The ids in increasing order.
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0u32..).zip(&self.0).flat_map(|(word, &bits)| {
+            let mut rest = bits;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros();
+                rest &= rest - 1;
+                Some(word * 64 + bit)
+            })
+        })
     }
 }
 

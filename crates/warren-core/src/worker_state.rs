@@ -2,12 +2,14 @@
 //! [`crate::task::transition`].
 //!
 //! ```text
-//! register ──▶ MAINTENANCE ──set IDLE──▶ PREPARE ──prepare ok──▶ IDLE ◀──last task ended── RUNNING
-//!   └─(straight to IDLE)──────────────────▲  └──prepare failed──▶ FAILED       └──task started──▲
-//! set MAINTENANCE (or re-registered with other capabilities):
-//!   any ──▶ BUSY (no new work) ──drained──▶ maintenance hook ──done──▶ MAINTENANCE
-//! failure (reported, health check, heartbeats missed): ──▶ FAILED, reason kept
-//! FAILED re-registered unchanged ──▶ PREPARE ──▶ IDLE; deregister from MAINTENANCE or FAILED only
+//! first registration  -> MAINTENANCE (or PREPARE -> IDLE when it asks to start at once)
+//! set IDLE               MAINTENANCE -> PREPARE -> IDLE, or FAILED if the prepare hook fails
+//! task started, ended    IDLE <-> RUNNING
+//! set MAINTENANCE        any -> BUSY (no new work) -> drained, maintenance hook -> MAINTENANCE
+//! failure                any -> FAILED with its reason (reported, health check, heartbeats)
+//! registered again       other capabilities: -> BUSY -> MAINTENANCE;
+//!                        unchanged and FAILED: -> PREPARE -> IDLE
+//! deregister             from MAINTENANCE or FAILED only
 //! ```
 //!
 //! An operator's maintenance wins over failures: a failure in MAINTENANCE changes nothing, and the
