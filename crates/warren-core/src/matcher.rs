@@ -216,8 +216,6 @@ type WorkerIdx = u32;
 type QueueKey = (u8, i64, TaskId);
 /// A class's first ready task, as the walk orders classes.
 type Head = (QueueKey, ClassId);
-/// Before every head.
-const FIRST: Head = ((0, i64::MIN, 0), 0);
 /// After every head.
 const PAST_LAST: Head = ((u8::MAX, i64::MAX, TaskId::MAX), ClassId::MAX);
 
@@ -270,9 +268,19 @@ struct Span {
     until: Option<Head>,
 }
 
-/// A scan of the class heads reached the last one.
+/// Why a scan of the class heads stopped without a head to try.
 #[derive(Debug)]
-struct Exhausted;
+enum ScanEnd {
+    /// It passed the last head.
+    Exhausted,
+    /// It looked at its budget of heads without finding one; this is the next.
+    GaveUp(Head),
+}
+
+/// Heads one scan looks at before its workers switch to heaps of their own classes: a worker
+/// whose floor is a class it fits but has no room for (memory, CPU) would otherwise pass every
+/// head behind it.
+const SCAN_BUDGET: usize = 128;
 
 /// How a walk finds the next class to try while a worker that gained room still has a slot.
 /// Every order gives the same launches; they differ only in cost.
@@ -307,6 +315,8 @@ pub struct Matcher {
     /// Classes to check against all their workers in the next walk.
     dirty_classes: BTreeSet<ClassId>,
     order: WalkOrder,
+    /// Heads a scan looks at before giving up ([`SCAN_BUDGET`] unless a test sets it).
+    scan_budget: Option<usize>,
     /// Class heads the last walk looked at.
     visited: usize,
 }
@@ -315,6 +325,16 @@ impl Matcher {
     /// An empty matcher.
     pub fn new() -> Matcher {
         Matcher::default()
+    }
+
+    /// An empty matcher whose scans give up after `budget` heads, to test the switch to heaps.
+    #[cfg(test)]
+    fn with_scan_budget(order: WalkOrder, budget: usize) -> Matcher {
+        Matcher {
+            order,
+            scan_budget: Some(budget),
+            ..Matcher::default()
+        }
     }
 
     /// An empty matcher that always walks in `order` (for benchmarks and tests; [`Matcher::new`]
@@ -425,6 +445,13 @@ impl Matcher {
             }
         }
         let score = profile.score();
+        // Its first scan then starts at the first head it fits, not at the front of the queue.
+        let floor = self
+            .heads
+            .iter()
+            .find(|(_, c)| classes.contains(c))
+            .copied()
+            .unwrap_or(PAST_LAST);
         self.workers.insert(
             idx,
             WorkerEntry {
@@ -432,7 +459,7 @@ impl Matcher {
                 load,
                 score,
                 classes,
-                floor: FIRST,
+                floor,
             },
         );
         if load.available && load.free_slots > 0 {
@@ -567,13 +594,29 @@ impl Matcher {
                         until: other,
                     },
                     (&open, &scanning),
+                    self.scan_budget.unwrap_or(SCAN_BUDGET),
                     &mut visited,
                 ) {
                     Ok(found) => found,
                     // Heads that appear past the end from now on are in the spill heap.
-                    Err(Exhausted) => {
+                    Err(ScanEnd::Exhausted) => {
                         scanned_all = true;
                         None
+                    }
+                    // Every head before `next` was looked at: the scanning workers' classes with
+                    // a head from there on go into heaps of their own.
+                    Err(ScanEnd::GaveUp(next)) => {
+                        for w in std::mem::take(&mut scanning) {
+                            let Some(worker) = self.workers.get(&w) else {
+                                continue;
+                            };
+                            let heads = worker.classes.iter().filter_map(|&c| {
+                                let head = (*self.classes.get(&c)?.ready.first()?, c);
+                                (head >= next).then_some(Reverse(head))
+                            });
+                            heaps.insert(w, heads.collect());
+                        }
+                        continue;
                     }
                 }
             };
@@ -692,8 +735,9 @@ impl Matcher {
         workers: &mut Slab<WorkerEntry>,
         span: Span,
         (open, scanning): (&BTreeSet<WorkerIdx>, &BTreeSet<WorkerIdx>),
+        budget: usize,
         visited: &mut usize,
-    ) -> Result<Option<Head>, Exhausted> {
+    ) -> Result<Option<Head>, ScanEnd> {
         let floor = scanning
             .iter()
             .filter_map(|w| workers.get(w))
@@ -717,11 +761,16 @@ impl Matcher {
                 })
             })
             .collect();
-        let mut result = Err(Exhausted);
+        let mut result = Err(ScanEnd::Exhausted);
         let mut stop = PAST_LAST;
-        for &head in heads.range((lower, Bound::Unbounded)) {
+        for (looked, &head) in heads.range((lower, Bound::Unbounded)).enumerate() {
             if span.until.is_some_and(|u| head >= u) {
                 result = Ok(None);
+                stop = head;
+                break;
+            }
+            if looked == budget {
+                result = Err(ScanEnd::GaveUp(head));
                 stop = head;
                 break;
             }

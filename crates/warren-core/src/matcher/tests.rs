@@ -786,15 +786,21 @@ fn random_task(rng: &mut Rng, id: TaskId, now: i64) -> WaitingTask {
 #[test]
 fn incremental_matcher_equals_the_full_walk_on_random_histories() {
     for order in [WalkOrder::Auto, WalkOrder::Scan, WalkOrder::Heap] {
-        random_histories(order);
+        random_histories(order, || Matcher::with_walk_order(order));
+    }
+    // Scans that give up early and switch to heaps.
+    for budget in [1, 3] {
+        random_histories(WalkOrder::Scan, || {
+            Matcher::with_scan_budget(WalkOrder::Scan, budget)
+        });
     }
 }
 
-fn random_histories(order: WalkOrder) {
+fn random_histories(order: WalkOrder, new: impl Fn() -> Matcher) {
     let mut checked_launches = 0usize;
     for seed in 0..200u64 {
         let mut rng = Rng(seed);
-        let mut m = Matcher::with_walk_order(order);
+        let mut m = new();
         let mut tasks: BTreeMap<TaskId, WaitingTask> = BTreeMap::new();
         let mut workers: BTreeMap<String, (WorkerProfile, WorkerLoad)> = BTreeMap::new();
         let mut now = 0i64;
