@@ -1,5 +1,6 @@
 //! The `warren` binary's integration tests: one binary, one module per area.
 
+mod bench;
 mod client;
 mod env;
 mod pythia;
