@@ -1144,29 +1144,22 @@ pub fn unsatisfiable<'a>(
             list(&req.groups)
         ));
     }
-    if req.memory > 0
-        && workers
-            .iter()
-            .all(|w| w.memory != 0 && w.memory < req.memory)
-    {
-        let largest = workers.iter().map(|w| w.memory).max().unwrap_or(0);
-        missing.push(format!(
-            "memory {} is more than any worker has (largest {})",
-            human_bytes(req.memory),
-            human_bytes(largest)
-        ));
-    }
-    if req.milli_cpus > 0
-        && workers
-            .iter()
-            .all(|w| w.milli_cpus != 0 && w.milli_cpus < req.milli_cpus)
-    {
-        let largest = workers.iter().map(|w| w.milli_cpus).max().unwrap_or(0);
-        missing.push(format!(
-            "CPU share {} is more than any worker has (largest {})",
-            human_cpus(req.milli_cpus),
-            human_cpus(largest)
-        ));
+    type Amount = fn(&WorkerProfile) -> u64;
+    type Show = fn(u64) -> String;
+    let resources: [(&str, u64, Amount, Show); 2] = [
+        ("memory", req.memory, |w| w.memory, human_bytes),
+        ("CPU share", req.milli_cpus, |w| w.milli_cpus, human_cpus),
+    ];
+    for (name, needed, has, show) in resources {
+        // A worker that does not report the resource (0) is not constrained by it.
+        if needed > 0 && workers.iter().all(|w| has(w) != 0 && has(w) < needed) {
+            let largest = workers.iter().map(|w| has(w)).max().unwrap_or(0);
+            missing.push(format!(
+                "{name} {} is more than any worker has (largest {})",
+                show(needed),
+                show(largest)
+            ));
+        }
     }
     if !missing.is_empty() {
         return Some(missing.join("; "));
