@@ -286,12 +286,14 @@ const SCAN_BUDGET: usize = 128;
 /// Every order gives the same launches; they differ only in cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WalkOrder {
-    /// The cheaper of the two below, by how many classes the marked workers fit.
+    /// Per worker: a scan when it fits at least an eighth of the classes with ready tasks, a heap
+    /// otherwise.
     #[default]
     Auto,
-    /// Every class head in order from the worker's floor until the marked workers are full.
+    /// Every worker scans the class heads in order from its floor (switching to a heap after
+    /// 128 heads without one it can take).
     Scan,
-    /// Only the classes the marked workers fit, through a heap: for workers few classes fit.
+    /// Every worker walks a heap of the heads of the classes it fits.
     Heap,
 }
 
@@ -536,9 +538,9 @@ impl Matcher {
             .filter_map(|&c| Some((*self.classes.get(&c)?.ready.first()?, c)))
             .collect();
         // Two ways to find the classes the open workers fit, merged in walk order: a worker
-        // that fits many classes scans the class heads in order (the first it can take is
-        // usually near the front); one that fits few has its classes' heads put in a heap (so a
-        // worker nothing fits costs nothing).
+        // that fits many classes scans the class heads in order from its floor (the first it
+        // can take is usually the first it looks at); one that fits few has its classes' heads
+        // put in a heap (so a worker nothing fits costs nothing).
         let scans = |w: &WorkerEntry| match self.order {
             WalkOrder::Scan => true,
             WalkOrder::Heap => false,
