@@ -42,6 +42,45 @@
 //! valid-after is reached and leaves it once its deadline has passed (it then stays, never
 //! startable, until the caller removes it as TIMEOUT).
 //!
+//! # Use
+//!
+//! Report every change as it happens, then ask for the launches: a task accepted or re-queued
+//! ([`Matcher::add_task`]), cancelled, timed out or invalid ([`Matcher::remove_task`]), a worker
+//! registered or changed ([`Matcher::upsert_worker`]), a task ended or a worker changed state
+//! ([`Matcher::update_load`]), a worker gone ([`Matcher::remove_worker`]); also call
+//! [`Matcher::next_launches`] when the timer set for [`Matcher::next_ready_at`] fires.
+//!
+//! ```
+//! use warren_core::matcher::{Matcher, Requirements, WaitingTask, WorkerLoad, WorkerProfile};
+//! use warren_core::task::Timestamp;
+//!
+//! let mut matcher = Matcher::new();
+//! let worker = WorkerProfile {
+//!     id: "w1".into(),
+//!     runs_commands: true,
+//!     environments: Some(["busybox".to_string()].into()),
+//!     ..WorkerProfile::default()
+//! };
+//! let idle = WorkerLoad { available: true, free_slots: 1, ..WorkerLoad::default() };
+//! matcher.upsert_worker(worker, idle);
+//! let needs = Requirements { needs_command: true, ..Requirements::default() };
+//! for (id, priority) in [(1, 8), (2, 3)] {
+//!     matcher.add_task(WaitingTask {
+//!         id,
+//!         priority,
+//!         order: id as i64,
+//!         requirements: needs.clone(),
+//!         valid_after: None,
+//!         deadline: None,
+//!     });
+//! }
+//! let launches = matcher.next_launches(Timestamp::from_unix_ms(0));
+//! assert_eq!((launches[0].task, launches[0].worker.as_str()), (2, "w1"));
+//! // Task 2 ends: the slot is free again, and task 1 starts.
+//! matcher.update_load("w1", idle);
+//! assert_eq!(matcher.next_launches(Timestamp::from_unix_ms(1))[0].task, 1);
+//! ```
+//!
 //! Pure and deterministic: time is a parameter, nothing is random, every collection iterated is
 //! ordered.
 
