@@ -88,6 +88,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Bound;
 
+use crate::environment;
 use crate::task::{TaskId, TaskSpec, Timestamp};
 use crate::timers::TimerQueue;
 
@@ -152,11 +153,13 @@ impl WorkerProfile {
         }
     }
 
-    /// Whether it offers `environment`.
+    /// Whether it offers `environment` (`host` always; a plain pool, which does not say, any).
     pub fn offers_environment(&self, environment: &str) -> bool {
-        self.environments
-            .as_ref()
-            .is_none_or(|offered| offered.contains(environment))
+        environment == environment::HOST
+            || self
+                .environments
+                .as_ref()
+                .is_none_or(|offered| offered.contains(environment))
     }
 
     /// How capable it is (capabilities plus groups): the least capable fitting worker is chosen.
@@ -1176,7 +1179,12 @@ pub fn unsatisfiable<'a>(
     }
     if let Some(env) = &req.environment {
         if !workers.iter().any(|w| w.offers_environment(env)) {
-            missing.push(format!("no worker offers environment {env}"));
+            let offered = workers
+                .iter()
+                .filter_map(|w| w.environments.as_ref())
+                .flatten()
+                .map(String::as_str);
+            missing.push(environment::not_offered_message(env, offered));
         }
     }
     if !req.groups.is_empty() && workers.iter().all(|w| req.groups.is_disjoint(&w.groups)) {

@@ -258,6 +258,14 @@ fn requirements_table() {
         },
         &["small", "pool"],
     );
+    // `host` is offered by every worker, listed or not.
+    check(
+        Requirements {
+            environment: Some("host".into()),
+            ..base.clone()
+        },
+        &["gpu", "small", "unreported"],
+    );
     check(
         Requirements {
             groups: set(&["ci", "nightly"]),
@@ -523,7 +531,7 @@ fn unsatisfiable_names_what_no_worker_offers() {
             environment: Some("alpine".into()),
             ..base.clone()
         },
-        Some("no worker offers environment alpine"),
+        Some("no worker offers environment `alpine`; offered: busybox, host, python3"),
     );
     // A plain pool offers any environment, but runs no command.
     check(
