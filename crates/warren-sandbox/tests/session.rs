@@ -205,3 +205,35 @@ fn images_are_mounted_once_shared_and_unmounted_after_use() {
         Err(e) => assert!(e.to_string().contains("plain.sfs"), "{e}"),
     }
 }
+
+#[test]
+fn mounts_of_a_crashed_runner_are_reclaimed() {
+    let Some(first) = cold_sandbox() else { return };
+    // What a runner that died mid-session leaves: a mounted scratch tmpfs and an image's mount
+    // point, named after a runner process that no longer exists.
+    let state = first.config().state_dir.clone();
+    let scratch = state.join("scratch/run-999999999.1-7");
+    let image = state.join("images/run-999999999.1-8");
+    for dir in [&scratch, &image] {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            panic!("{}: {e}", dir.display());
+        }
+    }
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "leftover"])
+        .arg(&scratch)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(mounted, "mounting the leftover tmpfs");
+    let second = cold_sandbox();
+    assert!(
+        !is_mounted(&scratch),
+        "the leftover mount was not reclaimed"
+    );
+    assert!(
+        !scratch.exists() && !image.exists(),
+        "leftover mount points remain"
+    );
+    drop(second);
+    drop(first);
+}
