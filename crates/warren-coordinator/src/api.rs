@@ -3,11 +3,16 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | POST | `/v1/tasks` (`?wait=true&timeout=30s`, header `Idempotency-Key`; a task spec, or `{"pythia_task", "input"}`) | 201 + task view (200 + finished view with `wait`; 200 + the first task for a repeated key) |
-//! | GET | `/v1/tasks` (`?state=&owner=&worker=&after=&order=asc\|desc&limit=`) | `{"tasks": [...], "next": cursor}` |
+//! | GET | `/v1/tasks` (filters `?ids=&state=&priority=&owner=&worker=&groups=&caps=k=v,...`; `sort=id\|priority\|deadline\|valid_after\|state`, `order=asc\|desc`; `after=ID` or `before=ID`, `limit=` up to 65535) | `{"tasks": [...], "next": cursor, "total", "remaining"}` |
 //! | GET | `/v1/tasks/{id}` (`?wait=true&timeout=`) | task view |
+//! | PATCH | `/v1/tasks/{id}` (`{"priority", "valid_after", "deadline", "caps"}`, any of them) | task view; 409 unless WAITING |
 //! | GET | `/v1/tasks/{id}/output` (`?follow=false`: what is there now, then close) | server-sent events: `output` ([`OutputChunk`]), `stats` ([`StatSample`]), then one `end` (task view) |
 //! | POST | `/v1/tasks/{id}/cancel` | task view |
-//! | GET | `/v1/workers` | `{"workers": [...]}` |
+//! | GET | `/v1/workers` (`?ids=&state=&groups=&caps=&sort=id\|state&order=&after=&before=&limit=`) | `{"workers": [...], "next", "total", "remaining"}` |
+//! | GET | `/v1/workers/{id}` | worker view |
+//! | PUT | `/v1/workers/{id}/state` (`{"state": "IDLE"\|"MAINTENANCE", "message"?}`) | worker view; 409 naming the current and allowed states |
+//! | PUT | `/v1/workers/{id}/groups` (`{"groups": [...]}`) | worker view |
+//! | DELETE | `/v1/workers/{id}` (only in MAINTENANCE or FAILED) | 204 |
 //! | GET | `/healthz`, `/v1/version` | status |
 //! | | `/execute`, `/api/...` | Pythia's HTTP frontends ([`crate::pythia_http`]) |
 //!
@@ -26,16 +31,22 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
-use warren_core::task::{OutputChunk, TaskId, TaskPage, TaskSpec, TaskView};
+use warren_core::task::{
+    FieldError, OutputChunk, SetWorkerGroups, SetWorkerState, TaskId, TaskPage, TaskSpec,
+    TaskState, TaskUpdate, TaskView, WorkerPage, WorkerView,
+};
 use warren_core::units::parse_duration;
 
 use crate::hub::HubEvent;
-use crate::service::{OutputSource, Service, ServiceError};
-use crate::store::ListQuery;
+use crate::service::{
+    OutputSource, Service, ServiceError, WorkerPaginator, WorkerQuery, WorkerSort,
+};
+use crate::store::{ListQuery, Paginator, SortKey};
 
 /// What the API's handlers share.
 #[derive(Debug, Clone)]
@@ -113,7 +124,7 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Field(f) => ApiError::bad(f.field.clone(), f.to_string()),
-            ServiceError::NotFound(_) => ApiError {
+            ServiceError::NotFound(_) | ServiceError::NoWorker(_) => ApiError {
                 status: StatusCode::NOT_FOUND,
                 message: e.to_string(),
                 field: None,
@@ -145,11 +156,14 @@ pub fn router(state: ApiState) -> Router {
     let max_body = state.max_body;
     let v1 = Router::new()
         .route("/v1/tasks", post(submit).get(list))
-        .route("/v1/tasks/{id}", get(task))
+        .route("/v1/tasks/{id}", get(task).patch(update))
         .route("/v1/tasks/{id}/output", get(output))
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/workers", get(workers))
         .merge(crate::pythia_http::routes())
+        .route("/v1/workers/{id}", get(worker).delete(deregister))
+        .route("/v1/workers/{id}/state", put(set_worker_state))
+        .route("/v1/workers/{id}/groups", put(set_worker_groups))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -234,8 +248,13 @@ fn wait_param(
 }
 
 pub(crate) fn parse_spec(body: &[u8]) -> Result<TaskSpec, ApiError> {
+    parse_body(body, "the task")
+}
+
+/// A JSON body, errors naming the field.
+fn parse_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let spec: TaskSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let field = if path == "." || path == "?" {
@@ -246,8 +265,8 @@ pub(crate) fn parse_spec(body: &[u8]) -> Result<TaskSpec, ApiError> {
         ApiError::bad(field.clone(), format!("`{field}`: {inner}"))
     })?;
     de.end()
-        .map_err(|e| ApiError::bad("body", format!("trailing data after the task: {e}")))?;
-    Ok(spec)
+        .map_err(|e| ApiError::bad("body", format!("trailing data after {what}: {e}")))?;
+    Ok(value)
 }
 
 fn unknown_field(message: &str) -> Option<String> {
@@ -319,57 +338,234 @@ async fn cancel(
     Ok(Json(state.service.cancel(task_id(&id)?).await?))
 }
 
-async fn workers(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "workers": state.service.workers() }))
+/// A comma-separated list parameter (repeatable items, empty items ignored).
+fn list_param<T>(
+    params: &HashMap<String, String>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ApiError> {
+    let Some(raw) = params.get(name) else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| parse(item).map_err(|problem| ApiError::bad(name, problem)))
+        .collect()
+}
+
+fn caps_param(
+    params: &HashMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    list_param(params, "caps", |pair| match pair.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('"') => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{pair}` is not key=value")),
+    })
+    .map(|pairs| pairs.into_iter().collect())
+}
+
+/// `order=asc|desc` and `limit=` (1..=65535, 100 by default).
+fn order_and_limit(
+    params: &HashMap<String, String>,
+    ascending_default: bool,
+) -> Result<(bool, u32), ApiError> {
+    let ascending = match params.get("order").map(String::as_str) {
+        None => ascending_default,
+        Some("desc") => false,
+        Some("asc") => true,
+        Some(o) => return Err(ApiError::bad("order", format!("`{o}` is not asc or desc"))),
+    };
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| (1..=65_535).contains(l))
+            .ok_or_else(|| ApiError::bad("limit", format!("`{l}` is not a number in 1..65535")))?,
+    };
+    Ok((ascending, limit))
+}
+
+fn check_known(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad(
+            unknown.clone(),
+            format!("unknown parameter `{unknown}` (known: {})", known.join(", ")),
+        ));
+    }
+    if params.contains_key("after") && params.contains_key("before") {
+        return Err(ApiError::bad("before", "give `after` or `before`, not both"));
+    }
+    Ok(())
+}
+
+async fn workers(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<WorkerPage>, ApiError> {
+    const KNOWN: [&str; 9] = [
+        "ids", "state", "groups", "caps", "sort", "order", "after", "before", "limit",
+    ];
+    check_known(&params, &KNOWN)?;
+    let (ascending, limit) = order_and_limit(&params, true)?;
+    let sort = match params.get("sort") {
+        None => WorkerSort::Id,
+        Some(name) => WorkerSort::parse(name).ok_or_else(|| {
+            ApiError::bad(
+                "sort",
+                format!(
+                    "unknown sort key `{name}` (known: {})",
+                    WorkerSort::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
+    let paginator = match (params.get("after"), params.get("before")) {
+        (Some(id), _) => Some(WorkerPaginator::After(id.clone())),
+        (None, Some(id)) => Some(WorkerPaginator::Before(id.clone())),
+        (None, None) => None,
+    };
+    let query = WorkerQuery {
+        ids: list_param(&params, "ids", |id| Ok(id.to_string()))?,
+        states: list_param(&params, "state", |s| {
+            s.parse().map_err(|e: FieldError| e.problem)
+        })?,
+        groups: list_param(&params, "groups", |g| Ok(g.to_string()))?,
+        caps: caps_param(&params)?,
+        sort,
+        ascending,
+        paginator,
+        limit,
+    };
+    let (workers, total, remaining): (Vec<WorkerView>, u64, u64) =
+        state.service.worker_page(&query)?;
+    let next = (remaining > 0)
+        .then(|| workers.last().map(|w| w.id.clone()))
+        .flatten();
+    Ok(Json(WorkerPage {
+        workers,
+        next,
+        total,
+        remaining,
+    }))
+}
+
+async fn worker(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerView>, ApiError> {
+    Ok(Json(state.service.worker(&id)?))
+}
+
+async fn set_worker_state(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<WorkerView>, ApiError> {
+    let request: SetWorkerState = parse_body(&body, "the state")?;
+    Ok(Json(state.service.set_worker_state(
+        &id,
+        request.state,
+        request.message,
+    )?))
+}
+
+async fn set_worker_groups(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<WorkerView>, ApiError> {
+    let request: SetWorkerGroups = parse_body(&body, "the groups")?;
+    Ok(Json(state.service.set_worker_groups(&id, request.groups)?))
+}
+
+async fn deregister(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.service.deregister_worker(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<TaskView>, ApiError> {
+    let id = task_id(&id)?;
+    let update: TaskUpdate = parse_body(&body, "the update")?;
+    Ok(Json(state.service.update(id, update).await?))
 }
 
 async fn list(
     State(state): State<ApiState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<TaskPage>, ApiError> {
-    const KNOWN: [&str; 6] = ["state", "owner", "worker", "after", "order", "limit"];
-    if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ApiError::bad(
-            unknown.clone(),
-            format!("unknown filter `{unknown}` (known: {})", KNOWN.join(", ")),
-        ));
-    }
-    let mut query = ListQuery {
-        limit: 100,
-        ..ListQuery::default()
+    const KNOWN: [&str; 12] = [
+        "ids", "state", "priority", "owner", "worker", "groups", "caps", "sort", "order", "after",
+        "before", "limit",
+    ];
+    check_known(&params, &KNOWN)?;
+    // Newest first unless asked otherwise, as before sorting existed.
+    let (ascending, limit) = order_and_limit(&params, false)?;
+    let sort = match params.get("sort") {
+        None => SortKey::Id,
+        Some(name) => SortKey::parse(name).ok_or_else(|| {
+            ApiError::bad(
+                "sort",
+                format!(
+                    "unknown sort key `{name}` (known: {})",
+                    SortKey::NAMES.join(", ")
+                ),
+            )
+        })?,
     };
-    if let Some(s) = params.get("state") {
-        query.state =
-            Some(s.parse().map_err(|e: warren_core::task::FieldError| {
-                ApiError::bad("state", e.to_string())
-            })?);
-    }
-    query.owner = params.get("owner").cloned();
-    query.worker = params.get("worker").cloned();
-    if let Some(a) = params.get("after") {
-        query.after = Some(
-            a.parse()
-                .map_err(|_| ApiError::bad("after", format!("`{a}` is not a cursor")))?,
-        );
-    }
-    query.ascending = match params.get("order").map(String::as_str) {
-        None | Some("desc") => false,
-        Some("asc") => true,
-        Some(o) => return Err(ApiError::bad("order", format!("`{o}` is not asc or desc"))),
+    let id_param = |name: &str| -> Result<Option<TaskId>, ApiError> {
+        params
+            .get(name)
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| ApiError::bad(name, format!("`{a}` is not a task id")))
+            })
+            .transpose()
     };
-    if let Some(l) = params.get("limit") {
-        query.limit = l
-            .parse()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::bad("limit", format!("`{l}` is not a number in 1..1000")))?;
-    }
-    let limit = query.limit as usize;
-    let tasks = state.service.list(query).await?;
-    let next = (tasks.len() == limit)
+    let paginator = match (id_param("after")?, id_param("before")?) {
+        (Some(id), _) => Some(Paginator::After(id)),
+        (None, Some(id)) => Some(Paginator::Before(id)),
+        (None, None) => None,
+    };
+    let query = ListQuery {
+        ids: list_param(&params, "ids", |id| {
+            id.parse().map_err(|_| format!("`{id}` is not a task id"))
+        })?,
+        states: list_param(&params, "state", |s| {
+            s.parse::<TaskState>().map_err(|e| e.problem)
+        })?,
+        priorities: list_param(&params, "priority", |p| {
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| (1..=16).contains(p))
+                .ok_or_else(|| format!("`{p}` is not a priority in 1..16"))
+        })?,
+        owner: params.get("owner").cloned(),
+        worker: params.get("worker").cloned(),
+        groups: list_param(&params, "groups", |g| Ok(g.to_string()))?,
+        caps: caps_param(&params)?,
+        sort,
+        ascending,
+        paginator,
+        limit,
+    };
+    let (tasks, total, remaining) = state.service.list(query).await?;
+    let next = (remaining > 0 && !matches!(paginator, Some(Paginator::Before(_))))
         .then(|| tasks.last().map(|t| t.id.to_string()))
         .flatten();
-    Ok(Json(TaskPage { tasks, next }))
+    Ok(Json(TaskPage {
+        tasks,
+        next,
+        total,
+        remaining,
+    }))
 }
 
 fn output_event(event: &HubEvent) -> Event {

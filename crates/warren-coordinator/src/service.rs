@@ -16,16 +16,17 @@ use warren_core::result::{RunResult, Status};
 use warren_core::schedule::{self, Candidate, Slot};
 use warren_core::stats::StatSample;
 use warren_core::task::{
-    transition, FieldError, TaskEvent, TaskId, TaskSpec, TaskState, TaskView, Timestamp,
-    Transition, WorkerState, WorkerView,
+    caps_satisfied, check_groups, transition, FieldError, HookRun, TaskEvent, TaskId, TaskSpec,
+    TaskState, TaskUpdate, TaskView, Timestamp, Transition, WorkerState, WorkerView,
 };
 use warren_proto::{
-    Done, Launch, Message, MessageSender, PythiaStatus, PythiaTask, Register, RunTask,
+    hook, Done, HookReport, Launch, Message, MessageSender, PythiaStatus, PythiaTask, Register,
+    RunTask,
 };
 
 use crate::clock::Clock;
 use crate::hub::{Hub, HubEvent};
-use crate::store::{ListQuery, Origin, Store, StoreError, TaskRecord, Write};
+use crate::store::{ListPage, ListQuery, Origin, Store, StoreError, TaskRecord, Write};
 use crate::writer::Writer;
 
 /// Queue behaviour settings.
@@ -44,7 +45,16 @@ pub struct QueueConfig {
     /// come back and say what they still run (so nothing runs twice needlessly); it resumes as
     /// soon as they all have.
     pub reconnect_hold: Duration,
+    /// How long a task no registered worker could ever run stays WAITING (for such a worker to
+    /// register) before it becomes INVALID.
+    pub invalid_after: Duration,
+    /// How long a worker set to MAINTENANCE lets its running tasks finish before they are
+    /// aborted and re-queued.
+    pub drain_timeout: Duration,
 }
+
+/// A start-by deadline for tasks that give none.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for QueueConfig {
     fn default() -> Self {
@@ -54,6 +64,8 @@ impl Default for QueueConfig {
             default_limits: Limits::sandbox_defaults(),
             orphan_grace: Duration::from_secs(90),
             reconnect_hold: Duration::from_secs(2),
+            invalid_after: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -67,6 +79,9 @@ pub enum ServiceError {
     /// No such task.
     #[error("no task {0}")]
     NotFound(TaskId),
+    /// No such worker.
+    #[error("no worker `{0}`")]
+    NoWorker(String),
     /// The task is in a state where this does not apply.
     #[error("{0}")]
     Conflict(String),
@@ -107,12 +122,48 @@ struct WorkerConn {
     tx: MessageSender,
     /// A Warren worker (sent `-register`) rather than a plain Pythia pool.
     warren: bool,
+    /// It answers `-prepare` and `-maintenance` with `-hook`.
+    hooks: bool,
 }
 
 struct WorkerEntry {
     view: WorkerView,
     conn: Option<WorkerConn>,
     running: HashSet<TaskId>,
+    /// While BUSY: the message its maintenance hook gets once its tasks have drained.
+    maintenance_note: Option<String>,
+    /// Tasks aborted on it by a drain and re-queued: their results from it are dropped.
+    drained: HashSet<TaskId>,
+}
+
+impl WorkerEntry {
+    fn new(view: WorkerView) -> WorkerEntry {
+        WorkerEntry {
+            view,
+            conn: None,
+            running: HashSet::new(),
+            maintenance_note: None,
+            drained: HashSet::new(),
+        }
+    }
+
+    /// Whether it may be given tasks.
+    fn in_service(&self) -> bool {
+        self.conn.is_some() && matches!(self.view.state, WorkerState::Idle | WorkerState::Running)
+    }
+}
+
+/// Something that happens at a time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A waiting task's valid-after time or deadline.
+    Task(TaskId),
+    /// A waiting task that no registered worker could run: INVALID if that still holds.
+    Unsatisfiable(TaskId),
+    /// A BUSY worker's drain timeout: its running tasks are aborted and re-queued.
+    Drain(String),
+    /// The hold on dispatch after a restart ends.
+    Hold,
 }
 
 struct Frontend {
@@ -124,8 +175,8 @@ struct Frontend {
 struct State {
     tasks: HashMap<TaskId, Active>,
     queue: BTreeSet<(u8, i64, TaskId)>,
-    /// Times at which something waiting becomes startable or expires.
-    timers: BTreeSet<(Timestamp, TaskId)>,
+    /// Times at which something is due: a heap of deadlines the timer task sleeps until.
+    timers: BTreeSet<(Timestamp, Timer)>,
     next_id: TaskId,
     next_front: i64,
     workers: BTreeMap<String, WorkerEntry>,
@@ -167,6 +218,69 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// What workers are listed sorted by (then by id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WorkerSort {
+    /// The id.
+    #[default]
+    Id,
+    /// The state.
+    State,
+}
+
+impl WorkerSort {
+    /// Every key, as the API names them.
+    pub const NAMES: [&'static str; 2] = ["id", "state"];
+
+    /// The key named `name` in the API.
+    pub fn parse(name: &str) -> Option<WorkerSort> {
+        match name {
+            "id" => Some(WorkerSort::Id),
+            "state" => Some(WorkerSort::State),
+            _ => None,
+        }
+    }
+}
+
+/// Where a page of workers starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerPaginator {
+    /// Just after this worker.
+    After(String),
+    /// Just before this worker.
+    Before(String),
+}
+
+/// A listing of workers: filters (all must hold; empty filters nothing), order, page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerQuery {
+    /// Only these workers.
+    pub ids: Vec<String>,
+    /// Only workers in one of these states.
+    pub states: Vec<WorkerState>,
+    /// Only workers in at least one of these groups.
+    pub groups: Vec<String>,
+    /// Only workers offering all of these capabilities.
+    pub caps: BTreeMap<String, String>,
+    /// The order.
+    pub sort: WorkerSort,
+    /// Smallest first.
+    pub ascending: bool,
+    /// Where the page starts.
+    pub paginator: Option<WorkerPaginator>,
+    /// Most workers.
+    pub limit: u32,
+}
+
+impl WorkerQuery {
+    fn keeps(&self, w: &WorkerView) -> bool {
+        (self.ids.is_empty() || self.ids.contains(&w.id))
+            && (self.states.is_empty() || self.states.contains(&w.state))
+            && (self.groups.is_empty() || w.groups.iter().any(|g| self.groups.contains(g)))
+            && caps_satisfied(&self.caps, &w.caps)
+    }
+}
+
 /// How a worker introduced itself.
 #[derive(Debug, Clone)]
 pub enum Hello {
@@ -202,6 +316,10 @@ fn view_of(record: &TaskRecord, result: Option<RunResult>) -> TaskView {
         reason: record.reason.clone(),
         command: record.spec.command.clone(),
         result,
+        valid_after: record.spec.valid_after,
+        deadline: record.spec.deadline,
+        caps: record.spec.caps.clone(),
+        groups: record.spec.groups.clone(),
     }
 }
 
@@ -238,18 +356,17 @@ impl State {
         self.queue.len()
     }
 
-    fn enqueue(&mut self, id: TaskId, fx: &mut Effects) {
+    fn enqueue(&mut self, id: TaskId, now: Timestamp, fx: &mut Effects) {
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
         let r = &task.record;
         self.queue.insert((r.priority, r.queue_order, id));
-        for t in [r.spec.valid_after, r.spec.deadline.map(|d| d.plus_ms(1))]
-            .into_iter()
-            .flatten()
-        {
-            self.timers.insert((t, id));
-            fx.timers_changed = true;
+        for t in task_times(&r.spec) {
+            if t > now {
+                self.timers.insert((t, Timer::Task(id)));
+                fx.timers_changed = true;
+            }
         }
     }
 
@@ -257,6 +374,9 @@ impl State {
         if let Some(task) = self.tasks.get(&id) {
             let r = &task.record;
             self.queue.remove(&(r.priority, r.queue_order, id));
+            for t in task_times(&r.spec) {
+                self.timers.remove(&(t, Timer::Task(id)));
+            }
         }
     }
 
@@ -319,24 +439,8 @@ impl State {
             },
         ) {
             Ok(Transition::Requeue) => {
-                if let Some(w) = self.workers.get_mut(&worker) {
-                    w.running.remove(&id);
-                }
-                self.next_front -= 1;
-                let order = self.next_front;
                 let reason = format!("worker {worker} lost ({why}); re-queued after attempt {attempts} of {max_attempts}");
-                if let Some(task) = self.tasks.get_mut(&id) {
-                    task.record.state = TaskState::Waiting;
-                    task.record.worker = None;
-                    task.record.queue_order = order;
-                    task.record.reason = Some(reason.clone());
-                }
-                fx.writes.push(Write::Requeue {
-                    id,
-                    queue_order: order,
-                    reason,
-                });
-                self.enqueue(id, fx);
+                self.requeue(id, reason, now, fx);
             }
             Ok(Transition::Enter(TaskState::Failed)) => {
                 let reason =
@@ -345,6 +449,32 @@ impl State {
             }
             _ => {}
         }
+    }
+
+    /// Puts a task that was IN PROGRESS back at the front of the queue.
+    fn requeue(&mut self, id: TaskId, reason: String, now: Timestamp, fx: &mut Effects) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if let Some(w) = task
+            .record
+            .worker
+            .take()
+            .and_then(|w| self.workers.get_mut(&w))
+        {
+            w.running.remove(&id);
+        }
+        self.next_front -= 1;
+        let order = self.next_front;
+        task.record.state = TaskState::Waiting;
+        task.record.queue_order = order;
+        task.record.reason = Some(reason.clone());
+        fx.writes.push(Write::Requeue {
+            id,
+            queue_order: order,
+            reason,
+        });
+        self.enqueue(id, now, fx);
     }
 
     fn send_to_worker(&self, worker: &str, message: Message) -> bool {
@@ -372,12 +502,13 @@ impl State {
                 .filter_map(|w| {
                     let conn = w.conn.as_ref()?;
                     let free = w.view.capacity.saturating_sub(w.running.len() as u32);
-                    (free > 0 && w.view.state != WorkerState::Maintenance).then_some(Slot {
+                    (free > 0 && w.in_service()).then_some(Slot {
                         worker: w.view.id.as_str(),
                         free,
                         caps: &w.view.caps,
                         environments: conn.warren.then_some(w.view.environments.as_slice()),
                         runs_commands: conn.warren,
+                        groups: &w.view.groups,
                     })
                 })
                 .collect();
@@ -402,6 +533,7 @@ impl State {
                     needs_command: !t.record.spec.command.is_empty(),
                     valid_after: t.record.spec.valid_after,
                     deadline: t.record.spec.deadline,
+                    groups: &t.record.spec.groups,
                 })
                 .collect();
             schedule::plan(&candidates, &slots, now)
@@ -441,6 +573,7 @@ impl State {
                 })
             };
             conn.tx.send(message);
+            worker.drained.remove(&launch.task);
             worker.running.insert(launch.task);
             worker.view.running = worker.running.len() as u32;
             worker.view.state = WorkerState::Running;
@@ -456,14 +589,301 @@ impl State {
     fn refresh_worker_states(&mut self) {
         for w in self.workers.values_mut() {
             w.view.running = w.running.len() as u32;
-            if w.conn.is_some() && matches!(w.view.state, WorkerState::Idle | WorkerState::Running)
-            {
+            if w.in_service() {
                 w.view.state = if w.running.is_empty() {
                     WorkerState::Idle
                 } else {
                     WorkerState::Running
                 };
             }
+        }
+    }
+}
+
+/// The times at which a waiting task's startability changes: its valid-after time, and just past
+/// its deadline.
+fn task_times(spec: &TaskSpec) -> impl Iterator<Item = Timestamp> {
+    [spec.valid_after, spec.deadline.map(|d| d.plus_ms(1))]
+        .into_iter()
+        .flatten()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Worker lifecycle: MAINTENANCE -> PREPARE -> IDLE <-> RUNNING, -> BUSY -> MAINTENANCE, and
+/// FAILED from anywhere. Hooks run on the worker; one that does not run hooks (a plain pool, an
+/// older worker) moves through PREPARE and BUSY at once.
+impl State {
+    fn persist_worker(&self, id: &str, fx: &mut Effects) {
+        if let Some(w) = self.workers.get(id) {
+            // Plain pools get a new id per connection: nothing of theirs is worth keeping.
+            if w.conn.as_ref().is_none_or(|c| c.warren) {
+                fx.writes.push(Write::Worker(Box::new(w.view.clone())));
+            }
+        }
+    }
+
+    /// PREPARE: the worker runs its prepare hook, and is IDLE when it succeeds.
+    fn begin_prepare(&mut self, id: &str, fx: &mut Effects) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        w.view.state = WorkerState::Prepare;
+        w.view.reason = None;
+        w.maintenance_note = None;
+        match w.conn.as_ref() {
+            Some(conn) if conn.hooks => {
+                conn.tx.send(Message::Prepare);
+            }
+            _ => w.view.state = WorkerState::Idle,
+        }
+        self.refresh_worker_states();
+        self.persist_worker(id, fx);
+    }
+
+    /// BUSY: no new work; what runs may finish within `drain`, then the maintenance hook runs
+    /// with `note`, then MAINTENANCE.
+    fn begin_maintenance(
+        &mut self,
+        id: &str,
+        note: String,
+        now: Timestamp,
+        drain: Duration,
+        fx: &mut Effects,
+    ) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        w.view.state = WorkerState::Busy;
+        w.view.reason = (!note.is_empty()).then(|| note.clone());
+        w.maintenance_note = Some(note);
+        if w.running.is_empty() {
+            self.run_maintenance_hook(id, fx);
+        } else {
+            self.timers
+                .insert((now.plus_ms(ms(drain)), Timer::Drain(id.to_string())));
+            fx.timers_changed = true;
+        }
+        self.persist_worker(id, fx);
+    }
+
+    /// A BUSY worker has nothing running: its maintenance hook runs now.
+    fn run_maintenance_hook(&mut self, id: &str, fx: &mut Effects) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        let Some(note) = w.maintenance_note.clone() else {
+            return;
+        };
+        match w.conn.as_ref() {
+            Some(conn) if conn.hooks => {
+                conn.tx.send(Message::Maintenance { note });
+            }
+            _ => {
+                w.view.state = WorkerState::Maintenance;
+                w.maintenance_note = None;
+            }
+        }
+        self.persist_worker(id, fx);
+    }
+
+    /// The drain timeout of a BUSY worker passed: what it still runs is aborted there and
+    /// re-queued (its result from there, if one comes, is dropped).
+    fn drain(&mut self, id: &str, now: Timestamp, fx: &mut Effects) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        if w.view.state != WorkerState::Busy || w.maintenance_note.is_none() {
+            return;
+        }
+        let running: Vec<TaskId> = w.running.drain().collect();
+        for task in running {
+            w.drained.insert(task);
+            if let Some(conn) = &w.conn {
+                conn.tx.send(Message::Abort {
+                    id: task.to_string(),
+                });
+            }
+        }
+        let drained: Vec<TaskId> = w.drained.iter().copied().collect();
+        for task in drained {
+            let reason = format!(
+                "aborted on worker {id}, which went to maintenance (drain timeout); re-queued"
+            );
+            if self.tasks.get(&task).is_some_and(|t| {
+                t.record.state == TaskState::InProgress && t.record.worker.as_deref() == Some(id)
+            }) {
+                self.requeue(task, reason, now, fx);
+            }
+        }
+        self.refresh_worker_states();
+        self.run_maintenance_hook(id, fx);
+    }
+
+    /// FAILED, with the reason kept; what it ran is handled as a lost worker's.
+    fn fail_worker(
+        &mut self,
+        id: &str,
+        reason: String,
+        max_attempts: u32,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        w.view.state = WorkerState::Failed;
+        w.view.reason = Some(reason.clone());
+        w.maintenance_note = None;
+        let running: Vec<TaskId> = w.running.iter().copied().collect();
+        for task in running {
+            self.lose_task(task, &reason, max_attempts, now, fx);
+            // Whatever it still does with the task is no longer wanted.
+            self.send_to_worker(
+                id,
+                Message::Abort {
+                    id: task.to_string(),
+                },
+            );
+            if let Some(w) = self.workers.get_mut(id) {
+                w.drained.insert(task);
+            }
+        }
+        self.refresh_worker_states();
+        self.persist_worker(id, fx);
+    }
+
+    /// A hook ran on the worker.
+    fn hook_ran(
+        &mut self,
+        id: &str,
+        report: HookReport,
+        max_attempts: u32,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        let problem = report.problem.clone().unwrap_or_else(|| "failed".into());
+        w.view.hooks.insert(
+            report.hook.clone(),
+            HookRun {
+                ok: report.ok,
+                output: report.output,
+                problem: report.problem,
+                at: Some(now),
+            },
+        );
+        match (w.view.state, report.hook.as_str(), report.ok) {
+            (WorkerState::Prepare, hook::PREPARE, true) => {
+                w.view.state = WorkerState::Idle;
+                w.view.reason = None;
+                self.refresh_worker_states();
+            }
+            (WorkerState::Prepare, hook::PREPARE, false) => {
+                self.fail_worker(id, format!("prepare hook: {problem}"), max_attempts, now, fx);
+            }
+            (WorkerState::Busy, hook::MAINTENANCE, true) => {
+                w.view.state = WorkerState::Maintenance;
+                w.maintenance_note = None;
+            }
+            (WorkerState::Busy, hook::MAINTENANCE, false) => {
+                let reason = format!("maintenance hook: {problem}");
+                self.fail_worker(id, reason, max_attempts, now, fx);
+            }
+            (WorkerState::Idle | WorkerState::Running, hook::HEALTH_CHECK, false) => {
+                let reason = format!("health check: {problem}");
+                self.fail_worker(id, reason, max_attempts, now, fx);
+            }
+            _ => {}
+        }
+        self.persist_worker(id, fx);
+    }
+
+    /// Why no registered worker could ever run `spec`: what none offers. `None` when one could,
+    /// or when no worker is known yet (the first may still be starting).
+    fn unsatisfiable(&self, spec: &TaskSpec) -> Option<String> {
+        if self.workers.is_empty()
+            || (spec.caps.is_empty() && spec.environment.is_none() && spec.groups.is_empty())
+        {
+            return None;
+        }
+        let candidate = Candidate {
+            id: 0,
+            priority: spec.effective_priority(),
+            order: 0,
+            caps: &spec.caps,
+            environment: spec.environment.as_deref(),
+            needs_command: !spec.command.is_empty(),
+            valid_after: None,
+            deadline: None,
+            groups: &spec.groups,
+        };
+        fn offers(w: &WorkerEntry) -> (bool, Option<&[String]>) {
+            let warren = w.conn.as_ref().is_none_or(|c| c.warren);
+            (warren, warren.then_some(w.view.environments.as_slice()))
+        }
+        let any = self.workers.values().any(|w| {
+            let (warren, environments) = offers(w);
+            schedule::fits(&candidate, &w.view.caps, environments, warren, &w.view.groups)
+        });
+        if any {
+            return None;
+        }
+        let mut missing = Vec::new();
+        if !self
+            .workers
+            .values()
+            .any(|w| caps_satisfied(&spec.caps, &w.view.caps))
+        {
+            let caps: Vec<String> = spec.caps.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            missing.push(format!("the capabilities {}", caps.join(", ")));
+        }
+        if let Some(env) = &spec.environment {
+            if !self.workers.values().any(|w| {
+                offers(w)
+                    .1
+                    .is_none_or(|offered| offered.iter().any(|e| e == env))
+            }) {
+                missing.push(format!("the environment `{env}`"));
+            }
+        }
+        if !spec.groups.is_empty()
+            && !self
+                .workers
+                .values()
+                .any(|w| spec.groups.iter().any(|g| w.view.groups.contains(g)))
+        {
+            missing.push(format!("a place in the groups {}", spec.groups.join(", ")));
+        }
+        Some(if missing.is_empty() {
+            "no registered worker offers all it requires together (capabilities, environment, groups)".into()
+        } else {
+            format!("no registered worker offers {}", missing.join("; nor "))
+        })
+    }
+
+    /// Starts the grace period of a waiting task no registered worker could run: if that still
+    /// holds when it ends, the task is INVALID.
+    fn watch_satisfiable(&mut self, id: TaskId, now: Timestamp, grace: Duration, fx: &mut Effects) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        if task.record.state == TaskState::Waiting && self.unsatisfiable(&task.record.spec).is_some() {
+            self.timers
+                .insert((now.plus_ms(ms(grace)), Timer::Unsatisfiable(id)));
+            fx.timers_changed = true;
+        }
+    }
+
+    /// After workers went away or changed: every waiting task is checked.
+    fn watch_all_satisfiable(&mut self, now: Timestamp, grace: Duration, fx: &mut Effects) {
+        let waiting: Vec<TaskId> = self.queue.iter().map(|(_, _, id)| *id).collect();
+        for id in waiting {
+            self.watch_satisfiable(id, now, grace, fx);
         }
     }
 }
@@ -484,20 +904,15 @@ impl Service {
         };
         let mut fx = Effects::default();
         for mut view in writer_store.workers()? {
-            if view.state != WorkerState::Failed {
+            // Its state, groups, reason and hook output are kept; one that was serving is
+            // awaited, and FAILED if it does not come back (see `expire_orphans`).
+            if !matches!(view.state, WorkerState::Failed | WorkerState::Maintenance) {
                 state.awaiting.insert(view.id.clone());
             }
-            view.state = WorkerState::Failed;
             view.running = 0;
-            view.reason = Some("not connected since the coordinator started".into());
-            state.workers.insert(
-                view.id.clone(),
-                WorkerEntry {
-                    view,
-                    conn: None,
-                    running: HashSet::new(),
-                },
-            );
+            state
+                .workers
+                .insert(view.id.clone(), WorkerEntry::new(view));
         }
         for record in writer_store.active_tasks()? {
             let id = record.id;
@@ -515,21 +930,17 @@ impl Service {
                 let entry = state
                     .workers
                     .entry(worker.clone())
-                    .or_insert_with(|| WorkerEntry {
-                        view: offline_view(&worker),
-                        conn: None,
-                        running: HashSet::new(),
-                    });
+                    .or_insert_with(|| WorkerEntry::new(offline_view(&worker)));
                 entry.running.insert(id);
             } else {
-                state.enqueue(id, &mut fx);
+                state.enqueue(id, now, &mut fx);
+                state.watch_satisfiable(id, now, config.invalid_after, &mut fx);
             }
         }
         if !state.awaiting.is_empty() {
             let until = now.plus_ms(config.reconnect_hold.as_millis() as i64);
             state.hold_until = Some(until);
-            // Task id 0 is never assigned: this timer only wakes dispatch.
-            state.timers.insert((until, 0));
+            state.timers.insert((until, Timer::Hold));
             fx.timers_changed = true;
         }
         let (writer, handle) = Writer::start(writer_store)
@@ -676,6 +1087,15 @@ impl Service {
             .validate()
             .map_err(|e| FieldError::new(format!("limits.{}", e.limit), e.problem))?;
         let now = self.now();
+        spec.validate_times(now)?;
+        spec.valid_after.get_or_insert(now);
+        let deadline = *spec
+            .deadline
+            .get_or_insert(now.plus_ms(ms(DEFAULT_DEADLINE)));
+        if spec.valid_after.is_some_and(|after| after >= deadline) {
+            return Err(FieldError::new("valid_after", "must be earlier than `deadline`").into());
+        }
+        spec.owner = Some(spec.owner.take().unwrap_or(owner));
         let record = {
             let mut state = self.lock();
             if state.waiting() >= self.config.max_waiting {
@@ -693,24 +1113,19 @@ impl Service {
             }
             let id = state.next_id;
             state.next_id += 1;
-            let invalid = unsatisfiable(&state, &spec);
             TaskRecord {
                 id,
-                state: if invalid.is_some() {
-                    TaskState::Invalid
-                } else {
-                    TaskState::Waiting
-                },
+                state: TaskState::Waiting,
                 priority: spec.effective_priority(),
-                owner: spec.owner.clone().unwrap_or(owner),
+                owner: spec.owner.clone().unwrap_or_default(),
                 spec,
                 queue_order: id as i64,
                 worker: None,
                 attempts: 0,
                 created_at: now,
                 started_at: None,
-                finished_at: invalid.as_ref().map(|_| now),
-                reason: invalid,
+                finished_at: None,
+                reason: None,
                 result: None,
                 origin: Origin::Api,
                 idempotency_key: key.clone(),
@@ -725,17 +1140,16 @@ impl Service {
         }
         committed.map_err(ServiceError::Store)?;
         let view = view_of(&record, None);
-        if record.state == TaskState::Waiting {
-            let mut fx = Effects::default();
-            {
-                let mut state = self.lock();
-                let id = record.id;
-                state.tasks.insert(id, Active::new(record));
-                state.enqueue(id, &mut fx);
-                state.dispatch(now, &mut fx);
-            }
-            self.apply(fx);
+        let mut fx = Effects::default();
+        {
+            let mut state = self.lock();
+            let id = record.id;
+            state.tasks.insert(id, Active::new(record));
+            state.enqueue(id, now, &mut fx);
+            state.watch_satisfiable(id, now, self.config.invalid_after, &mut fx);
+            state.dispatch(now, &mut fx);
         }
+        self.apply(fx);
         Ok((view, true))
     }
 
@@ -819,21 +1233,36 @@ impl Service {
         }
     }
 
-    /// A page of tasks.
-    pub async fn list(self: &Arc<Self>, query: ListQuery) -> Result<Vec<TaskView>, ServiceError> {
+    /// A page of tasks, and how many match in all and beyond the page.
+    pub async fn list(
+        self: &Arc<Self>,
+        query: ListQuery,
+    ) -> Result<(Vec<TaskView>, u64, u64), ServiceError> {
         let service = Arc::clone(self);
-        let records = tokio::task::spawn_blocking(move || service.read_store(|s| s.list(&query)))
-            .await
-            .map_err(|e| ServiceError::Store(e.to_string()))??;
+        let page = tokio::task::spawn_blocking(move || {
+            let mut store = service.reader.lock().unwrap_or_else(|p| p.into_inner());
+            store.list(&query)
+        })
+        .await
+        .map_err(|e| ServiceError::Store(e.to_string()))?;
+        let ListPage {
+            records,
+            total,
+            remaining,
+        } = match page {
+            Err(StoreError::NoSuchTask(id)) => return Err(ServiceError::NotFound(id)),
+            other => other?,
+        };
         let state = self.lock();
-        Ok(records
+        let views = records
             .iter()
             .map(|r| match state.tasks.get(&r.id) {
                 // The live entry is ahead of the store by at most one commit.
                 Some(t) => view_of(&t.record, None),
                 None => view_of(r, None),
             })
-            .collect())
+            .collect();
+        Ok((views, total, remaining))
     }
 
     /// Every known worker.
@@ -841,6 +1270,276 @@ impl Service {
         let mut state = self.lock();
         state.refresh_worker_states();
         state.workers.values().map(|w| w.view.clone()).collect()
+    }
+
+    /// A page of workers.
+    pub fn worker_page(&self, query: &WorkerQuery) -> Result<(Vec<WorkerView>, u64, u64), ServiceError> {
+        let mut state = self.lock();
+        state.refresh_worker_states();
+        if let Some(p) = &query.paginator {
+            let id = match p {
+                WorkerPaginator::After(id) | WorkerPaginator::Before(id) => id,
+            };
+            if !state.workers.contains_key(id) {
+                return Err(ServiceError::NoWorker(id.clone()));
+            }
+        }
+        let key = |w: &WorkerView| match query.sort {
+            WorkerSort::Id => (0, w.id.clone()),
+            WorkerSort::State => (w.state as u8, w.id.clone()),
+        };
+        let mut matching: Vec<&WorkerView> = state
+            .workers
+            .values()
+            .map(|w| &w.view)
+            .filter(|w| query.keeps(w))
+            .collect();
+        let total = matching.len() as u64;
+        matching.sort_by_key(|w| key(w));
+        if !query.ascending {
+            matching.reverse();
+        }
+        let limit = query.limit as usize;
+        let place = |id: &str| {
+            state
+                .workers
+                .get(id)
+                .map(|w| key(&w.view))
+                .unwrap_or_default()
+        };
+        let beyond = |w: &&WorkerView, pivot: &(u8, String), later: bool| {
+            let ord = key(w).cmp(pivot);
+            let ord = if query.ascending { ord } else { ord.reverse() };
+            (ord == std::cmp::Ordering::Greater) == later && ord != std::cmp::Ordering::Equal
+        };
+        let (page, remaining) = match &query.paginator {
+            None => {
+                let rest = matching.len().saturating_sub(limit);
+                (matching.into_iter().take(limit).collect::<Vec<_>>(), rest)
+            }
+            Some(WorkerPaginator::After(id)) => {
+                let pivot = place(id);
+                let after: Vec<_> = matching.into_iter().filter(|w| beyond(w, &pivot, true)).collect();
+                let rest = after.len().saturating_sub(limit);
+                (after.into_iter().take(limit).collect(), rest)
+            }
+            Some(WorkerPaginator::Before(id)) => {
+                let pivot = place(id);
+                let before: Vec<_> =
+                    matching.into_iter().filter(|w| beyond(w, &pivot, false)).collect();
+                let rest = before.len().saturating_sub(limit);
+                (before.into_iter().skip(rest).collect(), rest)
+            }
+        };
+        Ok((page.into_iter().cloned().collect(), total, remaining as u64))
+    }
+
+    /// One worker.
+    pub fn worker(&self, id: &str) -> Result<WorkerView, ServiceError> {
+        let mut state = self.lock();
+        state.refresh_worker_states();
+        state
+            .workers
+            .get(id)
+            .map(|w| w.view.clone())
+            .ok_or_else(|| ServiceError::NoWorker(id.to_string()))
+    }
+
+    /// An operator sets a worker IDLE (from MAINTENANCE, through PREPARE) or MAINTENANCE (from
+    /// IDLE, RUNNING, PREPARE or FAILED, through BUSY); `note` goes to the maintenance hook.
+    pub fn set_worker_state(
+        self: &Arc<Self>,
+        id: &str,
+        target: WorkerState,
+        note: Option<String>,
+    ) -> Result<WorkerView, ServiceError> {
+        let now = self.now();
+        let mut fx = Effects::default();
+        let view = {
+            let mut state = self.lock();
+            state.refresh_worker_states();
+            let w = state
+                .workers
+                .get(id)
+                .ok_or_else(|| ServiceError::NoWorker(id.to_string()))?;
+            let current = w.view.state;
+            let connected = w.conn.is_some();
+            let allowed: &[WorkerState] = match target {
+                WorkerState::Idle => &[WorkerState::Maintenance],
+                WorkerState::Maintenance => &[
+                    WorkerState::Idle,
+                    WorkerState::Running,
+                    WorkerState::Prepare,
+                    WorkerState::Failed,
+                ],
+                other => {
+                    return Err(FieldError::new(
+                        "state",
+                        format!("a worker can be set IDLE or MAINTENANCE, not {other}"),
+                    )
+                    .into())
+                }
+            };
+            if !allowed.contains(&current) {
+                let names: Vec<&str> = allowed.iter().map(|s| s.name()).collect();
+                return Err(ServiceError::Conflict(format!(
+                    "worker `{id}` is {current}: it can be set {target} only from {}",
+                    names.join(", ")
+                )));
+            }
+            match target {
+                WorkerState::Idle if !connected => {
+                    return Err(ServiceError::Conflict(format!(
+                        "worker `{id}` is {current} and not connected: it cannot be prepared"
+                    )))
+                }
+                WorkerState::Idle => state.begin_prepare(id, &mut fx),
+                _ if !connected => {
+                    if let Some(w) = state.workers.get_mut(id) {
+                        w.view.state = WorkerState::Maintenance;
+                        w.view.reason = note;
+                    }
+                    state.persist_worker(id, &mut fx);
+                }
+                _ => {
+                    let drain = self.config.drain_timeout;
+                    state.begin_maintenance(id, note.unwrap_or_default(), now, drain, &mut fx);
+                }
+            }
+            state.dispatch(now, &mut fx);
+            state.refresh_worker_states();
+            state.workers.get(id).map(|w| w.view.clone())
+        };
+        self.apply(fx);
+        view.ok_or_else(|| ServiceError::NoWorker(id.to_string()))
+    }
+
+    /// Sets the groups a worker serves (at any time); matching runs again.
+    pub fn set_worker_groups(
+        self: &Arc<Self>,
+        id: &str,
+        mut groups: Vec<String>,
+    ) -> Result<WorkerView, ServiceError> {
+        check_groups(&groups).map_err(|(i, p)| FieldError::new(format!("groups[{i}]"), p))?;
+        groups.sort();
+        groups.dedup();
+        let now = self.now();
+        let mut fx = Effects::default();
+        let view = {
+            let mut state = self.lock();
+            let w = state
+                .workers
+                .get_mut(id)
+                .ok_or_else(|| ServiceError::NoWorker(id.to_string()))?;
+            w.view.groups = groups;
+            state.persist_worker(id, &mut fx);
+            state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
+            state.dispatch(now, &mut fx);
+            state.refresh_worker_states();
+            state.workers.get(id).map(|w| w.view.clone())
+        };
+        self.apply(fx);
+        view.ok_or_else(|| ServiceError::NoWorker(id.to_string()))
+    }
+
+    /// Forgets a worker in MAINTENANCE or FAILED. A connected one is told so and disconnected;
+    /// if it registers again, it is new (MAINTENANCE).
+    pub fn deregister_worker(self: &Arc<Self>, id: &str) -> Result<(), ServiceError> {
+        let now = self.now();
+        let mut fx = Effects::default();
+        {
+            let mut state = self.lock();
+            state.refresh_worker_states();
+            let w = state
+                .workers
+                .get(id)
+                .ok_or_else(|| ServiceError::NoWorker(id.to_string()))?;
+            let current = w.view.state;
+            if !matches!(current, WorkerState::Maintenance | WorkerState::Failed) {
+                return Err(ServiceError::Conflict(format!(
+                    "worker `{id}` is {current}: it can be deregistered only in MAINTENANCE or FAILED"
+                )));
+            }
+            if !w.running.is_empty() {
+                return Err(ServiceError::Conflict(format!(
+                    "worker `{id}` still has {} task(s) assigned: wait for them to be re-queued",
+                    w.running.len()
+                )));
+            }
+            if let Some(w) = state.workers.remove(id) {
+                if let Some(conn) = w.conn {
+                    conn.tx.send(Message::Refused {
+                        reason: "deregistered by an operator".into(),
+                    });
+                }
+            }
+            state.awaiting.remove(id);
+            fx.writes.push(Write::RemoveWorker(id.to_string()));
+            state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
+        }
+        self.apply(fx);
+        Ok(())
+    }
+
+    /// Changes a WAITING task's priority, valid-after time, deadline or capabilities; any other
+    /// state is a conflict.
+    pub async fn update(
+        self: &Arc<Self>,
+        id: TaskId,
+        update: TaskUpdate,
+    ) -> Result<TaskView, ServiceError> {
+        let now = self.now();
+        let mut fx = Effects::default();
+        let outcome = {
+            let mut state = self.lock();
+            match state.tasks.get(&id) {
+                None => None,
+                Some(task) if task.record.state != TaskState::Waiting => {
+                    Some(Err(ServiceError::Conflict(format!(
+                        "task {id} is {}: only a WAITING task can be changed",
+                        task.record.state
+                    ))))
+                }
+                Some(task) => {
+                    let spec = update.apply(&task.record.spec);
+                    let checked = spec.validate().and_then(|()| match update.deadline {
+                        Some(_) => spec.validate_times(now),
+                        None => Ok(()),
+                    });
+                    match checked {
+                        Err(e) => Some(Err(e.into())),
+                        Ok(()) => {
+                            state.dequeue(id);
+                            let view = state.tasks.get_mut(&id).map(|t| {
+                                t.record.priority = spec.effective_priority();
+                                t.record.spec = spec.clone();
+                                fx.writes.push(Write::Update {
+                                    id,
+                                    priority: t.record.priority,
+                                    spec: Box::new(spec),
+                                });
+                                view_of(&t.record, None)
+                            });
+                            state.enqueue(id, now, &mut fx);
+                            state.watch_satisfiable(id, now, self.config.invalid_after, &mut fx);
+                            state.dispatch(now, &mut fx);
+                            view.map(Ok)
+                        }
+                    }
+                }
+            }
+        };
+        self.apply(fx);
+        match outcome {
+            Some(result) => result,
+            None => {
+                let view = self.task(id).await?;
+                Err(ServiceError::Conflict(format!(
+                    "task {id} is {}: only a WAITING task can be changed",
+                    view.state
+                )))
+            }
+        }
     }
 
     // ---- timers ---------------------------------------------------------------------------
@@ -870,18 +1569,34 @@ impl Service {
         let mut fx = Effects::default();
         {
             let mut state = self.lock();
-            while let Some(&(t, id)) = state.timers.first() {
+            while let Some((t, timer)) = state.timers.first().cloned() {
                 if t > now {
                     break;
                 }
                 state.timers.pop_first();
-                let expired = state.tasks.get(&id).is_some_and(|task| {
-                    task.record.state == TaskState::Waiting
-                        && task.record.spec.deadline.is_some_and(|d| d < now)
-                });
-                if expired {
-                    let reason = "its deadline passed while it was waiting".to_string();
-                    state.finish(id, TaskState::Timeout, None, Some(reason), now, &mut fx);
+                match timer {
+                    Timer::Task(id) => {
+                        let expired = state.tasks.get(&id).is_some_and(|task| {
+                            task.record.state == TaskState::Waiting
+                                && task.record.spec.deadline.is_some_and(|d| d < now)
+                        });
+                        if expired {
+                            let reason = "its deadline passed while it was waiting".to_string();
+                            state.finish(id, TaskState::Timeout, None, Some(reason), now, &mut fx);
+                        }
+                    }
+                    Timer::Unsatisfiable(id) => {
+                        let invalid = state
+                            .tasks
+                            .get(&id)
+                            .filter(|t| t.record.state == TaskState::Waiting)
+                            .and_then(|t| state.unsatisfiable(&t.record.spec));
+                        if let Some(reason) = invalid {
+                            state.finish(id, TaskState::Invalid, None, Some(reason), now, &mut fx);
+                        }
+                    }
+                    Timer::Drain(worker) => state.drain(&worker, now, &mut fx),
+                    Timer::Hold => {}
                 }
             }
             state.dispatch(now, &mut fx);
@@ -910,6 +1625,19 @@ impl Service {
                     &mut fx,
                 );
             }
+            let absent: Vec<String> = state
+                .workers
+                .values()
+                .filter(|w| {
+                    w.conn.is_none()
+                        && !matches!(w.view.state, WorkerState::Failed | WorkerState::Maintenance)
+                })
+                .map(|w| w.view.id.clone())
+                .collect();
+            for id in absent {
+                let reason = "did not reconnect after the coordinator restarted".to_string();
+                state.fail_worker(&id, reason, self.config.max_attempts, now, &mut fx);
+            }
             state.dispatch(now, &mut fx);
         }
         self.apply(fx);
@@ -937,7 +1665,7 @@ impl Service {
         let id;
         {
             let mut state = self.lock();
-            let (view, warren, running, finished) = match hello {
+            let (view, warren, hooks, idle, running, finished) = match hello {
                 Hello::Warren(reg) => {
                     let view = WorkerView {
                         id: reg.id.clone(),
@@ -952,8 +1680,10 @@ impl Service {
                         connected_at: Some(now),
                         last_seen: Some(now),
                         reason: None,
+                        groups: Vec::new(),
+                        hooks: BTreeMap::new(),
                     };
-                    (view, true, reg.running, reg.finished)
+                    (view, true, reg.hooks, reg.idle, reg.running, reg.finished)
                 }
                 Hello::Pool { capacity } => {
                     let mut view = offline_view(&format!("pool-{conn_id}"));
@@ -962,24 +1692,31 @@ impl Service {
                     view.address = Some(addr.to_string());
                     view.connected_at = Some(now);
                     view.last_seen = Some(now);
-                    (view, false, Vec::new(), Vec::new())
+                    (view, false, false, true, Vec::new(), Vec::new())
                 }
             };
             id = view.id.clone();
             state.awaiting.remove(&id);
+            let first_worker = state.workers.is_empty();
+            let mut view = view;
+            let previous = state.workers.get(&id).map(|w| {
+                // What the coordinator decided about it outlives its connections.
+                view.groups = w.view.groups.clone();
+                view.hooks = w.view.hooks.clone();
+                view.reason = w.view.reason.clone();
+                view.state = w.view.state;
+                (w.view.state, w.view.caps != view.caps, w.maintenance_note.clone())
+            });
             let entry = state
                 .workers
                 .entry(id.clone())
-                .or_insert_with(|| WorkerEntry {
-                    view: view.clone(),
-                    conn: None,
-                    running: HashSet::new(),
-                });
+                .or_insert_with(|| WorkerEntry::new(view.clone()));
             entry.view = view;
             entry.conn = Some(WorkerConn {
                 conn_id,
                 tx: tx.clone(),
                 warren,
+                hooks,
             });
             // Reconcile what it says it runs with what the queue thinks it runs.
             let claimed: HashSet<TaskId> = running
@@ -1007,7 +1744,15 @@ impl Service {
                     .tasks
                     .get(&task_id)
                     .map(|t| (t.record.state, t.record.worker.clone()));
+                let drained = state
+                    .workers
+                    .get(&id)
+                    .is_some_and(|w| w.drained.contains(&task_id));
                 match known {
+                    Some((TaskState::Waiting, _)) if drained => {
+                        // Aborted there by a drain: that copy is to stop.
+                        tx.send(Message::Abort { id: raw.clone() });
+                    }
                     Some((TaskState::Waiting, _)) => {
                         // Re-queued while it was away, but still running there: take it back.
                         state.dequeue(task_id);
@@ -1038,11 +1783,36 @@ impl Service {
                     _ => {}
                 }
             }
-            state.refresh_worker_states();
-            if warren {
-                if let Some(w) = state.workers.get(&id) {
-                    fx.writes.push(Write::Worker(Box::new(w.view.clone())));
+            match previous {
+                // A plain pool (a new id on every connection) serves at once.
+                None if !warren => {
+                    if let Some(w) = state.workers.get_mut(&id) {
+                        w.view.state = WorkerState::Idle;
+                    }
                 }
+                None if idle => state.begin_prepare(&id, &mut fx),
+                None => {
+                    if let Some(w) = state.workers.get_mut(&id) {
+                        w.view.state = WorkerState::Maintenance;
+                        w.view.reason =
+                            Some("new: waiting for an operator to set it IDLE".into());
+                    }
+                }
+                Some((_, true, _)) => {
+                    let note = "its capabilities changed".to_string();
+                    state.begin_maintenance(&id, note, now, self.config.drain_timeout, &mut fx);
+                }
+                Some((WorkerState::Maintenance, false, _)) => {}
+                Some((WorkerState::Busy, false, note)) => {
+                    let note = note.unwrap_or_default();
+                    state.begin_maintenance(&id, note, now, self.config.drain_timeout, &mut fx);
+                }
+                Some((_, false, _)) => state.begin_prepare(&id, &mut fx),
+            }
+            state.refresh_worker_states();
+            state.persist_worker(&id, &mut fx);
+            if first_worker {
+                state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
             }
             state.dispatch(now, &mut fx);
         }
@@ -1083,6 +1853,13 @@ impl Service {
                     }
                 }
                 Message::KeepAlive => return, // `last_seen` is all it changes
+                Message::Hook(report) => {
+                    state.hook_ran(worker, report, self.config.max_attempts, now, &mut fx)
+                }
+                Message::Failure { reason } => {
+                    let reason = format!("reported by the worker: {reason}");
+                    state.fail_worker(worker, reason, self.config.max_attempts, now, &mut fx);
+                }
                 other => tracing::debug!(
                     worker,
                     kind = other.kind(),
@@ -1108,8 +1885,12 @@ impl Service {
             }
             let warren = entry.conn.as_ref().is_some_and(|c| c.warren);
             entry.conn = None;
-            entry.view.state = WorkerState::Failed;
-            entry.view.reason = Some(why.to_string());
+            entry.maintenance_note = None;
+            // One in MAINTENANCE stays there (an operator's decision); any other is FAILED.
+            if entry.view.state != WorkerState::Maintenance {
+                entry.view.state = WorkerState::Failed;
+                entry.view.reason = Some(format!("lost: {why}"));
+            }
             let running: Vec<TaskId> = entry.running.iter().copied().collect();
             let view = entry.view.clone();
             for id in running {
@@ -1209,7 +1990,7 @@ impl Service {
                     frontend: Some((conn_id, launch.id)),
                 },
             );
-            state.enqueue(next_id, &mut fx);
+            state.enqueue(next_id, now, &mut fx);
             state.dispatch(now, &mut fx);
         }
         self.apply(fx);
@@ -1269,6 +2050,8 @@ fn offline_view(id: &str) -> WorkerView {
         connected_at: None,
         last_seen: None,
         reason: Some("not connected".into()),
+        groups: Vec::new(),
+        hooks: BTreeMap::new(),
     }
 }
 
@@ -1293,31 +2076,6 @@ fn environment_not_offered(state: &State, spec: &TaskSpec) -> Option<String> {
     Some(environment::not_offered_message(name, all))
 }
 
-/// Why no worker that exists can ever run `spec`; `None` when one can, or when no worker is known
-/// yet (the first may still be starting).
-fn unsatisfiable(state: &State, spec: &TaskSpec) -> Option<String> {
-    if state.workers.is_empty() || (spec.caps.is_empty() && spec.environment.is_none()) {
-        return None;
-    }
-    let candidate = Candidate {
-        id: 0,
-        priority: spec.effective_priority(),
-        order: 0,
-        caps: &spec.caps,
-        environment: spec.environment.as_deref(),
-        needs_command: !spec.command.is_empty(),
-        valid_after: None,
-        deadline: None,
-    };
-    let any = state.workers.values().any(|w| {
-        let warren = w.conn.as_ref().is_none_or(|c| c.warren);
-        let environments = warren.then_some(w.view.environments.as_slice());
-        schedule::fits(&candidate, &w.view.caps, environments, warren)
-    });
-    (!any)
-        .then(|| "no known worker offers the capabilities and environment it requires".to_string())
-}
-
 impl State {
     fn complete(
         &mut self,
@@ -1334,6 +2092,17 @@ impl State {
             });
             return;
         };
+        if self
+            .workers
+            .get_mut(worker)
+            .is_some_and(|w| w.drained.remove(&id))
+        {
+            // Aborted there by a drain or a failure and re-queued: this result is not the task's.
+            tx.send(Message::Ack {
+                id: raw_id.to_string(),
+            });
+            return;
+        }
         let Some(task) = self.tasks.get_mut(&id) else {
             // Already ended and recorded: completion is idempotent.
             tx.send(Message::Ack {
@@ -1376,6 +2145,10 @@ impl State {
         }
         if let Some(w) = self.workers.get_mut(worker) {
             w.running.remove(&id);
+            if w.view.state == WorkerState::Busy && w.running.is_empty() {
+                // The last task of a draining worker ended.
+                self.run_maintenance_hook(worker, fx);
+            }
         }
         fx.finished.push(id);
         fx.acks.push((tx, raw));

@@ -32,6 +32,8 @@ pub struct Candidate<'a> {
     pub valid_after: Option<Timestamp>,
     /// Start-by time.
     pub deadline: Option<Timestamp>,
+    /// Groups whose workers may run it (any worker when empty).
+    pub groups: &'a [String],
 }
 
 /// A worker with room, as the matcher sees it.
@@ -47,6 +49,8 @@ pub struct Slot<'a> {
     pub environments: Option<&'a [String]>,
     /// Whether it runs commands (a Warren worker) or only Pythia tasks (a plain pool).
     pub runs_commands: bool,
+    /// Groups it serves.
+    pub groups: &'a [String],
 }
 
 /// One launch of the plan.
@@ -64,8 +68,10 @@ pub fn fits(
     worker_caps: &BTreeMap<String, String>,
     environments: Option<&[String]>,
     runs_commands: bool,
+    worker_groups: &[String],
 ) -> bool {
     (runs_commands || !task.needs_command)
+        && (task.groups.is_empty() || task.groups.iter().any(|g| worker_groups.contains(g)))
         && caps_satisfied(task.caps, worker_caps)
         && task
             .environment
@@ -94,7 +100,7 @@ pub fn plan(tasks: &[Candidate<'_>], slots: &[Slot<'_>], now: Timestamp) -> Vec<
         let best = slots
             .iter()
             .enumerate()
-            .filter(|(i, s)| free[*i] > 0 && fits(task, s.caps, s.environments, s.runs_commands))
+            .filter(|(i, s)| free[*i] > 0 && fits(task, s.caps, s.environments, s.runs_commands, s.groups))
             .max_by_key(|(i, _)| (free[*i], std::cmp::Reverse(*i)))
             .map(|(i, _)| i);
         if let Some(i) = best {
@@ -138,6 +144,7 @@ mod tests {
             needs_command: true,
             valid_after: None,
             deadline: None,
+            groups: &[],
         };
         let w = |worker, free| Slot {
             worker,
@@ -145,6 +152,7 @@ mod tests {
             caps: &none,
             environments: Some(&[]),
             runs_commands: true,
+            groups: &[],
         };
         check(
             &[t(1, 8, 1), t(2, 8, 2), t(3, 1, 3)],
@@ -180,6 +188,7 @@ mod tests {
             needs_command: true,
             valid_after: None,
             deadline: None,
+            groups: &[],
         };
         let warren = Slot {
             worker: "w",
@@ -187,6 +196,7 @@ mod tests {
             caps: &x86,
             environments: Some(&envs),
             runs_commands: true,
+            groups: &[],
         };
         let pool = Slot {
             worker: "pool",
@@ -194,6 +204,7 @@ mod tests {
             caps: &none,
             environments: None,
             runs_commands: false,
+            groups: &[],
         };
         // An arm task is skipped without blocking the x86 one behind it.
         check(

@@ -72,6 +72,9 @@ pub struct TaskSpec {
     /// Who submitted it. Set by the coordinator from the caller's identity when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The owner's groups: only workers in at least one of them run it (any worker when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// A file given with a task.
@@ -277,8 +280,73 @@ impl TaskSpec {
                 return Err(FieldError::new("owner", "must be 1..256 characters"));
             }
         }
+        check_groups(&self.groups).map_err(|(i, p)| FieldError::new(format!("groups[{i}]"), p))?;
         Ok(())
     }
+
+    /// Checks the times against `now`: a deadline must be in the future (valid-after may be in
+    /// the past: it only means "not before").
+    pub fn validate_times(&self, now: Timestamp) -> Result<(), FieldError> {
+        if let Some(deadline) = self.deadline {
+            if deadline <= now {
+                return Err(FieldError::new(
+                    "deadline",
+                    format!("{deadline} is not in the future"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `PATCH /v1/tasks/{id}` may change while a task is WAITING; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpdate {
+    /// New priority, 1..=16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// New valid-after time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_after: Option<Timestamp>,
+    /// New deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    /// New required capabilities (replacing the old ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps: Option<BTreeMap<String, String>>,
+}
+
+impl TaskUpdate {
+    /// `spec` with this update applied (not yet validated).
+    pub fn apply(&self, spec: &TaskSpec) -> TaskSpec {
+        let mut spec = spec.clone();
+        if let Some(p) = self.priority {
+            spec.priority = Some(p);
+        }
+        if let Some(t) = self.valid_after {
+            spec.valid_after = Some(t);
+        }
+        if let Some(t) = self.deadline {
+            spec.deadline = Some(t);
+        }
+        if let Some(caps) = &self.caps {
+            spec.caps = caps.clone();
+        }
+        spec
+    }
+}
+
+/// Checks group names (the rule for names of environments), returning the index of the first bad
+/// one and why.
+pub fn check_groups(groups: &[String]) -> Result<(), (usize, String)> {
+    if groups.len() > 256 {
+        return Err((256, "more than 256 groups".into()));
+    }
+    for (i, group) in groups.iter().enumerate() {
+        check_name(group).map_err(|p| (i, p))?;
+    }
+    Ok(())
 }
 
 fn check_relative_path(path: &str) -> Result<(), String> {
@@ -508,6 +576,18 @@ pub struct TaskView {
     pub command: Vec<String>,
     /// The result, once DONE.
     pub result: Option<RunResult>,
+    /// Not started before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_after: Option<Timestamp>,
+    /// Start-by time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    /// Capabilities it requires.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub caps: BTreeMap<String, String>,
+    /// Groups whose workers may run it (any worker when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// One page of `GET /v1/tasks`.
@@ -518,10 +598,16 @@ pub struct TaskPage {
     pub tasks: Vec<TaskView>,
     /// Pass as `after` to get the next page; null on the last page.
     pub next: Option<String>,
+    /// Tasks matching the filters, on every page.
+    #[serde(default)]
+    pub total: u64,
+    /// Tasks matching the filters beyond this page, in the direction read.
+    #[serde(default)]
+    pub remaining: u64,
 }
 
 /// A worker's state (Boruta's states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum WorkerState {
     /// Taken out of service by an operator.
     #[serde(rename = "MAINTENANCE")]
@@ -557,6 +643,31 @@ impl WorkerState {
     }
 }
 
+impl WorkerState {
+    /// Every state.
+    pub const ALL: [WorkerState; 6] = [
+        WorkerState::Maintenance,
+        WorkerState::Idle,
+        WorkerState::Running,
+        WorkerState::Failed,
+        WorkerState::Prepare,
+        WorkerState::Busy,
+    ];
+}
+
+impl FromStr for WorkerState {
+    type Err = FieldError;
+
+    /// Accepts the JSON names, case-insensitively.
+    fn from_str(text: &str) -> Result<Self, FieldError> {
+        let norm = text.trim().to_ascii_uppercase();
+        WorkerState::ALL
+            .into_iter()
+            .find(|s| s.name() == norm)
+            .ok_or_else(|| FieldError::new("state", format!("`{text}` is not a worker state")))
+    }
+}
+
 impl fmt::Display for WorkerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -588,9 +699,65 @@ pub struct WorkerView {
     pub connected_at: Option<Timestamp>,
     /// When it was last heard from.
     pub last_seen: Option<Timestamp>,
-    /// Why it is FAILED.
+    /// Why it is FAILED, or the message it was put in MAINTENANCE with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Groups it serves (tasks of these groups, and tasks without groups).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The last run of each of its hooks (`prepare`, `health-check`, `maintenance`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks: BTreeMap<String, HookRun>,
+}
+
+/// One page of `GET /v1/workers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerPage {
+    /// The workers, in the order asked for (by id by default).
+    pub workers: Vec<WorkerView>,
+    /// Pass as `after` to get the next page; null on the last page.
+    #[serde(default)]
+    pub next: Option<String>,
+    /// Workers matching the filters.
+    #[serde(default)]
+    pub total: u64,
+    /// Workers matching the filters beyond this page.
+    #[serde(default)]
+    pub remaining: u64,
+}
+
+/// The body of `PUT /v1/workers/{id}/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetWorkerState {
+    /// `IDLE` or `MAINTENANCE`.
+    pub state: WorkerState,
+    /// For MAINTENANCE: the message its maintenance hook gets, kept as its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The body of `PUT /v1/workers/{id}/groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetWorkerGroups {
+    /// The groups it serves from now on (replacing the old ones).
+    pub groups: Vec<String>,
+}
+
+/// One run of a worker's hook, as the worker reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRun {
+    /// Whether it exited 0 within its timeout.
+    pub ok: bool,
+    /// Its output (standard output then standard error), bounded.
+    pub output: String,
+    /// Why it failed (exit code, signal, timeout), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// When the coordinator heard of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
 }
 
 /// One chunk of a task's output, as the `GET /v1/tasks/{id}/output` stream carries it (one

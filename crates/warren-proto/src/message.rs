@@ -78,6 +78,52 @@ pub enum Message {
         /// Why, for a human.
         reason: String,
     },
+    /// Warren: run the prepare hook, then report it with `-hook`; on success the worker is in
+    /// service (coordinator -> worker).
+    #[serde(rename = "-prepare")]
+    Prepare,
+    /// Warren: leave service and run the maintenance hook with this message, then report it with
+    /// `-hook` (coordinator -> worker).
+    #[serde(rename = "-maintenance")]
+    Maintenance {
+        /// The operator's message, given to the hook (`message` is the protocol's type tag).
+        #[serde(default)]
+        note: String,
+    },
+    /// Warren: a hook ran (worker -> coordinator).
+    #[serde(rename = "-hook")]
+    Hook(HookReport),
+    /// Warren: the worker cannot run tasks, and why (worker -> coordinator).
+    #[serde(rename = "-failure")]
+    Failure {
+        /// Why, for a human.
+        reason: String,
+    },
+}
+
+/// Warren's `-hook`: how one of a worker's hooks ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookReport {
+    /// Which hook: `prepare`, `health-check` or `maintenance`.
+    pub hook: String,
+    /// Whether it exited 0 within its timeout (a hook that is not configured succeeds).
+    pub ok: bool,
+    /// Its output, bounded.
+    #[serde(default)]
+    pub output: String,
+    /// Why it failed (exit code, signal, timeout), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// The names of the hooks in `-hook`.
+pub mod hook {
+    /// Run before a worker enters service.
+    pub const PREPARE: &str = "prepare";
+    /// Run periodically while a worker is idle.
+    pub const HEALTH_CHECK: &str = "health-check";
+    /// Run when a worker leaves service, with the operator's message.
+    pub const MAINTENANCE: &str = "maintenance";
 }
 
 impl Message {
@@ -96,6 +142,10 @@ impl Message {
             Message::Finished { .. } => "-done",
             Message::Ack { .. } => "-ack",
             Message::Refused { .. } => "-refused",
+            Message::Prepare => "-prepare",
+            Message::Maintenance { .. } => "-maintenance",
+            Message::Hook(_) => "-hook",
+            Message::Failure { .. } => "-failure",
         }
     }
 
@@ -115,6 +165,10 @@ impl Message {
                 | "-done"
                 | "-ack"
                 | "-refused"
+                | "-prepare"
+                | "-maintenance"
+                | "-hook"
+                | "-failure"
         )
     }
 }
@@ -363,6 +417,14 @@ pub struct Register {
     /// Warren version of the worker.
     #[serde(default)]
     pub version: String,
+    /// Asks to enter service (through PREPARE to IDLE) when new to the coordinator, instead of
+    /// waiting in MAINTENANCE for an operator.
+    #[serde(default)]
+    pub idle: bool,
+    /// Answers `-prepare` and `-maintenance` with `-hook`. A worker that does not (an older one)
+    /// has its state changes applied by the coordinator alone.
+    #[serde(default)]
+    pub hooks: bool,
 }
 
 /// Warren's `-launch`: a Warren task with its limits already resolved.

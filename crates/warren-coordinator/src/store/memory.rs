@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use warren_core::task::{TaskId, TaskState, WorkerView};
 
-use super::{ListQuery, Store, StoreError, TaskRecord, Write};
+use super::{ListPage, ListQuery, Store, StoreError, TaskRecord, Write};
 
 /// Everything in maps.
 #[derive(Debug, Default, Clone)]
@@ -88,6 +88,15 @@ impl Store for MemoryStore {
                 Write::Worker(view) => {
                     this.workers.insert(view.id.clone(), (**view).clone());
                 }
+                Write::RemoveWorker(id) => {
+                    this.workers.remove(id);
+                }
+                Write::Update { id, priority, spec } => {
+                    if let Some(t) = this.tasks.get_mut(id) {
+                        t.priority = *priority;
+                        t.spec = (**spec).clone();
+                    }
+                }
             }
         }
         Ok(())
@@ -116,38 +125,18 @@ impl Store for MemoryStore {
             .map(|t| t.id))
     }
 
-    fn list(&mut self, q: &ListQuery) -> Result<Vec<TaskRecord>, StoreError> {
-        let keep = |t: &&TaskRecord| {
-            q.state.is_none_or(|s| t.state == s)
-                && q.owner.as_ref().is_none_or(|o| &t.owner == o)
-                && q.worker
-                    .as_ref()
-                    .is_none_or(|w| t.worker.as_ref() == Some(w))
-                && q.after
-                    .is_none_or(|a| if q.ascending { t.id > a } else { t.id < a })
-        };
-        let strip = |t: &TaskRecord| TaskRecord {
-            result: None,
-            ..t.clone()
-        };
-        let limit = q.limit as usize;
+    fn list(&mut self, q: &ListQuery) -> Result<ListPage, StoreError> {
         let this = self.lock();
-        Ok(if q.ascending {
-            this.tasks
-                .values()
-                .filter(keep)
-                .take(limit)
-                .map(strip)
-                .collect()
-        } else {
-            this.tasks
-                .values()
-                .rev()
-                .filter(keep)
-                .take(limit)
-                .map(strip)
-                .collect()
-        })
+        let value = match q.paginator {
+            Some(p) => Some(
+                this.tasks
+                    .get(&p.id())
+                    .map(|r| q.sort.value(r))
+                    .ok_or(StoreError::NoSuchTask(p.id()))?,
+            ),
+            None => None,
+        };
+        Ok(super::select(this.tasks.values(), value, q))
     }
 
     fn max_task_id(&mut self) -> Result<TaskId, StoreError> {

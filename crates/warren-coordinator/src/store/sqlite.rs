@@ -6,7 +6,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use warren_core::task::{TaskId, TaskState, Timestamp, WorkerView};
 
-use super::{ListQuery, Origin, Store, StoreError, TaskRecord, Write};
+use super::{ListPage, ListQuery, Origin, Paginator, SortKey, Store, StoreError, TaskRecord, Write};
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,6 +76,23 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", sync)?;
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore { conn })
+    }
+}
+
+/// The SQL value of a sort key; it orders rows as [`SortKey::value`] does.
+fn sort_expression(key: SortKey) -> String {
+    match key {
+        SortKey::Id => "id".into(),
+        SortKey::Priority => "priority".into(),
+        SortKey::Deadline => "COALESCE(json_extract(spec, '$.deadline'), '')".into(),
+        SortKey::ValidAfter => "COALESCE(json_extract(spec, '$.valid_after'), '')".into(),
+        SortKey::State => {
+            let cases: String = TaskState::ALL
+                .iter()
+                .map(|s| format!(" WHEN '{}' THEN {}", s.name(), super::state_rank(*s)))
+                .collect();
+            format!("(CASE state{cases} ELSE {} END)", TaskState::ALL.len())
+        }
     }
 }
 
@@ -206,6 +223,15 @@ impl Store for SqliteStore {
                     )?
                     .execute(params![view.id, text])?;
                 }
+                Write::RemoveWorker(id) => {
+                    tx.prepare_cached("DELETE FROM workers WHERE id = ?1")?
+                        .execute([id])?;
+                }
+                Write::Update { id, priority, spec } => {
+                    let spec = serde_json::to_string(spec).map_err(json_err)?;
+                    tx.prepare_cached("UPDATE tasks SET priority = ?2, spec = ?3 WHERE id = ?1")?
+                        .execute(params![*id as i64, priority, spec])?;
+                }
             }
         }
         tx.commit()?;
@@ -242,43 +268,108 @@ impl Store for SqliteStore {
         Ok(id.map(|id| id as TaskId))
     }
 
-    fn list(&mut self, q: &ListQuery) -> Result<Vec<TaskRecord>, StoreError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE 1 = 1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(state) = q.state {
-            args.push(state.name().to_string().into());
-            sql += &format!(" AND state = ?{}", args.len());
-        }
+    fn list(&mut self, q: &ListQuery) -> Result<ListPage, StoreError> {
+        use rusqlite::types::Value;
+        let key = sort_expression(q.sort);
+        let mut filter = String::from("1 = 1");
+        let mut args: Vec<Value> = Vec::new();
+        let mut any_of = |column: &str, values: Vec<Value>, filter: &mut String| {
+            if values.is_empty() {
+                return;
+            }
+            let mut marks = Vec::new();
+            for v in values {
+                args.push(v);
+                marks.push(format!("?{}", args.len()));
+            }
+            *filter += &format!(" AND {column} IN ({})", marks.join(", "));
+        };
+        any_of("id", q.ids.iter().map(|id| Value::Integer(*id as i64)).collect(), &mut filter);
+        any_of("state", q.states.iter().map(|s| Value::Text(s.name().into())).collect(), &mut filter);
+        any_of("priority", q.priorities.iter().map(|p| Value::Integer(i64::from(*p))).collect(), &mut filter);
         if let Some(owner) = &q.owner {
             args.push(owner.clone().into());
-            sql += &format!(" AND owner = ?{}", args.len());
+            filter += &format!(" AND owner = ?{}", args.len());
         }
         if let Some(worker) = &q.worker {
             args.push(worker.clone().into());
-            sql += &format!(" AND worker = ?{}", args.len());
+            filter += &format!(" AND worker = ?{}", args.len());
         }
-        if let Some(after) = q.after {
-            args.push((after as i64).into());
-            sql += &format!(
-                " AND id {} ?{}",
-                if q.ascending { ">" } else { "<" },
-                args.len()
+        if !q.groups.is_empty() {
+            let mut marks = Vec::new();
+            for g in &q.groups {
+                args.push(g.clone().into());
+                marks.push(format!("?{}", args.len()));
+            }
+            filter += &format!(
+                " AND EXISTS (SELECT 1 FROM json_each(spec, '$.groups') WHERE value IN ({}))",
+                marks.join(", ")
             );
         }
-        sql += if q.ascending {
-            " ORDER BY id ASC"
-        } else {
-            " ORDER BY id DESC"
+        for (k, v) in &q.caps {
+            // The key is quoted in the JSON path, so dots and spaces in it are literal.
+            args.push(format!("$.caps.\"{}\"", k.replace('"', "")).into());
+            args.push(v.clone().into());
+            filter += &format!(" AND json_extract(spec, ?{}) = ?{}", args.len() - 1, args.len());
+        }
+        let count = |conn: &Connection, filter: &str, args: &[Value]| -> Result<u64, StoreError> {
+            let n: i64 = conn.query_row(
+                &format!("SELECT COUNT(*) FROM tasks WHERE {filter}"),
+                rusqlite::params_from_iter(args),
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
         };
-        args.push(i64::from(q.limit).into());
-        sql += &format!(" LIMIT ?{}", args.len());
+        let total = count(&self.conn, &filter, &args)?;
+        let (mut forward, mut page_filter) = (!q.ascending, filter.clone());
+        if let Some(paginator) = q.paginator {
+            let value: Option<Value> = self
+                .conn
+                .query_row(
+                    &format!("SELECT {key} FROM tasks WHERE id = ?1"),
+                    [paginator.id() as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let value = value.ok_or(StoreError::NoSuchTask(paginator.id()))?;
+            // After, reading ascending: greater keys. Before flips the direction read.
+            let greater = matches!(paginator, Paginator::After(_)) == q.ascending;
+            let op = if greater { ">" } else { "<" };
+            args.push(value);
+            let v = args.len();
+            args.push(Value::Integer(paginator.id() as i64));
+            let id = args.len();
+            page_filter += &format!(" AND ({key} {op} ?{v} OR ({key} = ?{v} AND id {op} ?{id}))");
+            if matches!(paginator, Paginator::Before(_)) {
+                forward = !forward;
+            }
+        }
+        let beyond_paginator = if q.paginator.is_some() {
+            count(&self.conn, &page_filter, &args)?
+        } else {
+            total
+        };
+        let direction = if forward { "DESC" } else { "ASC" };
+        args.push(Value::Integer(i64::from(q.limit)));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tasks WHERE {page_filter} ORDER BY {key} {direction}, id {direction} LIMIT ?{}",
+            args.len()
+        );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-        let mut out = Vec::new();
+        let mut records = Vec::new();
         while let Some(row) = rows.next()? {
-            out.push(read_task(row, false)?);
+            records.push(read_task(row, false)?);
         }
-        Ok(out)
+        if matches!(q.paginator, Some(Paginator::Before(_))) {
+            records.reverse();
+        }
+        let remaining = beyond_paginator.saturating_sub(records.len() as u64);
+        Ok(ListPage {
+            records,
+            total,
+            remaining,
+        })
     }
 
     fn max_task_id(&mut self) -> Result<TaskId, StoreError> {
