@@ -5,7 +5,12 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use warren_core::task::{TaskId, TaskPage, TaskSpec, TaskState, TaskView, WorkerView};
+use std::collections::BTreeMap;
+
+use warren_core::task::{
+    SetWorkerGroups, SetWorkerState, TaskId, TaskPage, TaskSpec, TaskState, TaskUpdate, TaskView,
+    WorkerPage, WorkerState, WorkerView,
+};
 
 use crate::error::{describe, Error, Result};
 use crate::output::Output;
@@ -44,14 +49,87 @@ pub struct TaskQuery {
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
     pub after: Option<String>,
-    /// Oldest first instead of newest first.
+    /// Oldest first instead of newest first (ascending, whatever the sort key).
     pub oldest_first: bool,
+    /// Only these tasks.
+    pub ids: Vec<TaskId>,
+    /// Only tasks in one of these states (besides `state`).
+    pub states: Vec<TaskState>,
+    /// Only tasks of these priorities.
+    pub priorities: Vec<u8>,
+    /// Only tasks of at least one of these groups.
+    pub groups: Vec<String>,
+    /// Only tasks requiring these capabilities.
+    pub caps: BTreeMap<String, String>,
+    /// Sort key: `id`, `priority`, `deadline`, `valid_after` or `state`.
+    pub sort: Option<String>,
+    /// The page before this task id.
+    pub before: Option<String>,
+}
+
+fn joined<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn caps_param(caps: &BTreeMap<String, String>) -> String {
+    caps.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Filters and paging for [`Client::worker_page`] (`GET /v1/workers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerQuery {
+    /// Only these workers.
+    pub ids: Vec<String>,
+    /// Only workers in one of these states.
+    pub states: Vec<WorkerState>,
+    /// Only workers in at least one of these groups.
+    pub groups: Vec<String>,
+    /// Only workers offering these capabilities.
+    pub caps: BTreeMap<String, String>,
+    /// Sort key: `id` or `state`.
+    pub sort: Option<String>,
+    /// Largest first.
+    pub descending: bool,
+    /// The page after this worker id.
+    pub after: Option<String>,
+    /// The page before this worker id.
+    pub before: Option<String>,
+    /// At most this many workers.
+    pub limit: Option<u32>,
+}
+
+impl WorkerQuery {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        let mut add = |name, value: String| {
+            if !value.is_empty() {
+                pairs.push((name, value));
+            }
+        };
+        add("ids", self.ids.join(","));
+        add("state", joined(&self.states));
+        add("groups", self.groups.join(","));
+        add("caps", caps_param(&self.caps));
+        add("sort", self.sort.clone().unwrap_or_default());
+        add("order", if self.descending { "desc".into() } else { String::new() });
+        add("after", self.after.clone().unwrap_or_default());
+        add("before", self.before.clone().unwrap_or_default());
+        add("limit", self.limit.map(|l| l.to_string()).unwrap_or_default());
+        pairs
+    }
 }
 
 impl TaskQuery {
     fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut pairs = Vec::new();
-        if let Some(state) = self.state {
+        if let (Some(state), true) = (self.state, self.states.is_empty()) {
             pairs.push(("state", state.name().to_string()));
         }
         if let Some(owner) = &self.owner {
@@ -69,6 +147,22 @@ impl TaskQuery {
         if self.oldest_first {
             pairs.push(("order", "asc".to_string()));
         }
+        let mut add = |name, value: String| {
+            if !value.is_empty() {
+                pairs.push((name, value));
+            }
+        };
+        add("ids", joined(&self.ids));
+        let mut states = self.states.clone();
+        if !states.is_empty() {
+            states.extend(self.state);
+            add("state", joined(&states));
+        }
+        add("priority", joined(&self.priorities));
+        add("groups", self.groups.join(","));
+        add("caps", caps_param(&self.caps));
+        add("sort", self.sort.clone().unwrap_or_default());
+        add("before", self.before.clone().unwrap_or_default());
         pairs
     }
 }
@@ -255,6 +349,53 @@ impl Client {
         Ok(match list {
             WorkerList::Bare(workers) | WorkerList::Wrapped { workers } => workers,
         })
+    }
+
+    /// One page of workers (`GET /v1/workers` with filters), with totals.
+    pub async fn worker_page(&self, query: &WorkerQuery) -> Result<WorkerPage> {
+        self.call(Method::GET, "v1/workers", &query.pairs(), None::<&()>)
+            .await
+    }
+
+    /// One worker (`GET /v1/workers/{id}`).
+    pub async fn worker(&self, id: &str) -> Result<WorkerView> {
+        let path = format!("v1/workers/{}", path_segment(id));
+        self.call(Method::GET, &path, &[], None::<&()>).await
+    }
+
+    /// Sets a worker IDLE or MAINTENANCE (`PUT /v1/workers/{id}/state`); `message` goes to its
+    /// maintenance hook.
+    pub async fn set_worker_state(
+        &self,
+        id: &str,
+        state: WorkerState,
+        message: Option<String>,
+    ) -> Result<WorkerView> {
+        let path = format!("v1/workers/{}/state", path_segment(id));
+        let body = SetWorkerState { state, message };
+        self.call(Method::PUT, &path, &[], Some(&body)).await
+    }
+
+    /// Sets the groups a worker serves (`PUT /v1/workers/{id}/groups`).
+    pub async fn set_worker_groups(&self, id: &str, groups: Vec<String>) -> Result<WorkerView> {
+        let path = format!("v1/workers/{}/groups", path_segment(id));
+        let body = SetWorkerGroups { groups };
+        self.call(Method::PUT, &path, &[], Some(&body)).await
+    }
+
+    /// Forgets a worker in MAINTENANCE or FAILED (`DELETE /v1/workers/{id}`).
+    pub async fn deregister_worker(&self, id: &str) -> Result<()> {
+        let path = format!("v1/workers/{}", path_segment(id));
+        let request = format!("DELETE /{path}");
+        let builder = self.send(Method::DELETE, &path, &[], None::<&()>)?;
+        self.execute(&request, builder).await?;
+        Ok(())
+    }
+
+    /// Changes a WAITING task's priority, times or capabilities (`PATCH /v1/tasks/{id}`).
+    pub async fn update(&self, id: TaskId, update: &TaskUpdate) -> Result<TaskView> {
+        self.call(Method::PATCH, &format!("v1/tasks/{id}"), &[], Some(update))
+            .await
     }
 
     /// Checks that the coordinator answers (`GET /healthz`).
@@ -511,4 +652,18 @@ mod tests {
         let long = "x".repeat(MAX_QUOTED_BODY + 10);
         assert_eq!(quote(long.as_bytes()).len(), MAX_QUOTED_BODY + 3);
     }
+}
+
+/// A worker id as one path segment (ids are letters, digits and `-`, but a typo must not
+/// change the path).
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -52,6 +52,10 @@ mod tests {
                 signal,
                 ..RunResult::crash("")
             }),
+            valid_after: None,
+            deadline: None,
+            caps: Default::default(),
+            groups: Vec::new(),
         }
     }
 

@@ -41,10 +41,11 @@ mod exit;
 mod output;
 mod sse;
 
-pub use client::{Client, TaskQuery, DEFAULT_SERVER, RECONNECT_BUDGET};
+pub use client::{Client, TaskQuery, WorkerQuery, DEFAULT_SERVER, RECONNECT_BUDGET};
 pub use error::{Error, Result};
 pub use exit::task_exit_code;
 pub use output::{Chunk, Output};
 pub use warren_core::task::{
-    FileSpec, OutputStream, TaskId, TaskPage, TaskSpec, TaskState, TaskView, WorkerView,
+    FileSpec, HookRun, OutputStream, TaskId, TaskPage, TaskSpec, TaskState, TaskUpdate, TaskView,
+    WorkerPage, WorkerState, WorkerView,
 };

@@ -33,3 +33,13 @@ pub use mounts::{MountedImage, SharedScratch};
 pub use run::{AbortHandle, Sandbox, SandboxError, SpecError};
 pub use session::{Session, StepUser};
 pub use warren_core::result::RunResult;
+
+/// Sends SIGKILL to every process of the process group `pgid` (for commands Warren starts on
+/// the host in their own group, such as a worker's hooks).
+pub fn kill_process_group(pgid: u32) -> std::io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid)
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    sys::kill(-pgid, libc::SIGKILL)
+}

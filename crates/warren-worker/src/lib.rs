@@ -27,7 +27,7 @@ use warren_core::result::RunResult;
 use warren_core::stats::StatSample;
 use warren_core::task::{OutputStream, TaskSpec};
 use warren_proto::{
-    spawn_writer, Done, Message, MessageReader, MessageSender, OutputData, Register,
+    hook, spawn_writer, Done, Message, MessageReader, MessageSender, OutputData, Register,
 };
 use warren_sandbox::{AbortHandle, RunEvents, Stream};
 
@@ -35,11 +35,13 @@ mod control;
 pub mod env_build;
 pub mod environments;
 mod executor;
+mod hooks;
 
 pub use control::{run_control, ControlTask, MAX_PROCESSES};
 pub use executor::{
     resolve_named, run_spec, Executor, InstantExecutorForBenchmarks, Named, SandboxExecutor,
 };
+pub use hooks::{run_hook, Hooks, HOOK_OUTPUT_LIMIT};
 
 /// First re-dial delay (Pythia's).
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(32);
@@ -104,6 +106,11 @@ pub struct Config {
     pub memory_bytes: u64,
     /// CPU offered, milli-CPUs.
     pub milli_cpus: u64,
+    /// When new to the coordinator, enter service at once (through PREPARE) instead of waiting
+    /// in MAINTENANCE for an operator.
+    pub idle: bool,
+    /// The operator's hooks.
+    pub hooks: Hooks,
 }
 
 impl Config {
@@ -125,6 +132,8 @@ impl Config {
             backoff_max: BACKOFF_MAX,
             memory_bytes: host_memory_bytes().unwrap_or(0),
             milli_cpus: u64::from(cpus) * 1000,
+            idle: false,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -209,6 +218,8 @@ struct Shared {
     running: HashMap<String, AbortHandle>,
     /// Results not yet acknowledged, in the form to send them.
     unacked: BTreeMap<String, Message>,
+    /// Prepared and not sent to maintenance or failed since: health checks run while idle.
+    in_service: bool,
 }
 
 /// A worker.
@@ -298,6 +309,17 @@ impl Worker {
 
     /// Dials, serves, and re-dials forever.
     pub async fn run(self) {
+        let health = self.config.hooks.health_check.clone().map(|command| {
+            tokio::spawn(health_checks(
+                Arc::clone(&self.shared),
+                self.id.clone(),
+                command,
+                self.config.hooks.health_interval,
+                self.config.hooks.timeout,
+            ))
+        });
+        // The health checks end with the worker.
+        let _health = health.map(AbortOnDrop);
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
         loop {
             match TcpStream::connect(&self.config.connect).await {
@@ -337,6 +359,8 @@ impl Worker {
             running,
             finished,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            idle: self.config.idle,
+            hooks: true,
         }
     }
 
@@ -387,6 +411,11 @@ impl Worker {
                     lock(&self.shared).unacked.remove(&id);
                 }
                 Ok(Some(Message::Refused { reason })) => break (reason, true),
+                Ok(Some(Message::Prepare)) => self.hook(hook::PREPARE, None),
+                Ok(Some(Message::Maintenance { note })) => {
+                    lock(&self.shared).in_service = false;
+                    self.hook(hook::MAINTENANCE, Some(note));
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => break ("closed by the coordinator".to_string(), false),
                 Err(e) => break (e.to_string(), false),
@@ -394,6 +423,30 @@ impl Worker {
         };
         drop(tx);
         outcome
+    }
+
+    /// Runs a hook the coordinator asked for, and reports it on the connection current then.
+    fn hook(&self, name: &'static str, message: Option<String>) {
+        let command = match name {
+            hook::PREPARE => self.config.hooks.prepare.clone(),
+            _ => self.config.hooks.maintenance.clone(),
+        };
+        let shared = Arc::clone(&self.shared);
+        let id = self.id.clone();
+        let timeout = self.config.hooks.timeout;
+        tokio::spawn(async move {
+            let report = run_hook(name, command.as_deref(), message.as_deref(), &id, timeout).await;
+            if !report.ok {
+                tracing::warn!(hook = name, "hook failed: {:?}", report.problem);
+            }
+            let mut shared = lock(&shared);
+            if name == hook::PREPARE {
+                shared.in_service = report.ok;
+            }
+            if let Some(tx) = &shared.tx {
+                tx.send(Message::Hook(report));
+            }
+        });
     }
 
     fn start(&self, id: String, spec: TaskSpec, form: Form) {
@@ -447,6 +500,46 @@ impl Worker {
     /// Tasks running now.
     pub fn running(&self) -> usize {
         lock(&self.shared).running.len()
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every `interval`, while the worker is in service and runs nothing, runs the health check; a
+/// failure is reported and takes the worker out of service until it is prepared again.
+async fn health_checks(
+    shared: Arc<Mutex<Shared>>,
+    id: String,
+    command: String,
+    interval: Duration,
+    timeout: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        {
+            let shared = lock(&shared);
+            if !shared.in_service || !shared.running.is_empty() || shared.tx.is_none() {
+                continue;
+            }
+        }
+        let report = run_hook(hook::HEALTH_CHECK, Some(&command), None, &id, timeout).await;
+        let mut shared = lock(&shared);
+        if !report.ok {
+            tracing::warn!("health check failed: {:?}", report.problem);
+            shared.in_service = false;
+        }
+        if let Some(tx) = &shared.tx {
+            tx.send(Message::Hook(report));
+        }
     }
 }
 

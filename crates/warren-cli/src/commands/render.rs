@@ -211,12 +211,18 @@ pub fn worker_rows(workers: &[WorkerView], now: Timestamp) -> String {
                 } else {
                     caps.join(",")
                 },
+                if w.groups.is_empty() {
+                    "-".into()
+                } else {
+                    w.groups.join(",")
+                },
+                w.reason.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     table(
         &[
-            "ID", "STATE", "TASKS", "MEMORY", "CPUS", "SEEN", "ADDRESS", "CAPS",
+            "ID", "STATE", "TASKS", "MEMORY", "CPUS", "SEEN", "ADDRESS", "CAPS", "GROUPS", "REASON",
         ],
         &rows,
     )

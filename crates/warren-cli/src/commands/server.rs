@@ -44,6 +44,14 @@ pub struct ServerArgs {
     /// Directory of Pythia task files: `POST /execute` and `/api/execute` run `DIR/<tid>.task`.
     #[arg(long, value_name = "DIR")]
     pub tasks_dir: Option<PathBuf>,
+    /// How long a task no registered worker could ever run waits (for such a worker) before it
+    /// becomes INVALID.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub invalid_after: Duration,
+    /// How long a worker set to MAINTENANCE lets its running tasks finish before they are
+    /// aborted and re-queued.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
     /// Limits for whatever a task leaves unset.
     #[command(flatten)]
     pub defaults: DefaultLimits,
@@ -116,6 +124,8 @@ impl ServerArgs {
         config.queue_config.max_attempts = self.max_attempts;
         config.queue_config.max_waiting = self.max_waiting;
         config.queue_config.orphan_grace = self.keepalive.saturating_mul(3);
+        config.queue_config.invalid_after = self.invalid_after;
+        config.queue_config.drain_timeout = self.drain_timeout;
         config.queue_config.default_limits.wall_time = self.defaults.default_wall_time;
         config.queue_config.default_limits.memory = self.defaults.default_memory;
         config.queue_config.default_limits.output = Some(self.defaults.default_output);

@@ -47,6 +47,12 @@ pub struct TaskArgs {
     /// A capability the worker must offer (repeatable; all must match).
     #[arg(long = "cap", value_name = "KEY=VALUE")]
     pub caps: Vec<String>,
+    /// Who the task is for (default: the coordinator's name for the caller).
+    #[arg(long, value_name = "NAME")]
+    pub owner: Option<String>,
+    /// A group of the owner (repeatable): only workers in one of them run it.
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
     /// The program and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -65,6 +71,8 @@ impl TaskArgs {
             environment: self.environment.clone(),
             taskfs: self.taskfs.clone(),
             priority: self.priority,
+            owner: self.owner.clone(),
+            groups: self.groups.clone(),
             ..TaskSpec::default()
         };
         if let Some(path) = &self.stdin {

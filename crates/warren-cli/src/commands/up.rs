@@ -39,6 +39,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         if worker_config.taskfs_dir.is_none() {
             worker_config.taskfs_dir = args.server.tasks_dir.clone();
         }
+        // The local worker serves at once: `warren up` needs no other step.
+        worker_config.idle = true;
         if worker_config.token.is_none() {
             worker_config.token = Some(coordinator.join_token.clone());
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use warren_sandbox::{Sandbox, SandboxConfig};
-use warren_worker::{Config, SandboxExecutor, Worker};
+use warren_worker::{Config, Hooks, SandboxExecutor, Worker};
 
 use super::server::{default_data_dir, init_logging, runtime};
 
@@ -27,8 +27,51 @@ pub struct WorkerArgs {
     /// Another name for --taskfs-dir (Pythia keeps task files and task filesystems together).
     #[arg(long, value_name = "DIR", conflicts_with = "taskfs_dir")]
     pub tasks_dir: Option<PathBuf>,
+    /// When new to the coordinator, enter service at once (prepare hook, then IDLE) instead of
+    /// waiting in MAINTENANCE for `warren workers set-state ID idle`.
+    #[arg(long)]
+    pub idle: bool,
+    #[command(flatten)]
+    pub hooks: HookArgs,
     #[command(flatten)]
     pub common: WorkerCommon,
+}
+
+/// The operator's hooks: commands run with `sh -c` on this host, as this user.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// Run before entering service; the worker becomes IDLE only if it exits 0.
+    #[arg(long, value_name = "CMD")]
+    pub prepare_hook: Option<String>,
+    /// Run periodically while idle; a failure makes the worker FAILED.
+    #[arg(long, value_name = "CMD")]
+    pub health_check: Option<String>,
+    /// Time between health checks.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+    /// Run when leaving service, with the operator's message as `$1` and `WARREN_MESSAGE`.
+    #[arg(long, value_name = "CMD")]
+    pub maintenance_hook: Option<String>,
+    /// Longest any hook may run; then its whole process group is killed and it fails.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub hook_timeout: Duration,
+}
+
+impl HookArgs {
+    /// The hooks these flags describe.
+    pub fn hooks(&self) -> anyhow::Result<Hooks> {
+        anyhow::ensure!(
+            !self.health_interval.is_zero(),
+            "--health-interval must be more than 0"
+        );
+        Ok(Hooks {
+            prepare: self.prepare_hook.clone(),
+            health_check: self.health_check.clone(),
+            health_interval: self.health_interval,
+            maintenance: self.maintenance_hook.clone(),
+            timeout: self.hook_timeout,
+        })
+    }
 }
 
 /// Worker flags `warren up` shares.
@@ -157,6 +200,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<u8> {
     if config.taskfs_dir.is_none() {
         config.taskfs_dir = args.tasks_dir.clone();
     }
+    config.idle = args.idle;
+    config.hooks = args.hooks.hooks()?;
     let worker = sandbox_worker(config)?;
     println!(
         "Warren worker {} connecting to {}",
