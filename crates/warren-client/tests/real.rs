@@ -83,6 +83,7 @@ async fn cluster() -> Cluster {
         dir.path().join("worker"),
     );
     worker_config.capacity = 2;
+    worker_config.idle = true;
     let worker = match warren_worker::Worker::new(worker_config, Arc::new(Scripted)) {
         Ok(w) => w,
         Err(e) => panic!("starting the worker: {e}"),

@@ -41,6 +41,7 @@ fn start_worker(
     let dir = tempfile::tempdir().unwrap();
     let mut config = warren_worker::Config::new(queue.to_string(), dir.path().to_path_buf());
     config.capacity = capacity;
+    config.idle = true;
     let worker = Worker::new(config, executor).unwrap();
     rt.spawn(worker.run());
     dir

@@ -524,6 +524,7 @@ async fn silent_worker_is_dropped_after_three_keepalive_intervals() {
     peer.send(&Message::Register(Register {
         id: "quiet".into(),
         capacity: 1,
+        idle: true,
         ..Register::default()
     }))
     .await;
@@ -556,6 +557,7 @@ async fn completion_is_idempotent_and_survives_reconnects() {
             capacity: 1,
             running,
             finished,
+            idle: true,
             ..Register::default()
         })
     };
@@ -673,7 +675,7 @@ async fn tokens_are_required_when_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_and_valid_after_and_invalid_caps() {
-    let c = start(|_| {}).await;
+    let c = start(|c| c.queue_config.invalid_after = Duration::from_millis(300)).await;
     let soon = warren_core::task::Timestamp::from_unix_ms(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -711,7 +713,14 @@ async fn deadline_and_valid_after_and_invalid_caps() {
     )
     .await;
     assert_eq!(status, 201);
-    assert_eq!(invalid["state"], "INVALID");
+    // WAITING through the grace period, for a worker that could run it, then INVALID.
+    assert_eq!(invalid["state"], "WAITING");
+    let id = invalid["id"].as_u64().unwrap();
+    let view = until(c.http(), id, "INVALID", |v| v["state"] == "INVALID").await;
+    assert!(
+        view["reason"].as_str().unwrap().contains("gpu=a100"),
+        "{view}"
+    );
     let ok = submit(
         c.http(),
         json!({"command": ["true"], "caps": {"gpu": "none", "os": "linux"}}),

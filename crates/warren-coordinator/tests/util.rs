@@ -353,6 +353,7 @@ pub fn spawn_worker(
     config.keepalive = Duration::from_secs(5);
     config.backoff_initial = Duration::from_millis(10);
     config.backoff_max = Duration::from_millis(200);
+    config.idle = true;
     adjust(&mut config);
     let worker = Worker::new(config, executor).unwrap();
     let id = worker.id().to_string();
