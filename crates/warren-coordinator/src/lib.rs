@@ -3,8 +3,8 @@
 //! Every accepted task is in the store (SQLite in WAL mode by default) before the API answers;
 //! the live queue is rebuilt from the store at start-up, so a coordinator killed at any moment
 //! loses nothing. Dispatch is event-driven: a task arriving, a slot freeing, a worker registering
-//! or a timer firing runs the matcher ([`warren_core::schedule::plan`]) over a snapshot and
-//! applies the plan.
+//! or a timer firing runs the incremental matcher ([`warren_core::matcher::Matcher`]) and
+//! applies its launches.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), warren_coordinator::StartError> {

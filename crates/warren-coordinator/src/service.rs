@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 use warren_core::environment;
 use warren_core::limits::Limits;
 use warren_core::result::{RunResult, Status};
-use warren_core::schedule::{self, Candidate, Slot};
+use warren_core::matcher::{Matcher, Requirements, WaitingTask, WorkerLoad, WorkerProfile};
+use warren_core::worker_state::{self, WorkerEvent, WorkerTransition, WorkerTransitionError};
 use warren_core::stats::StatSample;
 use warren_core::task::{
     caps_satisfied, check_groups, transition, FieldError, HookRun, TaskEvent, TaskId, TaskSpec,
@@ -188,6 +189,10 @@ struct State {
     hold_until: Option<Timestamp>,
     /// Idempotency keys of submissions not yet committed.
     submitting: HashSet<String>,
+    /// The waiting tasks and the workers, indexed for matching.
+    matcher: Matcher,
+    /// Workers changed since the matcher last saw them.
+    touched: BTreeSet<String>,
 }
 
 /// Things to do once the state lock is released.
@@ -368,6 +373,14 @@ impl State {
                 fx.timers_changed = true;
             }
         }
+        self.matcher.add_task(WaitingTask {
+            id,
+            priority: r.priority,
+            order: r.queue_order,
+            requirements: requirements(&r.spec),
+            valid_after: r.spec.valid_after,
+            deadline: r.spec.deadline,
+        });
     }
 
     fn dequeue(&mut self, id: TaskId) {
@@ -377,6 +390,50 @@ impl State {
             for t in task_times(&r.spec) {
                 self.timers.remove(&(t, Timer::Task(id)));
             }
+        }
+        self.matcher.remove_task(id);
+    }
+
+    /// Marks a worker for the matcher to see again (what it offers, its state or its load).
+    fn touch(&mut self, worker: &str) {
+        if !self.touched.contains(worker) {
+            self.touched.insert(worker.to_string());
+        }
+    }
+
+    /// Tells the matcher about every worker changed since it last looked.
+    fn sync_workers(&mut self) {
+        for id in std::mem::take(&mut self.touched) {
+            let Some(w) = self.workers.get(&id) else {
+                self.matcher.remove_worker(&id);
+                continue;
+            };
+            let warren = w.conn.as_ref().is_none_or(|c| c.warren);
+            let profile = WorkerProfile {
+                id: id.clone(),
+                caps: w.view.caps.clone(),
+                groups: w.view.groups.iter().cloned().collect(),
+                // `host` is offered by every worker, listed or not.
+                environments: warren.then(|| {
+                    w.view
+                        .environments
+                        .iter()
+                        .cloned()
+                        .chain([environment::HOST.to_string()])
+                        .collect()
+                }),
+                runs_commands: warren,
+                memory: w.view.memory_bytes,
+                milli_cpus: w.view.milli_cpus,
+            };
+            let limits = |t: &TaskId| self.tasks.get(t).map(|t| &t.record.spec.limits);
+            let load = WorkerLoad {
+                available: w.in_service(),
+                free_slots: w.view.capacity.saturating_sub(w.running.len() as u32),
+                reserved_memory: w.running.iter().filter_map(limits).filter_map(|l| l.memory).sum(),
+                reserved_milli_cpus: w.running.iter().filter_map(limits).filter_map(|l| l.cpus).sum(),
+            };
+            self.matcher.upsert_worker(profile, load);
         }
     }
 
@@ -402,6 +459,9 @@ impl State {
             .and_then(|w| self.workers.get_mut(w))
         {
             worker.running.remove(&id);
+            if !self.touched.contains(&worker.view.id) {
+                self.touched.insert(worker.view.id.clone());
+            }
         }
         task.record.state = state;
         task.record.finished_at = Some(now);
@@ -463,6 +523,9 @@ impl State {
             .and_then(|w| self.workers.get_mut(&w))
         {
             w.running.remove(&id);
+            if !self.touched.contains(&w.view.id) {
+                self.touched.insert(w.view.id.clone());
+            }
         }
         self.next_front -= 1;
         let order = self.next_front;
@@ -486,64 +549,30 @@ impl State {
 
     /// Matches waiting tasks to free slots and launches them.
     fn dispatch(&mut self, now: Timestamp, fx: &mut Effects) {
-        if self.queue.is_empty() {
-            return;
-        }
+        self.sync_workers();
         if let Some(until) = self.hold_until {
             if now < until && !self.awaiting.is_empty() {
                 return;
             }
             self.hold_until = None;
         }
-        let launches = {
-            let slots: Vec<Slot<'_>> = self
-                .workers
-                .values()
-                .filter_map(|w| {
-                    let conn = w.conn.as_ref()?;
-                    let free = w.view.capacity.saturating_sub(w.running.len() as u32);
-                    (free > 0 && w.in_service()).then_some(Slot {
-                        worker: w.view.id.as_str(),
-                        free,
-                        caps: &w.view.caps,
-                        environments: conn.warren.then_some(w.view.environments.as_slice()),
-                        runs_commands: conn.warren,
-                        groups: &w.view.groups,
-                    })
-                })
-                .collect();
-            if slots.is_empty() {
-                return;
-            }
-            let free: u64 = slots.iter().map(|s| u64::from(s.free)).sum();
-            // A window of the queue's head: enough to fill every slot even when some tasks at
-            // the head cannot run anywhere right now.
-            let window = (free as usize).saturating_mul(4).saturating_add(32);
-            let candidates: Vec<Candidate<'_>> = self
-                .queue
-                .iter()
-                .take(window)
-                .filter_map(|(_, _, id)| self.tasks.get(id))
-                .map(|t| Candidate {
-                    id: t.record.id,
-                    priority: t.record.priority,
-                    order: t.record.queue_order,
-                    caps: &t.record.spec.caps,
-                    environment: t.record.spec.environment.as_deref(),
-                    needs_command: !t.record.spec.command.is_empty(),
-                    valid_after: t.record.spec.valid_after,
-                    deadline: t.record.spec.deadline,
-                    groups: &t.record.spec.groups,
-                })
-                .collect();
-            schedule::plan(&candidates, &slots, now)
-        };
+        let launches = self.matcher.next_launches(now);
         for launch in launches {
-            // Re-check before applying.
+            // Re-check before applying; what cannot be applied goes back to the matcher.
             let Some(task) = self.tasks.get(&launch.task) else {
                 continue;
             };
             if transition(task.record.state, TaskEvent::Dispatch).is_err() {
+                continue;
+            }
+            if self
+                .workers
+                .get(&launch.worker)
+                .is_none_or(|w| w.conn.is_none())
+            {
+                self.dequeue(launch.task);
+                self.enqueue(launch.task, now, fx);
+                self.touch(&launch.worker);
                 continue;
             }
             self.dequeue(launch.task);
@@ -608,6 +637,11 @@ fn task_times(spec: &TaskSpec) -> impl Iterator<Item = Timestamp> {
         .flatten()
 }
 
+/// What a task needs from a worker, for the matcher (the owner's groups are the task's).
+fn requirements(spec: &TaskSpec) -> Requirements {
+    Requirements::from_spec(spec, spec.groups.iter().cloned().collect())
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -616,7 +650,8 @@ fn ms(d: Duration) -> i64 {
 /// FAILED from anywhere. Hooks run on the worker; one that does not run hooks (a plain pool, an
 /// older worker) moves through PREPARE and BUSY at once.
 impl State {
-    fn persist_worker(&self, id: &str, fx: &mut Effects) {
+    fn persist_worker(&mut self, id: &str, fx: &mut Effects) {
+        self.touch(id);
         if let Some(w) = self.workers.get(id) {
             // Plain pools get a new id per connection: nothing of theirs is worth keeping.
             if w.conn.as_ref().is_none_or(|c| c.warren) {
@@ -731,6 +766,9 @@ impl State {
         now: Timestamp,
         fx: &mut Effects,
     ) {
+        // A worker that is still connected is told to stop what it ran; one that is gone may
+        // come back still running it, and is then given it back.
+        let connected = self.workers.get(id).is_some_and(|w| w.conn.is_some());
         let Some(w) = self.workers.get_mut(id) else {
             return;
         };
@@ -740,6 +778,9 @@ impl State {
         let running: Vec<TaskId> = w.running.iter().copied().collect();
         for task in running {
             self.lose_task(task, &reason, max_attempts, now, fx);
+            if !connected {
+                continue;
+            }
             // Whatever it still does with the task is no longer wanted.
             self.send_to_worker(
                 id,
@@ -756,14 +797,7 @@ impl State {
     }
 
     /// A hook ran on the worker.
-    fn hook_ran(
-        &mut self,
-        id: &str,
-        report: HookReport,
-        max_attempts: u32,
-        now: Timestamp,
-        fx: &mut Effects,
-    ) {
+    fn hook_ran(&mut self, id: &str, report: HookReport, cfg: &QueueConfig, now: Timestamp, fx: &mut Effects) {
         let Some(w) = self.workers.get_mut(id) else {
             return;
         };
@@ -777,98 +811,76 @@ impl State {
                 at: Some(now),
             },
         );
-        match (w.view.state, report.hook.as_str(), report.ok) {
-            (WorkerState::Prepare, hook::PREPARE, true) => {
-                w.view.state = WorkerState::Idle;
-                w.view.reason = None;
-                self.refresh_worker_states();
+        let event = match (report.hook.as_str(), report.ok) {
+            (hook::PREPARE, true) => WorkerEvent::PrepareSucceeded,
+            (hook::PREPARE, false) => WorkerEvent::PrepareFailed { reason: problem },
+            (hook::MAINTENANCE, _) => WorkerEvent::MaintenanceHookDone,
+            (hook::HEALTH_CHECK, false) => WorkerEvent::HealthCheckFailed { reason: problem },
+            _ => {
+                self.persist_worker(id, fx);
+                return;
             }
-            (WorkerState::Prepare, hook::PREPARE, false) => {
-                self.fail_worker(id, format!("prepare hook: {problem}"), max_attempts, now, fx);
-            }
-            (WorkerState::Busy, hook::MAINTENANCE, true) => {
-                w.view.state = WorkerState::Maintenance;
-                w.maintenance_note = None;
-            }
-            (WorkerState::Busy, hook::MAINTENANCE, false) => {
-                let reason = format!("maintenance hook: {problem}");
-                self.fail_worker(id, reason, max_attempts, now, fx);
-            }
-            (WorkerState::Idle | WorkerState::Running, hook::HEALTH_CHECK, false) => {
-                let reason = format!("health check: {problem}");
-                self.fail_worker(id, reason, max_attempts, now, fx);
-            }
-            _ => {}
-        }
+        };
+        // A late report (the worker moved on meanwhile) changes nothing but the hook's record.
+        let _ = self.worker_event(id, event, None, cfg, now, fx);
         self.persist_worker(id, fx);
+    }
+
+    /// Applies the lifecycle rule ([`worker_state::transition`]) to an event and does what the
+    /// new state means: PREPARE runs the prepare hook, BUSY drains (then `note` goes to the
+    /// maintenance hook), FAILED keeps the reason and gives up its tasks.
+    fn worker_event(
+        &mut self,
+        id: &str,
+        event: WorkerEvent,
+        note: Option<String>,
+        cfg: &QueueConfig,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> Result<WorkerTransition, WorkerTransitionError> {
+        let current = self.workers.get(id).map(|w| w.view.state);
+        let next = worker_state::transition(current, &event)?;
+        match next {
+            WorkerTransition::Unchanged | WorkerTransition::Remove => {}
+            WorkerTransition::RunMaintenanceHook => self.run_maintenance_hook(id, fx),
+            WorkerTransition::Enter(WorkerState::Prepare) => self.begin_prepare(id, fx),
+            WorkerTransition::Enter(WorkerState::Busy) => {
+                self.begin_maintenance(id, note.unwrap_or_default(), now, cfg.drain_timeout, fx)
+            }
+            WorkerTransition::Enter(WorkerState::Failed) => {
+                let reason = note
+                    .or_else(|| event.failure_reason())
+                    .unwrap_or_else(|| event.name().to_string());
+                self.fail_worker(id, reason, cfg.max_attempts, now, fx);
+            }
+            WorkerTransition::Enter(state) => {
+                if let Some(w) = self.workers.get_mut(id) {
+                    w.view.state = state;
+                    match state {
+                        WorkerState::Maintenance => {
+                            w.view.reason = note.or_else(|| w.maintenance_note.take());
+                            w.maintenance_note = None;
+                        }
+                        _ => w.view.reason = None,
+                    }
+                }
+                self.refresh_worker_states();
+                self.persist_worker(id, fx);
+            }
+        }
+        Ok(next)
     }
 
     /// Why no registered worker could ever run `spec`: what none offers. `None` when one could,
     /// or when no worker is known yet (the first may still be starting).
     fn unsatisfiable(&self, spec: &TaskSpec) -> Option<String> {
-        if self.workers.is_empty()
-            || (spec.caps.is_empty() && spec.environment.is_none() && spec.groups.is_empty())
-        {
-            return None;
-        }
-        let candidate = Candidate {
-            id: 0,
-            priority: spec.effective_priority(),
-            order: 0,
-            caps: &spec.caps,
-            environment: spec.environment.as_deref(),
-            needs_command: !spec.command.is_empty(),
-            valid_after: None,
-            deadline: None,
-            groups: &spec.groups,
-        };
-        fn offers(w: &WorkerEntry) -> (bool, Option<&[String]>) {
-            let warren = w.conn.as_ref().is_none_or(|c| c.warren);
-            (warren, warren.then_some(w.view.environments.as_slice()))
-        }
-        let any = self.workers.values().any(|w| {
-            let (warren, environments) = offers(w);
-            schedule::fits(&candidate, &w.view.caps, environments, warren, &w.view.groups)
-        });
-        if any {
-            return None;
-        }
-        let mut missing = Vec::new();
-        if !self
-            .workers
-            .values()
-            .any(|w| caps_satisfied(&spec.caps, &w.view.caps))
-        {
-            let caps: Vec<String> = spec.caps.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            missing.push(format!("the capabilities {}", caps.join(", ")));
-        }
-        if let Some(env) = &spec.environment {
-            if !self.workers.values().any(|w| {
-                offers(w)
-                    .1
-                    .is_none_or(|offered| offered.iter().any(|e| e == env))
-            }) {
-                missing.push(format!("the environment `{env}`"));
-            }
-        }
-        if !spec.groups.is_empty()
-            && !self
-                .workers
-                .values()
-                .any(|w| spec.groups.iter().any(|g| w.view.groups.contains(g)))
-        {
-            missing.push(format!("a place in the groups {}", spec.groups.join(", ")));
-        }
-        Some(if missing.is_empty() {
-            "no registered worker offers all it requires together (capabilities, environment, groups)".into()
-        } else {
-            format!("no registered worker offers {}", missing.join("; nor "))
-        })
+        self.matcher.unsatisfiable(&requirements(spec))
     }
 
     /// Starts the grace period of a waiting task no registered worker could run: if that still
     /// holds when it ends, the task is INVALID.
     fn watch_satisfiable(&mut self, id: TaskId, now: Timestamp, grace: Duration, fx: &mut Effects) {
+        self.sync_workers();
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
@@ -879,11 +891,14 @@ impl State {
         }
     }
 
-    /// After workers went away or changed: every waiting task is checked.
+    /// After workers went away or changed: every waiting task none of them could run starts
+    /// its grace period.
     fn watch_all_satisfiable(&mut self, now: Timestamp, grace: Duration, fx: &mut Effects) {
-        let waiting: Vec<TaskId> = self.queue.iter().map(|(_, _, id)| *id).collect();
-        for id in waiting {
-            self.watch_satisfiable(id, now, grace, fx);
+        self.sync_workers();
+        for (id, _) in self.matcher.unsatisfiable_tasks() {
+            self.timers
+                .insert((now.plus_ms(ms(grace)), Timer::Unsatisfiable(id)));
+            fx.timers_changed = true;
         }
     }
 }
@@ -936,6 +951,10 @@ impl Service {
                 state.enqueue(id, now, &mut fx);
                 state.watch_satisfiable(id, now, config.invalid_after, &mut fx);
             }
+        }
+        let known: Vec<String> = state.workers.keys().cloned().collect();
+        for id in known {
+            state.touch(&id);
         }
         if !state.awaiting.is_empty() {
             let until = now.plus_ms(config.reconnect_hold.as_millis() as i64);
@@ -1364,14 +1383,9 @@ impl Service {
                 .ok_or_else(|| ServiceError::NoWorker(id.to_string()))?;
             let current = w.view.state;
             let connected = w.conn.is_some();
-            let allowed: &[WorkerState] = match target {
-                WorkerState::Idle => &[WorkerState::Maintenance],
-                WorkerState::Maintenance => &[
-                    WorkerState::Idle,
-                    WorkerState::Running,
-                    WorkerState::Prepare,
-                    WorkerState::Failed,
-                ],
+            let event = match target {
+                WorkerState::Idle => WorkerEvent::AdminSetIdle,
+                WorkerState::Maintenance => WorkerEvent::AdminSetMaintenance,
                 other => {
                     return Err(FieldError::new(
                         "state",
@@ -1380,21 +1394,16 @@ impl Service {
                     .into())
                 }
             };
-            if !allowed.contains(&current) {
-                let names: Vec<&str> = allowed.iter().map(|s| s.name()).collect();
-                return Err(ServiceError::Conflict(format!(
-                    "worker `{id}` is {current}: it can be set {target} only from {}",
-                    names.join(", ")
-                )));
-            }
-            match target {
-                WorkerState::Idle if !connected => {
+            let next = worker_state::transition(Some(current), &event)
+                .map_err(|e| ServiceError::Conflict(format!("worker `{id}`: {e}")))?;
+            match next {
+                WorkerTransition::Enter(WorkerState::Prepare) if !connected => {
                     return Err(ServiceError::Conflict(format!(
                         "worker `{id}` is {current} and not connected: it cannot be prepared"
                     )))
                 }
-                WorkerState::Idle => state.begin_prepare(id, &mut fx),
-                _ if !connected => {
+                WorkerTransition::Enter(WorkerState::Busy) if !connected => {
+                    // Nothing runs there and no hook can run: straight to MAINTENANCE.
                     if let Some(w) = state.workers.get_mut(id) {
                         w.view.state = WorkerState::Maintenance;
                         w.view.reason = note;
@@ -1402,8 +1411,9 @@ impl Service {
                     state.persist_worker(id, &mut fx);
                 }
                 _ => {
-                    let drain = self.config.drain_timeout;
-                    state.begin_maintenance(id, note.unwrap_or_default(), now, drain, &mut fx);
+                    state
+                        .worker_event(id, event, note, &self.config, now, &mut fx)
+                        .map_err(|e| ServiceError::Conflict(format!("worker `{id}`: {e}")))?;
                 }
             }
             state.dispatch(now, &mut fx);
@@ -1454,12 +1464,8 @@ impl Service {
                 .workers
                 .get(id)
                 .ok_or_else(|| ServiceError::NoWorker(id.to_string()))?;
-            let current = w.view.state;
-            if !matches!(current, WorkerState::Maintenance | WorkerState::Failed) {
-                return Err(ServiceError::Conflict(format!(
-                    "worker `{id}` is {current}: it can be deregistered only in MAINTENANCE or FAILED"
-                )));
-            }
+            worker_state::transition(Some(w.view.state), &WorkerEvent::Deregister)
+                .map_err(|e| ServiceError::Conflict(format!("worker `{id}`: {e}")))?;
             if !w.running.is_empty() {
                 return Err(ServiceError::Conflict(format!(
                     "worker `{id}` still has {} task(s) assigned: wait for them to be re-queued",
@@ -1474,6 +1480,7 @@ impl Service {
                 }
             }
             state.awaiting.remove(id);
+            state.touch(id);
             fx.writes.push(Write::RemoveWorker(id.to_string()));
             state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
         }
@@ -1586,6 +1593,7 @@ impl Service {
                         }
                     }
                     Timer::Unsatisfiable(id) => {
+                        state.sync_workers();
                         let invalid = state
                             .tasks
                             .get(&id)
@@ -1783,31 +1791,35 @@ impl Service {
                     _ => {}
                 }
             }
-            match previous {
-                // A plain pool (a new id on every connection) serves at once.
-                None if !warren => {
-                    if let Some(w) = state.workers.get_mut(&id) {
-                        w.view.state = WorkerState::Idle;
-                    }
+            let register = WorkerEvent::Register {
+                caps_changed: previous.as_ref().is_some_and(|p| p.1),
+                // A plain pool (a new id on every connection) cannot wait for an operator.
+                straight_to_idle: idle || !warren,
+            };
+            let previous_state = previous.as_ref().map(|p| p.0);
+            let note = match &previous {
+                Some((_, true, _)) => Some("its capabilities changed".to_string()),
+                Some((_, false, note)) => note.clone(),
+                None => None,
+            };
+            // The rule is applied to the state it had before this registration.
+            if let (Some(w), None) = (state.workers.get_mut(&id), previous_state) {
+                w.view.state = WorkerState::Maintenance;
+                w.view.reason = Some("new: waiting for an operator to set it IDLE".into());
+            }
+            let result = match previous_state {
+                None => worker_state::transition(None, &register),
+                Some(_) => Ok(WorkerTransition::Unchanged),
+            };
+            match result {
+                Ok(WorkerTransition::Enter(WorkerState::Prepare)) => {
+                    state.begin_prepare(&id, &mut fx)
                 }
-                None if idle => state.begin_prepare(&id, &mut fx),
-                None => {
-                    if let Some(w) = state.workers.get_mut(&id) {
-                        w.view.state = WorkerState::Maintenance;
-                        w.view.reason =
-                            Some("new: waiting for an operator to set it IDLE".into());
-                    }
-                }
-                Some((_, true, _)) => {
-                    let note = "its capabilities changed".to_string();
-                    state.begin_maintenance(&id, note, now, self.config.drain_timeout, &mut fx);
-                }
-                Some((WorkerState::Maintenance, false, _)) => {}
-                Some((WorkerState::Busy, false, note)) => {
-                    let note = note.unwrap_or_default();
-                    state.begin_maintenance(&id, note, now, self.config.drain_timeout, &mut fx);
-                }
-                Some((_, false, _)) => state.begin_prepare(&id, &mut fx),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(worker = id, "registration: {e}"),
+            }
+            if previous_state.is_some() {
+                let _ = state.worker_event(&id, register, note, &self.config, now, &mut fx);
             }
             state.refresh_worker_states();
             state.persist_worker(&id, &mut fx);
@@ -1854,11 +1866,11 @@ impl Service {
                 }
                 Message::KeepAlive => return, // `last_seen` is all it changes
                 Message::Hook(report) => {
-                    state.hook_ran(worker, report, self.config.max_attempts, now, &mut fx)
+                    state.hook_ran(worker, report, &self.config, now, &mut fx)
                 }
                 Message::Failure { reason } => {
-                    let reason = format!("reported by the worker: {reason}");
-                    state.fail_worker(worker, reason, self.config.max_attempts, now, &mut fx);
+                    let event = WorkerEvent::ReportedFailure { reason };
+                    let _ = state.worker_event(worker, event, None, &self.config, now, &mut fx);
                 }
                 other => tracing::debug!(
                     worker,
@@ -1885,21 +1897,30 @@ impl Service {
             }
             let warren = entry.conn.as_ref().is_some_and(|c| c.warren);
             entry.conn = None;
-            entry.maintenance_note = None;
             // One in MAINTENANCE stays there (an operator's decision); any other is FAILED.
-            if entry.view.state != WorkerState::Maintenance {
-                entry.view.state = WorkerState::Failed;
-                entry.view.reason = Some(format!("lost: {why}"));
-            }
-            let running: Vec<TaskId> = entry.running.iter().copied().collect();
-            let view = entry.view.clone();
+            let reason = Some(format!("heartbeats missed: {why}"));
+            let _ = state.worker_event(
+                worker,
+                WorkerEvent::HeartbeatsMissed,
+                reason,
+                &self.config,
+                now,
+                &mut fx,
+            );
+            // Whatever state it is in, what it ran is lost with the connection.
+            let running: Vec<TaskId> = state
+                .workers
+                .get(worker)
+                .map(|w| w.running.iter().copied().collect())
+                .unwrap_or_default();
             for id in running {
                 state.lose_task(id, why, self.config.max_attempts, now, &mut fx);
             }
             if warren {
-                fx.writes.push(Write::Worker(Box::new(view)));
+                state.persist_worker(worker, &mut fx);
             } else {
                 state.workers.remove(worker);
+                state.touch(worker);
             }
             state.dispatch(now, &mut fx);
         }
@@ -2121,6 +2142,7 @@ impl State {
             if let Some(w) = self.workers.get_mut(&other) {
                 w.running.remove(&id);
             }
+            self.touch(&other);
             self.send_to_worker(
                 &other,
                 Message::Abort {
@@ -2143,6 +2165,7 @@ impl State {
             task.record.finished_at = Some(now);
             task.record.result = Some(result);
         }
+        self.touch(worker);
         if let Some(w) = self.workers.get_mut(worker) {
             w.running.remove(&id);
             if w.view.state == WorkerState::Busy && w.running.is_empty() {

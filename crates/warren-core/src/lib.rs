@@ -18,7 +18,6 @@ pub mod limits;
 pub mod matcher;
 pub mod pythia;
 pub mod result;
-pub mod schedule;
 pub mod stats;
 pub mod task;
 pub mod timers;
