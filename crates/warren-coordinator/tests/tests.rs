@@ -4,6 +4,8 @@
 
 mod kill;
 mod pythia_http;
+mod lifecycle;
+mod scheduling;
 mod store;
 mod util;
 

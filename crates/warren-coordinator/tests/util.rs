@@ -379,3 +379,84 @@ pub async fn workers_in_state(addr: SocketAddr, n: usize, state: &str) -> Value 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Any method with a JSON body; the answer parsed as JSON when it is.
+pub async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, body) = request(addr, method, path, body, &[]).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+/// Polls a worker until `pred` holds (tests only).
+pub async fn worker_until(
+    addr: SocketAddr,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, view) = get(addr, &format!("/v1/workers/{id}")).await;
+        if pred(&view) {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker {id} never became {what}: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A hand-driven Warren worker: registers `id` with `caps`, `capacity` slots, asking to go IDLE
+/// at once or not, answering hooks itself or not.
+pub async fn hand_worker(
+    queue: SocketAddr,
+    id: &str,
+    capacity: u32,
+    caps: &[(&str, &str)],
+    idle: bool,
+    hooks: bool,
+) -> Peer {
+    let mut peer = Peer::connect(queue).await;
+    peer.send(&Message::Register(warren_proto::Register {
+        id: id.into(),
+        capacity,
+        caps: caps
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        idle,
+        hooks,
+        ..warren_proto::Register::default()
+    }))
+    .await;
+    peer.send(&Message::RegisterPool { capacity }).await;
+    peer
+}
+
+/// The next `-launch` a hand-driven worker gets: the task id.
+pub async fn next_launch(peer: &mut Peer) -> u64 {
+    loop {
+        match peer.recv().await {
+            Some(Message::RunTask(task)) => return task.id.parse().unwrap(),
+            Some(_) => continue,
+            None => panic!("connection closed while waiting for a launch"),
+        }
+    }
+}
+
+/// A hand-driven worker reports a task done (success).
+pub async fn finish(peer: &mut Peer, id: u64) {
+    let mut result = RunResult::crash(String::new());
+    result.status = Status::Success;
+    result.exit_code = Some(0);
+    result.message = None;
+    peer.send(&Message::Finished {
+        id: id.to_string(),
+        result,
+    })
+    .await;
+}

@@ -1,0 +1,291 @@
+//! Scheduling through the real coordinator: Boruta's priority and least-capable cases, owner
+//! groups, updates of waiting tasks, and the listings' filters, sorting and pages.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn ids(page: &Value, key: &str) -> Vec<Value> {
+    page[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect()
+}
+
+fn task_ids(page: &Value) -> Vec<u64> {
+    ids(page, "tasks").iter().map(|v| v.as_u64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_on_a_single_slot_worker_start_in_borutas_order() {
+    let c = start(|_| {}).await;
+    // In MAINTENANCE until set IDLE, so the whole queue is there before anything starts.
+    let mut w = hand_worker(c.queue(), "one-slot", 1, &[], false, false).await;
+    worker_until(c.http(), "one-slot", "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
+    let mut submitted = Vec::new();
+    for priority in [7, 1, 2, 12, 3, 3] {
+        submitted.push(submit(c.http(), json!({"command": ["true"], "priority": priority})).await);
+    }
+    let (status, _) = call(
+        c.http(),
+        "PUT",
+        "/v1/workers/one-slot/state",
+        Some(r#"{"state":"IDLE"}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut started = Vec::new();
+    for _ in 0..6 {
+        let id = next_launch(&mut w).await;
+        started.push(submitted.iter().position(|s| *s == id).unwrap() + 1);
+        finish(&mut w, id).await;
+    }
+    assert_eq!(started, vec![2, 3, 5, 6, 1, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_goes_to_the_least_capable_worker_that_fits() {
+    let c = start(|_| {}).await;
+    let mut rich = hand_worker(
+        c.queue(),
+        "rich",
+        1,
+        &[("arch", "x86_64"), ("gpu", "1"), ("disk", "ssd")],
+        true,
+        false,
+    )
+    .await;
+    let mut plain = hand_worker(c.queue(), "plain", 1, &[("arch", "x86_64")], true, false).await;
+    workers_in_state(c.http(), 2, "IDLE").await;
+    let first = submit(c.http(), json!({"command": ["true"], "caps": {"arch": "x86_64"}})).await;
+    assert_eq!(next_launch(&mut plain).await, first);
+    // The plain worker is full: the next one that fits both goes to the rich one.
+    let second = submit(c.http(), json!({"command": ["true"], "caps": {"arch": "x86_64"}})).await;
+    assert_eq!(next_launch(&mut rich).await, second);
+    // Only the rich worker has a GPU: the task waits for it even though the plain one frees up.
+    let gpu = submit(c.http(), json!({"command": ["true"], "caps": {"gpu": "1"}})).await;
+    finish(&mut plain, first).await;
+    until(c.http(), first, "DONE", |v| v["state"] == "DONE").await;
+    let (_, view) = get(c.http(), &format!("/v1/tasks/{gpu}")).await;
+    assert_eq!(view["state"], "WAITING", "{view}");
+    finish(&mut rich, second).await;
+    assert_eq!(next_launch(&mut rich).await, gpu);
+    // `id` pins a worker by its id.
+    let pinned = submit(c.http(), json!({"command": ["true"], "caps": {"id": "plain"}})).await;
+    assert_eq!(next_launch(&mut plain).await, pinned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_groups_limit_workers_and_a_group_change_starts_matching() {
+    let c = start(|_| {}).await;
+    let mut w = hand_worker(c.queue(), "lab-box", 1, &[], true, false).await;
+    workers_in_state(c.http(), 1, "IDLE").await;
+    let (status, view) = post(
+        c.http(),
+        "/v1/tasks",
+        r#"{"command":["true"],"owner":"ann","groups":["lab"]}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{view}");
+    assert_eq!((view["owner"].clone(), view["groups"].clone()), (json!("ann"), json!(["lab"])));
+    let id = view["id"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, view) = get(c.http(), &format!("/v1/tasks/{id}")).await;
+    assert_eq!(view["state"], "WAITING", "no worker is in `lab` yet: {view}");
+    let (status, worker) = call(
+        c.http(),
+        "PUT",
+        "/v1/workers/lab-box/groups",
+        Some(r#"{"groups":["lab","ops","lab"]}"#),
+    )
+    .await;
+    assert_eq!((status, worker["groups"].clone()), (200, json!(["lab", "ops"])));
+    assert_eq!(next_launch(&mut w).await, id);
+    // A task without groups may use any worker.
+    let any = submit(c.http(), json!({"command": ["true"]})).await;
+    finish(&mut w, id).await;
+    assert_eq!(next_launch(&mut w).await, any);
+    let (status, body) = call(
+        c.http(),
+        "PUT",
+        "/v1/workers/lab-box/groups",
+        Some(r#"{"groups":["no/slash"]}"#),
+    )
+    .await;
+    assert_eq!((status, body["field"].clone()), (400, json!("groups[0]")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_with_bad_times_or_priorities_are_refused_naming_the_field() {
+    let c = start(|_| {}).await;
+    let cases = [
+        (
+            r#"{"command":["true"],"deadline":"2001-01-01T00:00:00Z"}"#,
+            "deadline",
+        ),
+        (
+            r#"{"command":["true"],"valid_after":"2999-01-02T00:00:00Z","deadline":"2999-01-01T00:00:00Z"}"#,
+            "deadline",
+        ),
+        (r#"{"command":["true"],"priority":0}"#, "priority"),
+        (r#"{"command":["true"],"priority":17}"#, "priority"),
+        (r#"{"command":["true"],"groups":[""]}"#, "groups[0]"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = post(c.http(), "/v1/tasks", body).await;
+        assert_eq!((status, answer["field"].clone()), (400, json!(field)), "{body}: {answer}");
+    }
+    // Defaults: valid from now, deadline 30 days on.
+    let (_, view) = post(c.http(), "/v1/tasks", r#"{"command":["true"]}"#).await;
+    let valid_after: warren_core::task::Timestamp =
+        view["valid_after"].as_str().unwrap().parse().unwrap();
+    let deadline: warren_core::task::Timestamp =
+        view["deadline"].as_str().unwrap().parse().unwrap();
+    assert_eq!(deadline.unix_ms - valid_after.unix_ms, 30 * 24 * 3600 * 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_changes_a_waiting_task_and_conflicts_otherwise() {
+    let c = start(|_| {}).await;
+    let id = submit(c.http(), json!({"command": ["true"], "caps": {"gpu": "1"}})).await;
+    let path = format!("/v1/tasks/{id}");
+    let (status, view) = call(c.http(), "PATCH", &path, Some(r#"{"priority":3}"#)).await;
+    assert_eq!((status, view["priority"].clone()), (200, json!(3)), "{view}");
+    let far = "2999-01-01T00:00:00Z";
+    let body = json!({"valid_after": "2998-01-01T00:00:00Z", "deadline": far}).to_string();
+    let (status, view) = call(c.http(), "PATCH", &path, Some(&body)).await;
+    assert_eq!((status, view["deadline"].clone()), (200, json!("2999-01-01T00:00:00.000Z")));
+    for (body, field) in [
+        (r#"{"deadline":"2001-01-01T00:00:00Z"}"#, "deadline"),
+        (r#"{"valid_after":"2999-06-01T00:00:00Z"}"#, "deadline"),
+        (r#"{"priority":0}"#, "priority"),
+        (r#"{"command":["false"]}"#, "command"),
+    ] {
+        let (status, answer) = call(c.http(), "PATCH", &path, Some(body)).await;
+        assert_eq!((status, answer["field"].clone()), (400, json!(field)), "{body}: {answer}");
+    }
+    let (status, _) = call(c.http(), "PATCH", "/v1/tasks/9999", Some(r#"{"priority":3}"#)).await;
+    assert_eq!(status, 404);
+    // New capabilities and valid-after: it starts on a worker that offers them.
+    let mut w = hand_worker(c.queue(), "cpu-only", 1, &[("gpu", "0")], true, false).await;
+    workers_in_state(c.http(), 1, "IDLE").await;
+    let body = json!({"caps": {"gpu": "0"}, "valid_after": "2001-01-01T00:00:00Z"}).to_string();
+    let (status, view) = call(c.http(), "PATCH", &path, Some(&body)).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(next_launch(&mut w).await, id);
+    let (status, answer) = call(c.http(), "PATCH", &path, Some(r#"{"priority":1}"#)).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("IN PROGRESS"), "{answer}");
+    finish(&mut w, id).await;
+    until(c.http(), id, "DONE", |v| v["state"] == "DONE").await;
+    let (status, answer) = call(c.http(), "PATCH", &path, Some(r#"{"priority":1}"#)).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("DONE"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_listing_filters_sorts_and_pages() {
+    let c = start(|_| {}).await;
+    // No worker: everything stays WAITING (or is cancelled below).
+    let specs = [
+        json!({"command": ["true"], "priority": 5, "owner": "ann", "groups": ["lab"]}),
+        json!({"command": ["true"], "priority": 1, "owner": "bob", "caps": {"arch": "x86_64"}}),
+        json!({"command": ["true"], "priority": 5, "owner": "ann"}),
+        json!({"command": ["true"], "priority": 16, "owner": "bob", "groups": ["ops", "lab"]}),
+        json!({"command": ["true"], "priority": 1, "owner": "cy", "deadline": "2999-01-01T00:00:00Z"}),
+        json!({"command": ["true"], "priority": 8, "owner": "ann", "caps": {"arch": "x86_64"}}),
+    ];
+    let mut id = Vec::new();
+    for spec in specs {
+        id.push(submit(c.http(), spec).await);
+    }
+    let (status, _) = post(c.http(), &format!("/v1/tasks/{}/cancel", id[2]), "").await;
+    assert_eq!(status, 200);
+    let http = c.http();
+    let list = move |query: String| async move { get(http, &format!("/v1/tasks?{query}")).await };
+    let (_, page) = list("sort=priority&order=asc".into()).await;
+    assert_eq!(task_ids(&page), vec![id[1], id[4], id[0], id[2], id[5], id[3]]);
+    let (_, page) = list("sort=priority".into()).await;
+    assert_eq!(task_ids(&page), vec![id[3], id[5], id[2], id[0], id[4], id[1]]);
+    // Deadlines: the default (30 days) sorts before the far one.
+    let (_, page) = list("sort=deadline&order=desc&limit=1".into()).await;
+    assert_eq!(task_ids(&page), vec![id[4]]);
+    let (_, page) = list("sort=state&order=asc&limit=6".into()).await;
+    assert_eq!(*task_ids(&page).last().unwrap(), id[2]);
+    // Pages: totals, remaining, and `next` to go on; `before` to go back.
+    let (_, first) = list("sort=priority&order=asc&limit=2".into()).await;
+    assert_eq!((first["total"].clone(), first["remaining"].clone()), (json!(6), json!(4)));
+    let next = first["next"].as_str().unwrap().to_string();
+    let (_, second) = list(format!("sort=priority&order=asc&limit=2&after={next}")).await;
+    assert_eq!(task_ids(&second), vec![id[0], id[2]]);
+    assert_eq!(second["remaining"], 2);
+    let (_, back) = list(format!("sort=priority&order=asc&limit=2&before={}", id[0])).await;
+    assert_eq!(task_ids(&back), vec![id[1], id[4]]);
+    // Filters.
+    let check = |query: &'static str, want: Vec<u64>| {
+        async move {
+            let (status, page) = list(format!("{query}&order=asc")).await;
+            assert_eq!(status, 200, "{query}: {page}");
+            assert_eq!(task_ids(&page), want, "{query}");
+            assert_eq!(page["total"], want.len(), "{query}");
+        }
+    };
+    check("state=CANCELLED", vec![id[2]]).await;
+    check("state=WAITING,CANCELLED&owner=ann", vec![id[0], id[2], id[5]]).await;
+    check("priority=1,16", vec![id[1], id[3], id[4]]).await;
+    check("groups=lab", vec![id[0], id[3]]).await;
+    check("groups=ops,nothing", vec![id[3]]).await;
+    check("caps=arch=x86_64", vec![id[1], id[5]]).await;
+    let (_, page) = list(format!("ids={},{}&order=asc", id[3], id[1])).await;
+    assert_eq!(task_ids(&page), vec![id[1], id[3]]);
+    // Errors: an unknown sort key names it; a paginator that does not exist is 404.
+    let (status, err) = list("sort=colour".into()).await;
+    assert_eq!((status, err["field"].clone()), (400, json!("sort")), "{err}");
+    assert!(err["error"].as_str().unwrap().contains("colour"), "{err}");
+    let (status, err) = list("after=987654".into()).await;
+    assert_eq!(status, 404, "{err}");
+    let (status, _) = list("before=987654&sort=priority".into()).await;
+    assert_eq!(status, 404);
+    let (status, _) = list("limit=65535".into()).await;
+    assert_eq!(status, 200);
+    let (status, err) = list("limit=65536".into()).await;
+    assert_eq!((status, err["field"].clone()), (400, json!("limit")));
+    let (status, err) = list("after=1&before=2".into()).await;
+    assert_eq!(status, 400, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_listing_filters_sorts_and_pages() {
+    let c = start(|_| {}).await;
+    let _a = hand_worker(c.queue(), "a-idle", 1, &[("gpu", "1")], true, false).await;
+    let _b = hand_worker(c.queue(), "b-maint", 1, &[], false, false).await;
+    let _c = hand_worker(c.queue(), "c-idle", 1, &[], true, false).await;
+    workers_in_state(c.http(), 2, "IDLE").await;
+    workers_in_state(c.http(), 1, "MAINTENANCE").await;
+    let http = c.http();
+    let list = move |query: &'static str| async move { get(http, &format!("/v1/workers?{query}")).await };
+    let (_, page) = list("").await;
+    assert_eq!(ids(&page, "workers"), vec![json!("a-idle"), json!("b-maint"), json!("c-idle")]);
+    assert_eq!(page["total"], 3);
+    let (_, page) = list("state=IDLE&order=desc").await;
+    assert_eq!(ids(&page, "workers"), vec![json!("c-idle"), json!("a-idle")]);
+    let (_, page) = list("sort=state").await;
+    assert_eq!(ids(&page, "workers")[0], json!("b-maint"));
+    let (_, page) = list("caps=gpu=1").await;
+    assert_eq!(ids(&page, "workers"), vec![json!("a-idle")]);
+    let (_, page) = list("limit=1&after=a-idle").await;
+    assert_eq!(ids(&page, "workers"), vec![json!("b-maint")]);
+    assert_eq!((page["remaining"].clone(), page["next"].clone()), (json!(1), json!("b-maint")));
+    let (_, page) = list("before=c-idle").await;
+    assert_eq!(ids(&page, "workers"), vec![json!("a-idle"), json!("b-maint")]);
+    let (status, err) = list("sort=load").await;
+    assert_eq!((status, err["field"].clone()), (400, json!("sort")), "{err}");
+    let (status, _) = list("after=nobody").await;
+    assert_eq!(status, 404);
+    let (status, _) = get(c.http(), "/v1/workers/nobody").await;
+    assert_eq!(status, 404);
+}
