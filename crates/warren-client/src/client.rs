@@ -118,10 +118,20 @@ impl WorkerQuery {
         add("groups", self.groups.join(","));
         add("caps", caps_param(&self.caps));
         add("sort", self.sort.clone().unwrap_or_default());
-        add("order", if self.descending { "desc".into() } else { String::new() });
+        add(
+            "order",
+            if self.descending {
+                "desc".into()
+            } else {
+                String::new()
+            },
+        );
         add("after", self.after.clone().unwrap_or_default());
         add("before", self.before.clone().unwrap_or_default());
-        add("limit", self.limit.map(|l| l.to_string()).unwrap_or_default());
+        add(
+            "limit",
+            self.limit.map(|l| l.to_string()).unwrap_or_default(),
+        );
         pairs
     }
 }

@@ -390,11 +390,17 @@ fn check_known(params: &HashMap<String, String>, known: &[&str]) -> Result<(), A
     if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad(
             unknown.clone(),
-            format!("unknown parameter `{unknown}` (known: {})", known.join(", ")),
+            format!(
+                "unknown parameter `{unknown}` (known: {})",
+                known.join(", ")
+            ),
         ));
     }
     if params.contains_key("after") && params.contains_key("before") {
-        return Err(ApiError::bad("before", "give `after` or `before`, not both"));
+        return Err(ApiError::bad(
+            "before",
+            "give `after` or `before`, not both",
+        ));
     }
     Ok(())
 }

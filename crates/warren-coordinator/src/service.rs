@@ -12,14 +12,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use warren_core::environment;
 use warren_core::limits::Limits;
-use warren_core::result::{RunResult, Status};
 use warren_core::matcher::{Matcher, Requirements, WaitingTask, WorkerLoad, WorkerProfile};
-use warren_core::worker_state::{self, WorkerEvent, WorkerTransition, WorkerTransitionError};
+use warren_core::result::{RunResult, Status};
 use warren_core::stats::StatSample;
 use warren_core::task::{
     caps_satisfied, check_groups, transition, FieldError, HookRun, TaskEvent, TaskId, TaskSpec,
     TaskState, TaskUpdate, TaskView, Timestamp, Transition, WorkerState, WorkerView,
 };
+use warren_core::worker_state::{self, WorkerEvent, WorkerTransition, WorkerTransitionError};
 use warren_proto::{
     hook, Done, HookReport, Launch, Message, MessageSender, PythiaStatus, PythiaTask, Register,
     RunTask,
@@ -430,8 +430,18 @@ impl State {
             let load = WorkerLoad {
                 available: w.in_service(),
                 free_slots: w.view.capacity.saturating_sub(w.running.len() as u32),
-                reserved_memory: w.running.iter().filter_map(limits).filter_map(|l| l.memory).sum(),
-                reserved_milli_cpus: w.running.iter().filter_map(limits).filter_map(|l| l.cpus).sum(),
+                reserved_memory: w
+                    .running
+                    .iter()
+                    .filter_map(limits)
+                    .filter_map(|l| l.memory)
+                    .sum(),
+                reserved_milli_cpus: w
+                    .running
+                    .iter()
+                    .filter_map(limits)
+                    .filter_map(|l| l.cpus)
+                    .sum(),
             };
             self.matcher.upsert_worker(profile, load);
         }
@@ -797,7 +807,14 @@ impl State {
     }
 
     /// A hook ran on the worker.
-    fn hook_ran(&mut self, id: &str, report: HookReport, cfg: &QueueConfig, now: Timestamp, fx: &mut Effects) {
+    fn hook_ran(
+        &mut self,
+        id: &str,
+        report: HookReport,
+        cfg: &QueueConfig,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
         let Some(w) = self.workers.get_mut(id) else {
             return;
         };
@@ -884,7 +901,9 @@ impl State {
         let Some(task) = self.tasks.get(&id) else {
             return;
         };
-        if task.record.state == TaskState::Waiting && self.unsatisfiable(&task.record.spec).is_some() {
+        if task.record.state == TaskState::Waiting
+            && self.unsatisfiable(&task.record.spec).is_some()
+        {
             self.timers
                 .insert((now.plus_ms(ms(grace)), Timer::Unsatisfiable(id)));
             fx.timers_changed = true;
@@ -1292,7 +1311,10 @@ impl Service {
     }
 
     /// A page of workers.
-    pub fn worker_page(&self, query: &WorkerQuery) -> Result<(Vec<WorkerView>, u64, u64), ServiceError> {
+    pub fn worker_page(
+        &self,
+        query: &WorkerQuery,
+    ) -> Result<(Vec<WorkerView>, u64, u64), ServiceError> {
         let mut state = self.lock();
         state.refresh_worker_states();
         if let Some(p) = &query.paginator {
@@ -1338,14 +1360,19 @@ impl Service {
             }
             Some(WorkerPaginator::After(id)) => {
                 let pivot = place(id);
-                let after: Vec<_> = matching.into_iter().filter(|w| beyond(w, &pivot, true)).collect();
+                let after: Vec<_> = matching
+                    .into_iter()
+                    .filter(|w| beyond(w, &pivot, true))
+                    .collect();
                 let rest = after.len().saturating_sub(limit);
                 (after.into_iter().take(limit).collect(), rest)
             }
             Some(WorkerPaginator::Before(id)) => {
                 let pivot = place(id);
-                let before: Vec<_> =
-                    matching.into_iter().filter(|w| beyond(w, &pivot, false)).collect();
+                let before: Vec<_> = matching
+                    .into_iter()
+                    .filter(|w| beyond(w, &pivot, false))
+                    .collect();
                 let rest = before.len().saturating_sub(limit);
                 (before.into_iter().skip(rest).collect(), rest)
             }
@@ -1713,7 +1740,11 @@ impl Service {
                 view.hooks = w.view.hooks.clone();
                 view.reason = w.view.reason.clone();
                 view.state = w.view.state;
-                (w.view.state, w.view.caps != view.caps, w.maintenance_note.clone())
+                (
+                    w.view.state,
+                    w.view.caps != view.caps,
+                    w.maintenance_note.clone(),
+                )
             });
             let entry = state
                 .workers
@@ -1865,9 +1896,7 @@ impl Service {
                     }
                 }
                 Message::KeepAlive => return, // `last_seen` is all it changes
-                Message::Hook(report) => {
-                    state.hook_ran(worker, report, &self.config, now, &mut fx)
-                }
+                Message::Hook(report) => state.hook_ran(worker, report, &self.config, now, &mut fx),
                 Message::Failure { reason } => {
                     let event = WorkerEvent::ReportedFailure { reason };
                     let _ = state.worker_event(worker, event, None, &self.config, now, &mut fx);

@@ -11,7 +11,13 @@ use warren_proto::{HookReport, Message};
 use crate::util::*;
 
 async fn set_state(c: &TestCoordinator, id: &str, body: &str) -> (u16, Value) {
-    call(c.http(), "PUT", &format!("/v1/workers/{id}/state"), Some(body)).await
+    call(
+        c.http(),
+        "PUT",
+        &format!("/v1/workers/{id}/state"),
+        Some(body),
+    )
+    .await
 }
 
 /// The next message of a kind the test drives, skipping launches of nothing.
@@ -37,11 +43,21 @@ fn hook_report(hook: &str, ok: bool, output: &str, problem: Option<&str>) -> Mes
 async fn worker_state_endpoints_follow_the_lifecycle() {
     let c = start(|_| {}).await;
     let mut w = hand_worker(c.queue(), "hand", 1, &[], false, true).await;
-    let view = worker_until(c.http(), "hand", "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
-    assert!(view["reason"].as_str().unwrap().contains("operator"), "{view}");
+    let view = worker_until(c.http(), "hand", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+    assert!(
+        view["reason"].as_str().unwrap().contains("operator"),
+        "{view}"
+    );
     // MAINTENANCE -> PREPARE (the prepare hook runs on the worker) -> IDLE.
     let (status, view) = set_state(&c, "hand", r#"{"state":"IDLE"}"#).await;
-    assert_eq!((status, view["state"].clone()), (200, json!("PREPARE")), "{view}");
+    assert_eq!(
+        (status, view["state"].clone()),
+        (200, json!("PREPARE")),
+        "{view}"
+    );
     expect(&mut w, "-prepare").await;
     w.send(&hook_report("prepare", true, "ready\n", None)).await;
     let view = worker_until(c.http(), "hand", "IDLE", |v| v["state"] == "IDLE").await;
@@ -50,23 +66,43 @@ async fn worker_state_endpoints_follow_the_lifecycle() {
     let (status, err) = set_state(&c, "hand", r#"{"state":"IDLE"}"#).await;
     assert_eq!(status, 409, "{err}");
     let message = err["error"].as_str().unwrap();
-    assert!(message.contains("IDLE") && message.contains("MAINTENANCE"), "{message}");
+    assert!(
+        message.contains("IDLE") && message.contains("MAINTENANCE"),
+        "{message}"
+    );
     let (status, err) = call(c.http(), "DELETE", "/v1/workers/hand", None).await;
     assert_eq!(status, 409, "{err}");
     assert!(err["error"].as_str().unwrap().contains("IDLE"), "{err}");
     let (status, err) = set_state(&c, "hand", r#"{"state":"RUNNING"}"#).await;
-    assert_eq!((status, err["field"].clone()), (400, json!("state")), "{err}");
+    assert_eq!(
+        (status, err["field"].clone()),
+        (400, json!("state")),
+        "{err}"
+    );
     let (status, err) = set_state(&c, "hand", r#"{"state":"idle"}"#).await;
     assert_eq!(status, 400, "{err}");
     // IDLE -> BUSY -> maintenance hook with the message -> MAINTENANCE.
-    let (status, view) = set_state(&c, "hand", r#"{"state":"MAINTENANCE","message":"disk swap"}"#).await;
-    assert_eq!((status, view["state"].clone()), (200, json!("BUSY")), "{view}");
+    let (status, view) = set_state(
+        &c,
+        "hand",
+        r#"{"state":"MAINTENANCE","message":"disk swap"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, view["state"].clone()),
+        (200, json!("BUSY")),
+        "{view}"
+    );
     match expect(&mut w, "-maintenance").await {
         Message::Maintenance { note } => assert_eq!(note, "disk swap"),
         other => panic!("{other:?}"),
     }
-    w.send(&hook_report("maintenance", true, "stopped\n", None)).await;
-    let view = worker_until(c.http(), "hand", "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
+    w.send(&hook_report("maintenance", true, "stopped\n", None))
+        .await;
+    let view = worker_until(c.http(), "hand", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
     assert_eq!(view["reason"], "disk swap", "{view}");
     // Setting MAINTENANCE again changes nothing.
     let (status, view) = set_state(&c, "hand", r#"{"state":"MAINTENANCE"}"#).await;
@@ -74,14 +110,29 @@ async fn worker_state_endpoints_follow_the_lifecycle() {
     // A failing prepare hook: FAILED with its reason kept.
     set_state(&c, "hand", r#"{"state":"IDLE"}"#).await;
     expect(&mut w, "-prepare").await;
-    w.send(&hook_report("prepare", false, "no disk\n", Some("exited with code 3"))).await;
+    w.send(&hook_report(
+        "prepare",
+        false,
+        "no disk\n",
+        Some("exited with code 3"),
+    ))
+    .await;
     let view = worker_until(c.http(), "hand", "FAILED", |v| v["state"] == "FAILED").await;
-    assert!(view["reason"].as_str().unwrap().contains("exited with code 3"), "{view}");
+    assert!(
+        view["reason"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3"),
+        "{view}"
+    );
     // A failure it reports itself, once back in service.
     set_state(&c, "hand", r#"{"state":"MAINTENANCE"}"#).await;
     expect(&mut w, "-maintenance").await;
     w.send(&hook_report("maintenance", true, "", None)).await;
-    worker_until(c.http(), "hand", "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
+    worker_until(c.http(), "hand", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
     set_state(&c, "hand", r#"{"state":"IDLE"}"#).await;
     expect(&mut w, "-prepare").await;
     w.send(&hook_report("prepare", true, "", None)).await;
@@ -91,7 +142,10 @@ async fn worker_state_endpoints_follow_the_lifecycle() {
     })
     .await;
     let view = worker_until(c.http(), "hand", "FAILED", |v| v["state"] == "FAILED").await;
-    assert!(view["reason"].as_str().unwrap().contains("fan stopped"), "{view}");
+    assert!(
+        view["reason"].as_str().unwrap().contains("fan stopped"),
+        "{view}"
+    );
     // Deregistered from FAILED: gone, and told so.
     let (status, _) = call(c.http(), "DELETE", "/v1/workers/hand", None).await;
     assert_eq!(status, 204);
@@ -108,7 +162,10 @@ async fn re_registration_changed_goes_to_maintenance_and_failed_unchanged_back_t
     worker_until(c.http(), "re", "IDLE", |v| v["state"] == "IDLE").await;
     drop(w);
     let view = worker_until(c.http(), "re", "FAILED", |v| v["state"] == "FAILED").await;
-    assert!(view["reason"].as_str().unwrap().contains("closed"), "{view}");
+    assert!(
+        view["reason"].as_str().unwrap().contains("closed"),
+        "{view}"
+    );
     // Back unchanged: PREPARE, then IDLE.
     let w = hand_worker(c.queue(), "re", 1, &[("disk", "hdd")], false, false).await;
     worker_until(c.http(), "re", "IDLE", |v| v["state"] == "IDLE").await;
@@ -116,8 +173,14 @@ async fn re_registration_changed_goes_to_maintenance_and_failed_unchanged_back_t
     worker_until(c.http(), "re", "FAILED", |v| v["state"] == "FAILED").await;
     // Back with other capabilities: BUSY, then MAINTENANCE, waiting for an operator.
     let _w = hand_worker(c.queue(), "re", 1, &[("disk", "ssd")], true, false).await;
-    let view = worker_until(c.http(), "re", "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
-    assert!(view["reason"].as_str().unwrap().contains("capabilities"), "{view}");
+    let view = worker_until(c.http(), "re", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+    assert!(
+        view["reason"].as_str().unwrap().contains("capabilities"),
+        "{view}"
+    );
     assert_eq!(view["caps"]["disk"], "ssd");
 }
 
@@ -128,9 +191,16 @@ async fn worker_state_groups_and_hook_output_survive_a_restart() {
     let (http, queue) = (first.http_addr, first.queue_addr);
     let mut w = hand_worker(queue, "kept", 1, &[], true, true).await;
     expect(&mut w, "-prepare").await;
-    w.send(&hook_report("prepare", true, "prepared once\n", None)).await;
+    w.send(&hook_report("prepare", true, "prepared once\n", None))
+        .await;
     worker_until(http, "kept", "IDLE", |v| v["state"] == "IDLE").await;
-    call(http, "PUT", "/v1/workers/kept/groups", Some(r#"{"groups":["lab"]}"#)).await;
+    call(
+        http,
+        "PUT",
+        "/v1/workers/kept/groups",
+        Some(r#"{"groups":["lab"]}"#),
+    )
+    .await;
     call(
         http,
         "PUT",
@@ -139,7 +209,8 @@ async fn worker_state_groups_and_hook_output_survive_a_restart() {
     )
     .await;
     expect(&mut w, "-maintenance").await;
-    w.send(&hook_report("maintenance", true, "parked\n", None)).await;
+    w.send(&hook_report("maintenance", true, "parked\n", None))
+        .await;
     worker_until(http, "kept", "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
     drop(w);
     // Let the last changes reach the store, then restart on the same database.
@@ -160,9 +231,14 @@ fn hook_worker(
     capacity: u32,
     hooks: warren_worker::Hooks,
 ) -> (String, tokio::task::JoinHandle<()>, tempfile::TempDir) {
-    spawn_worker(c.queue(), capacity, std::sync::Arc::new(HostProcessExecutor::default()), |config| {
-        config.hooks = hooks;
-    })
+    spawn_worker(
+        c.queue(),
+        capacity,
+        std::sync::Arc::new(HostProcessExecutor::default()),
+        |config| {
+            config.hooks = hooks;
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +256,10 @@ async fn real_worker_hooks_fail_hang_check_health_and_get_the_message() {
         },
     );
     let view = worker_until(c.http(), &failing, "FAILED", |v| v["state"] == "FAILED").await;
-    assert!(view["reason"].as_str().unwrap().contains("code 3"), "{view}");
+    assert!(
+        view["reason"].as_str().unwrap().contains("code 3"),
+        "{view}"
+    );
     assert_eq!(view["hooks"]["prepare"]["output"], "no network\n", "{view}");
     h1.abort();
     // A prepare hook that hangs, with a child of its own: killed whole at its timeout.
@@ -194,14 +273,20 @@ async fn real_worker_hooks_fail_hang_check_health_and_get_the_message() {
         },
     );
     let view = worker_until(c.http(), &hanging, "FAILED", |v| v["state"] == "FAILED").await;
-    assert!(view["reason"].as_str().unwrap().contains("timed out"), "{view}");
+    assert!(
+        view["reason"].as_str().unwrap().contains("timed out"),
+        "{view}"
+    );
     let child = std::fs::read_to_string(scratch.path().join("child")).unwrap();
     let proc_dir = format!("/proc/{}", child.trim());
     let gone = Instant::now() + Duration::from_secs(5);
     while std::path::Path::new(&proc_dir).exists()
         && !std::fs::read_to_string(format!("{proc_dir}/stat")).is_ok_and(|s| s.contains(") Z "))
     {
-        assert!(Instant::now() < gone, "the hook's child {proc_dir} outlived its timeout");
+        assert!(
+            Instant::now() < gone,
+            "the hook's child {proc_dir} outlived its timeout"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     h2.abort();
@@ -224,7 +309,10 @@ async fn real_worker_hooks_fail_hang_check_health_and_get_the_message() {
     .await;
     std::fs::remove_file(scratch.path().join("healthy")).unwrap();
     let view = worker_until(c.http(), &checked, "FAILED", |v| v["state"] == "FAILED").await;
-    assert!(view["reason"].as_str().unwrap().contains("health check"), "{view}");
+    assert!(
+        view["reason"].as_str().unwrap().contains("health check"),
+        "{view}"
+    );
     assert_eq!(view["hooks"]["health-check"]["output"], "sick\n", "{view}");
     // Maintenance: its hook gets the operator's message.
     let path = format!("/v1/workers/{checked}/state");
@@ -236,10 +324,12 @@ async fn real_worker_hooks_fail_hang_check_health_and_get_the_message() {
     )
     .await;
     assert_eq!(status, 200);
-    let view = worker_until(c.http(), &checked, "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
+    let view = worker_until(c.http(), &checked, "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
     assert_eq!(
-        view["hooks"]["maintenance"]["output"],
-        "message=new kernel env=new kernel\n",
+        view["hooks"]["maintenance"]["output"], "message=new kernel env=new kernel\n",
         "{view}"
     );
     h3.abort();
@@ -258,11 +348,18 @@ async fn maintenance_drains_then_aborts_and_requeues_what_is_left() {
     let short = submit(c.http(), json!({"command": ["sleep", "0.5"]})).await;
     let long = submit(c.http(), json!({"command": ["sleep", "60"]})).await;
     for task in [short, long] {
-        until(c.http(), task, "IN PROGRESS", |v| v["state"] == "IN PROGRESS").await;
+        until(c.http(), task, "IN PROGRESS", |v| {
+            v["state"] == "IN PROGRESS"
+        })
+        .await;
     }
     let path = format!("/v1/workers/{id}/state");
     let (status, view) = call(c.http(), "PUT", &path, Some(r#"{"state":"MAINTENANCE"}"#)).await;
-    assert_eq!((status, view["state"].clone()), (200, json!("BUSY")), "{view}");
+    assert_eq!(
+        (status, view["state"].clone()),
+        (200, json!("BUSY")),
+        "{view}"
+    );
     // No new work while BUSY.
     let queued = submit(c.http(), json!({"command": ["true"]})).await;
     // The short one finishes within the drain timeout.
@@ -270,14 +367,23 @@ async fn maintenance_drains_then_aborts_and_requeues_what_is_left() {
     assert_eq!(done["result"]["status"], "success", "{done}");
     // The long one is aborted at the timeout and put back in the queue.
     let view = until(c.http(), long, "re-queued", |v| v["state"] == "WAITING").await;
-    assert!(view["reason"].as_str().unwrap().contains("maintenance"), "{view}");
-    worker_until(c.http(), &id, "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
+    assert!(
+        view["reason"].as_str().unwrap().contains("maintenance"),
+        "{view}"
+    );
+    worker_until(c.http(), &id, "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
     let (_, view) = get(c.http(), &format!("/v1/tasks/{queued}")).await;
     assert_eq!(view["state"], "WAITING", "{view}");
     // Back in service, both run; the aborted run's result did not end the task.
     call(c.http(), "PUT", &path, Some(r#"{"state":"IDLE"}"#)).await;
     until(c.http(), queued, "DONE", |v| v["state"] == "DONE").await;
-    until(c.http(), long, "IN PROGRESS", |v| v["state"] == "IN PROGRESS").await;
+    until(c.http(), long, "IN PROGRESS", |v| {
+        v["state"] == "IN PROGRESS"
+    })
+    .await;
     let (status, _) = post(c.http(), &format!("/v1/tasks/{long}/cancel"), "").await;
     assert_eq!(status, 200);
     until(c.http(), long, "DONE", |v| v["state"] == "DONE").await;

@@ -17,7 +17,10 @@ fn ids(page: &Value, key: &str) -> Vec<Value> {
 }
 
 fn task_ids(page: &Value) -> Vec<u64> {
-    ids(page, "tasks").iter().map(|v| v.as_u64().unwrap()).collect()
+    ids(page, "tasks")
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +28,10 @@ async fn priorities_on_a_single_slot_worker_start_in_borutas_order() {
     let c = start(|_| {}).await;
     // In MAINTENANCE until set IDLE, so the whole queue is there before anything starts.
     let mut w = hand_worker(c.queue(), "one-slot", 1, &[], false, false).await;
-    worker_until(c.http(), "one-slot", "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
+    worker_until(c.http(), "one-slot", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
     let mut submitted = Vec::new();
     for priority in [7, 1, 2, 12, 3, 3] {
         submitted.push(submit(c.http(), json!({"command": ["true"], "priority": priority})).await);
@@ -61,10 +67,18 @@ async fn a_task_goes_to_the_least_capable_worker_that_fits() {
     .await;
     let mut plain = hand_worker(c.queue(), "plain", 1, &[("arch", "x86_64")], true, false).await;
     workers_in_state(c.http(), 2, "IDLE").await;
-    let first = submit(c.http(), json!({"command": ["true"], "caps": {"arch": "x86_64"}})).await;
+    let first = submit(
+        c.http(),
+        json!({"command": ["true"], "caps": {"arch": "x86_64"}}),
+    )
+    .await;
     assert_eq!(next_launch(&mut plain).await, first);
     // The plain worker is full: the next one that fits both goes to the rich one.
-    let second = submit(c.http(), json!({"command": ["true"], "caps": {"arch": "x86_64"}})).await;
+    let second = submit(
+        c.http(),
+        json!({"command": ["true"], "caps": {"arch": "x86_64"}}),
+    )
+    .await;
     assert_eq!(next_launch(&mut rich).await, second);
     // Only the rich worker has a GPU: the task waits for it even though the plain one frees up.
     let gpu = submit(c.http(), json!({"command": ["true"], "caps": {"gpu": "1"}})).await;
@@ -75,7 +89,11 @@ async fn a_task_goes_to_the_least_capable_worker_that_fits() {
     finish(&mut rich, second).await;
     assert_eq!(next_launch(&mut rich).await, gpu);
     // `id` pins a worker by its id.
-    let pinned = submit(c.http(), json!({"command": ["true"], "caps": {"id": "plain"}})).await;
+    let pinned = submit(
+        c.http(),
+        json!({"command": ["true"], "caps": {"id": "plain"}}),
+    )
+    .await;
     assert_eq!(next_launch(&mut plain).await, pinned);
 }
 
@@ -91,11 +109,17 @@ async fn owner_groups_limit_workers_and_a_group_change_starts_matching() {
     )
     .await;
     assert_eq!(status, 201, "{view}");
-    assert_eq!((view["owner"].clone(), view["groups"].clone()), (json!("ann"), json!(["lab"])));
+    assert_eq!(
+        (view["owner"].clone(), view["groups"].clone()),
+        (json!("ann"), json!(["lab"]))
+    );
     let id = view["id"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, view) = get(c.http(), &format!("/v1/tasks/{id}")).await;
-    assert_eq!(view["state"], "WAITING", "no worker is in `lab` yet: {view}");
+    assert_eq!(
+        view["state"], "WAITING",
+        "no worker is in `lab` yet: {view}"
+    );
     let (status, worker) = call(
         c.http(),
         "PUT",
@@ -103,7 +127,10 @@ async fn owner_groups_limit_workers_and_a_group_change_starts_matching() {
         Some(r#"{"groups":["lab","ops","lab"]}"#),
     )
     .await;
-    assert_eq!((status, worker["groups"].clone()), (200, json!(["lab", "ops"])));
+    assert_eq!(
+        (status, worker["groups"].clone()),
+        (200, json!(["lab", "ops"]))
+    );
     assert_eq!(next_launch(&mut w).await, id);
     // A task without groups may use any worker.
     let any = submit(c.http(), json!({"command": ["true"]})).await;
@@ -116,7 +143,11 @@ async fn owner_groups_limit_workers_and_a_group_change_starts_matching() {
         Some(r#"{"groups":["no/slash"]}"#),
     )
     .await;
-    assert_eq!((status, body["field"].clone()), (400, json!("groups[0]")), "{body}");
+    assert_eq!(
+        (status, body["field"].clone()),
+        (400, json!("groups[0]")),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +168,11 @@ async fn submissions_with_bad_times_or_priorities_are_refused_naming_the_field()
     ];
     for (body, field) in cases {
         let (status, answer) = post(c.http(), "/v1/tasks", body).await;
-        assert_eq!((status, answer["field"].clone()), (400, json!(field)), "{body}: {answer}");
+        assert_eq!(
+            (status, answer["field"].clone()),
+            (400, json!(field)),
+            "{body}: {answer}"
+        );
     }
     // Defaults: valid from now, deadline 30 days on.
     let (_, view) = post(c.http(), "/v1/tasks", r#"{"command":["true"]}"#).await;
@@ -145,7 +180,10 @@ async fn submissions_with_bad_times_or_priorities_are_refused_naming_the_field()
         view["valid_after"].as_str().unwrap().parse().unwrap();
     let deadline: warren_core::task::Timestamp =
         view["deadline"].as_str().unwrap().parse().unwrap();
-    assert_eq!(deadline.unix_ms - valid_after.unix_ms, 30 * 24 * 3600 * 1000);
+    assert_eq!(
+        deadline.unix_ms - valid_after.unix_ms,
+        30 * 24 * 3600 * 1000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,11 +192,18 @@ async fn patch_changes_a_waiting_task_and_conflicts_otherwise() {
     let id = submit(c.http(), json!({"command": ["true"], "caps": {"gpu": "1"}})).await;
     let path = format!("/v1/tasks/{id}");
     let (status, view) = call(c.http(), "PATCH", &path, Some(r#"{"priority":3}"#)).await;
-    assert_eq!((status, view["priority"].clone()), (200, json!(3)), "{view}");
+    assert_eq!(
+        (status, view["priority"].clone()),
+        (200, json!(3)),
+        "{view}"
+    );
     let far = "2999-01-01T00:00:00Z";
     let body = json!({"valid_after": "2998-01-01T00:00:00Z", "deadline": far}).to_string();
     let (status, view) = call(c.http(), "PATCH", &path, Some(&body)).await;
-    assert_eq!((status, view["deadline"].clone()), (200, json!("2999-01-01T00:00:00.000Z")));
+    assert_eq!(
+        (status, view["deadline"].clone()),
+        (200, json!("2999-01-01T00:00:00.000Z"))
+    );
     for (body, field) in [
         (r#"{"deadline":"2001-01-01T00:00:00Z"}"#, "deadline"),
         (r#"{"valid_after":"2999-06-01T00:00:00Z"}"#, "deadline"),
@@ -166,9 +211,19 @@ async fn patch_changes_a_waiting_task_and_conflicts_otherwise() {
         (r#"{"command":["false"]}"#, "command"),
     ] {
         let (status, answer) = call(c.http(), "PATCH", &path, Some(body)).await;
-        assert_eq!((status, answer["field"].clone()), (400, json!(field)), "{body}: {answer}");
+        assert_eq!(
+            (status, answer["field"].clone()),
+            (400, json!(field)),
+            "{body}: {answer}"
+        );
     }
-    let (status, _) = call(c.http(), "PATCH", "/v1/tasks/9999", Some(r#"{"priority":3}"#)).await;
+    let (status, _) = call(
+        c.http(),
+        "PATCH",
+        "/v1/tasks/9999",
+        Some(r#"{"priority":3}"#),
+    )
+    .await;
     assert_eq!(status, 404);
     // New capabilities and valid-after: it starts on a worker that offers them.
     let mut w = hand_worker(c.queue(), "cpu-only", 1, &[("gpu", "0")], true, false).await;
@@ -179,12 +234,18 @@ async fn patch_changes_a_waiting_task_and_conflicts_otherwise() {
     assert_eq!(next_launch(&mut w).await, id);
     let (status, answer) = call(c.http(), "PATCH", &path, Some(r#"{"priority":1}"#)).await;
     assert_eq!(status, 409, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("IN PROGRESS"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("IN PROGRESS"),
+        "{answer}"
+    );
     finish(&mut w, id).await;
     until(c.http(), id, "DONE", |v| v["state"] == "DONE").await;
     let (status, answer) = call(c.http(), "PATCH", &path, Some(r#"{"priority":1}"#)).await;
     assert_eq!(status, 409, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("DONE"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("DONE"),
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,9 +269,15 @@ async fn task_listing_filters_sorts_and_pages() {
     let http = c.http();
     let list = move |query: String| async move { get(http, &format!("/v1/tasks?{query}")).await };
     let (_, page) = list("sort=priority&order=asc".into()).await;
-    assert_eq!(task_ids(&page), vec![id[1], id[4], id[0], id[2], id[5], id[3]]);
+    assert_eq!(
+        task_ids(&page),
+        vec![id[1], id[4], id[0], id[2], id[5], id[3]]
+    );
     let (_, page) = list("sort=priority".into()).await;
-    assert_eq!(task_ids(&page), vec![id[3], id[5], id[2], id[0], id[4], id[1]]);
+    assert_eq!(
+        task_ids(&page),
+        vec![id[3], id[5], id[2], id[0], id[4], id[1]]
+    );
     // Deadlines: the default (30 days) sorts before the far one.
     let (_, page) = list("sort=deadline&order=desc&limit=1".into()).await;
     assert_eq!(task_ids(&page), vec![id[4]]);
@@ -218,7 +285,10 @@ async fn task_listing_filters_sorts_and_pages() {
     assert_eq!(*task_ids(&page).last().unwrap(), id[2]);
     // Pages: totals, remaining, and `next` to go on; `before` to go back.
     let (_, first) = list("sort=priority&order=asc&limit=2".into()).await;
-    assert_eq!((first["total"].clone(), first["remaining"].clone()), (json!(6), json!(4)));
+    assert_eq!(
+        (first["total"].clone(), first["remaining"].clone()),
+        (json!(6), json!(4))
+    );
     let next = first["next"].as_str().unwrap().to_string();
     let (_, second) = list(format!("sort=priority&order=asc&limit=2&after={next}")).await;
     assert_eq!(task_ids(&second), vec![id[0], id[2]]);
@@ -226,16 +296,18 @@ async fn task_listing_filters_sorts_and_pages() {
     let (_, back) = list(format!("sort=priority&order=asc&limit=2&before={}", id[0])).await;
     assert_eq!(task_ids(&back), vec![id[1], id[4]]);
     // Filters.
-    let check = |query: &'static str, want: Vec<u64>| {
-        async move {
-            let (status, page) = list(format!("{query}&order=asc")).await;
-            assert_eq!(status, 200, "{query}: {page}");
-            assert_eq!(task_ids(&page), want, "{query}");
-            assert_eq!(page["total"], want.len(), "{query}");
-        }
+    let check = |query: &'static str, want: Vec<u64>| async move {
+        let (status, page) = list(format!("{query}&order=asc")).await;
+        assert_eq!(status, 200, "{query}: {page}");
+        assert_eq!(task_ids(&page), want, "{query}");
+        assert_eq!(page["total"], want.len(), "{query}");
     };
     check("state=CANCELLED", vec![id[2]]).await;
-    check("state=WAITING,CANCELLED&owner=ann", vec![id[0], id[2], id[5]]).await;
+    check(
+        "state=WAITING,CANCELLED&owner=ann",
+        vec![id[0], id[2], id[5]],
+    )
+    .await;
     check("priority=1,16", vec![id[1], id[3], id[4]]).await;
     check("groups=lab", vec![id[0], id[3]]).await;
     check("groups=ops,nothing", vec![id[3]]).await;
@@ -244,7 +316,11 @@ async fn task_listing_filters_sorts_and_pages() {
     assert_eq!(task_ids(&page), vec![id[1], id[3]]);
     // Errors: an unknown sort key names it; a paginator that does not exist is 404.
     let (status, err) = list("sort=colour".into()).await;
-    assert_eq!((status, err["field"].clone()), (400, json!("sort")), "{err}");
+    assert_eq!(
+        (status, err["field"].clone()),
+        (400, json!("sort")),
+        "{err}"
+    );
     assert!(err["error"].as_str().unwrap().contains("colour"), "{err}");
     let (status, err) = list("after=987654".into()).await;
     assert_eq!(status, 404, "{err}");
@@ -267,23 +343,40 @@ async fn worker_listing_filters_sorts_and_pages() {
     workers_in_state(c.http(), 2, "IDLE").await;
     workers_in_state(c.http(), 1, "MAINTENANCE").await;
     let http = c.http();
-    let list = move |query: &'static str| async move { get(http, &format!("/v1/workers?{query}")).await };
+    let list =
+        move |query: &'static str| async move { get(http, &format!("/v1/workers?{query}")).await };
     let (_, page) = list("").await;
-    assert_eq!(ids(&page, "workers"), vec![json!("a-idle"), json!("b-maint"), json!("c-idle")]);
+    assert_eq!(
+        ids(&page, "workers"),
+        vec![json!("a-idle"), json!("b-maint"), json!("c-idle")]
+    );
     assert_eq!(page["total"], 3);
     let (_, page) = list("state=IDLE&order=desc").await;
-    assert_eq!(ids(&page, "workers"), vec![json!("c-idle"), json!("a-idle")]);
+    assert_eq!(
+        ids(&page, "workers"),
+        vec![json!("c-idle"), json!("a-idle")]
+    );
     let (_, page) = list("sort=state").await;
     assert_eq!(ids(&page, "workers")[0], json!("b-maint"));
     let (_, page) = list("caps=gpu=1").await;
     assert_eq!(ids(&page, "workers"), vec![json!("a-idle")]);
     let (_, page) = list("limit=1&after=a-idle").await;
     assert_eq!(ids(&page, "workers"), vec![json!("b-maint")]);
-    assert_eq!((page["remaining"].clone(), page["next"].clone()), (json!(1), json!("b-maint")));
+    assert_eq!(
+        (page["remaining"].clone(), page["next"].clone()),
+        (json!(1), json!("b-maint"))
+    );
     let (_, page) = list("before=c-idle").await;
-    assert_eq!(ids(&page, "workers"), vec![json!("a-idle"), json!("b-maint")]);
+    assert_eq!(
+        ids(&page, "workers"),
+        vec![json!("a-idle"), json!("b-maint")]
+    );
     let (status, err) = list("sort=load").await;
-    assert_eq!((status, err["field"].clone()), (400, json!("sort")), "{err}");
+    assert_eq!(
+        (status, err["field"].clone()),
+        (400, json!("sort")),
+        "{err}"
+    );
     let (status, _) = list("after=nobody").await;
     assert_eq!(status, 404);
     let (status, _) = get(c.http(), "/v1/workers/nobody").await;

@@ -109,7 +109,10 @@ fn conformance(store: &mut dyn Store) {
         f(&mut query);
         query
     };
-    assert_eq!(page_ids(&store.list(&q(&|_| {})).unwrap()), vec![5, 4, 3, 2, 1]);
+    assert_eq!(
+        page_ids(&store.list(&q(&|_| {})).unwrap()),
+        vec![5, 4, 3, 2, 1]
+    );
     assert!(store
         .list(&q(&|_| {}))
         .unwrap()
@@ -117,14 +120,20 @@ fn conformance(store: &mut dyn Store) {
         .iter()
         .all(|r| r.result.is_none()));
     let first = store.list(&q(&|q| q.limit = 2)).unwrap();
-    assert_eq!((page_ids(&first), first.total, first.remaining), (vec![5, 4], 5, 3));
+    assert_eq!(
+        (page_ids(&first), first.total, first.remaining),
+        (vec![5, 4], 5, 3)
+    );
     let second = store
         .list(&q(&|q| {
             q.limit = 2;
             q.paginator = Some(Paginator::After(4))
         }))
         .unwrap();
-    assert_eq!((page_ids(&second), second.total, second.remaining), (vec![3, 2], 5, 1));
+    assert_eq!(
+        (page_ids(&second), second.total, second.remaining),
+        (vec![3, 2], 5, 1)
+    );
     let back = store
         .list(&q(&|q| {
             q.limit = 2;
@@ -211,8 +220,10 @@ fn varied(n: u64) -> Vec<TaskRecord> {
             let mut r = record(i, ["ann", "bob", "cy"][(i % 3) as usize]);
             r.priority = [3, 8, 8, 1, 16][(i % 5) as usize];
             r.state = TaskState::ALL[(i % 4) as usize];
-            r.spec.deadline = (i % 3 != 0).then(|| Timestamp::from_unix_ms(1_000_000 + (i % 4) as i64 * 1000));
-            r.spec.valid_after = (i % 2 == 0).then(|| Timestamp::from_unix_ms(500 + (i % 6) as i64));
+            r.spec.deadline =
+                (i % 3 != 0).then(|| Timestamp::from_unix_ms(1_000_000 + (i % 4) as i64 * 1000));
+            r.spec.valid_after =
+                (i % 2 == 0).then(|| Timestamp::from_unix_ms(500 + (i % 6) as i64));
             if i % 4 == 1 {
                 r.spec.groups = vec!["lab".into()];
             }
@@ -236,7 +247,11 @@ fn sqlite_listing_sorts_filters_and_pages_like_the_reference() {
     let mut sqlite = SqliteStore::open(&dir.path().join("warren.db"), Durability::Process).unwrap();
     let mut memory = MemoryStore::new();
     let records = varied(40);
-    let writes: Vec<Write> = records.iter().cloned().map(|r| Write::Insert(Box::new(r))).collect();
+    let writes: Vec<Write> = records
+        .iter()
+        .cloned()
+        .map(|r| Write::Insert(Box::new(r)))
+        .collect();
     sqlite.apply(&writes).unwrap();
     memory.apply(&writes).unwrap();
     let filters: Vec<Box<dyn Fn(&mut ListQuery)>> = vec![
@@ -273,7 +288,12 @@ fn sqlite_listing_sorts_filters_and_pages_like_the_reference() {
                         ..ListQuery::default()
                     };
                     filter(&mut query);
-                    let full = memory.list(&ListQuery { limit: 1000, ..query.clone() }).unwrap();
+                    let full = memory
+                        .list(&ListQuery {
+                            limit: 1000,
+                            ..query.clone()
+                        })
+                        .unwrap();
                     // Every page, from the start and from every task as paginator, both ways.
                     let mut paginators = vec![None];
                     for r in records.iter().step_by(3) {
@@ -281,7 +301,10 @@ fn sqlite_listing_sorts_filters_and_pages_like_the_reference() {
                         paginators.push(Some(Paginator::Before(r.id)));
                     }
                     for paginator in paginators {
-                        let q = ListQuery { paginator, ..query.clone() };
+                        let q = ListQuery {
+                            paginator,
+                            ..query.clone()
+                        };
                         let want = memory.list(&q).unwrap();
                         let got = sqlite.list(&q).unwrap();
                         assert_eq!(got, want, "{q:?}");

@@ -25,5 +25,6 @@ pub mod message;
 pub use codec::{encode, DecodeError, Decoder, Frame};
 pub use conn::{spawn_writer, MessageReader, MessageSender, ReadError, DEFAULT_KEEPALIVE};
 pub use message::{
-    hook, Done, HookReport, Launch, Message, OutputData, PythiaLimits, PythiaStatus, PythiaTask, Register, RunTask,
+    hook, Done, HookReport, Launch, Message, OutputData, PythiaLimits, PythiaStatus, PythiaTask,
+    Register, RunTask,
 };

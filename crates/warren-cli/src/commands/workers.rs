@@ -105,7 +105,9 @@ fn parse_state(text: &str) -> Result<WorkerState, String> {
 fn parse_target(text: &str) -> Result<WorkerState, String> {
     match parse_state(text)? {
         state @ (WorkerState::Idle | WorkerState::Maintenance) => Ok(state),
-        other => Err(format!("a worker can be set idle or maintenance, not {other}")),
+        other => Err(format!(
+            "a worker can be set idle or maintenance, not {other}"
+        )),
     }
 }
 

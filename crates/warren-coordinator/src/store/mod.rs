@@ -212,7 +212,8 @@ pub fn state_rank(state: TaskState) -> i64 {
 impl SortKey {
     /// `record`'s value for this key.
     pub fn value(self, record: &TaskRecord) -> SortValue {
-        let time = |t: Option<Timestamp>| SortValue::Text(t.map(|t| t.to_string()).unwrap_or_default());
+        let time =
+            |t: Option<Timestamp>| SortValue::Text(t.map(|t| t.to_string()).unwrap_or_default());
         match self {
             SortKey::Id => SortValue::Int(record.id as i64),
             SortKey::Priority => SortValue::Int(i64::from(record.priority)),
@@ -262,7 +263,8 @@ impl ListQuery {
                 .worker
                 .as_ref()
                 .is_none_or(|w| record.worker.as_ref() == Some(w))
-            && (self.groups.is_empty() || record.spec.groups.iter().any(|g| self.groups.contains(g)))
+            && (self.groups.is_empty()
+                || record.spec.groups.iter().any(|g| self.groups.contains(g)))
             && self
                 .caps
                 .iter()

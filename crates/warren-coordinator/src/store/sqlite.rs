@@ -6,7 +6,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use warren_core::task::{TaskId, TaskState, Timestamp, WorkerView};
 
-use super::{ListPage, ListQuery, Origin, Paginator, SortKey, Store, StoreError, TaskRecord, Write};
+use super::{
+    ListPage, ListQuery, Origin, Paginator, SortKey, Store, StoreError, TaskRecord, Write,
+};
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -284,9 +286,27 @@ impl Store for SqliteStore {
             }
             *filter += &format!(" AND {column} IN ({})", marks.join(", "));
         };
-        any_of("id", q.ids.iter().map(|id| Value::Integer(*id as i64)).collect(), &mut filter);
-        any_of("state", q.states.iter().map(|s| Value::Text(s.name().into())).collect(), &mut filter);
-        any_of("priority", q.priorities.iter().map(|p| Value::Integer(i64::from(*p))).collect(), &mut filter);
+        any_of(
+            "id",
+            q.ids.iter().map(|id| Value::Integer(*id as i64)).collect(),
+            &mut filter,
+        );
+        any_of(
+            "state",
+            q.states
+                .iter()
+                .map(|s| Value::Text(s.name().into()))
+                .collect(),
+            &mut filter,
+        );
+        any_of(
+            "priority",
+            q.priorities
+                .iter()
+                .map(|p| Value::Integer(i64::from(*p)))
+                .collect(),
+            &mut filter,
+        );
         if let Some(owner) = &q.owner {
             args.push(owner.clone().into());
             filter += &format!(" AND owner = ?{}", args.len());
@@ -310,7 +330,11 @@ impl Store for SqliteStore {
             // The key is quoted in the JSON path, so dots and spaces in it are literal.
             args.push(format!("$.caps.\"{}\"", k.replace('"', "")).into());
             args.push(v.clone().into());
-            filter += &format!(" AND json_extract(spec, ?{}) = ?{}", args.len() - 1, args.len());
+            filter += &format!(
+                " AND json_extract(spec, ?{}) = ?{}",
+                args.len() - 1,
+                args.len()
+            );
         }
         let count = |conn: &Connection, filter: &str, args: &[Value]| -> Result<u64, StoreError> {
             let n: i64 = conn.query_row(
