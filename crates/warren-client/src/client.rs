@@ -605,6 +605,20 @@ fn parse_base(server: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// A worker id as one path segment (ids are letters, digits and `-`, but a typo must not
+/// change the path).
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,18 +676,4 @@ mod tests {
         let long = "x".repeat(MAX_QUOTED_BODY + 10);
         assert_eq!(quote(long.as_bytes()).len(), MAX_QUOTED_BODY + 3);
     }
-}
-
-/// A worker id as one path segment (ids are letters, digits and `-`, but a typo must not
-/// change the path).
-fn path_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

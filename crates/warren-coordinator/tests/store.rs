@@ -241,6 +241,9 @@ fn varied(n: u64) -> Vec<TaskRecord> {
         .collect()
 }
 
+/// One way of narrowing a listing.
+type Filter = dyn Fn(&mut ListQuery);
+
 #[test]
 fn sqlite_listing_sorts_filters_and_pages_like_the_reference() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,7 +257,7 @@ fn sqlite_listing_sorts_filters_and_pages_like_the_reference() {
         .collect();
     sqlite.apply(&writes).unwrap();
     memory.apply(&writes).unwrap();
-    let filters: Vec<Box<dyn Fn(&mut ListQuery)>> = vec![
+    let filters: Vec<Box<Filter>> = vec![
         Box::new(|_| {}),
         Box::new(|q| q.states = vec![TaskState::Waiting, TaskState::Done]),
         Box::new(|q| q.priorities = vec![8, 1]),
