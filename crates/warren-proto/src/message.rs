@@ -467,6 +467,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lifecycle_messages_round_trip_and_old_registrations_read_as_before() {
+        let messages = [
+            Message::Prepare,
+            Message::Maintenance {
+                note: "new disk".into(),
+            },
+            Message::Hook(HookReport {
+                hook: hook::HEALTH_CHECK.into(),
+                ok: false,
+                output: "sick\n".into(),
+                problem: Some("exited with code 1".into()),
+            }),
+            Message::Failure {
+                reason: "fan".into(),
+            },
+        ];
+        for message in messages {
+            let json = serde_json::to_string(&message).unwrap_or_default();
+            assert!(
+                json.contains(&format!("\"message\":\"{}\"", message.kind())),
+                "{json}"
+            );
+            assert!(Message::is_known(message.kind()));
+            let back: Option<Message> = serde_json::from_str(&json).ok();
+            assert_eq!(back, Some(message));
+        }
+        // A registration from a worker that predates the lifecycle: neither flag.
+        let old = r#"{"message":"-register","id":"w","capacity":2}"#;
+        match serde_json::from_str::<Message>(old).ok() {
+            Some(Message::Register(reg)) => assert!(!reg.idle && !reg.hooks),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn pythia_limits_map_to_warren_units_and_back() {
         let task = PythiaTask {
             environment: "busybox".into(),

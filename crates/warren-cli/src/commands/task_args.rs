@@ -221,6 +221,22 @@ mod tests {
     }
 
     #[test]
+    fn owner_and_groups_become_the_spec() {
+        let got = spec(&[
+            "--owner", "ann", "--group", "lab", "--group", "ops", "--", "true",
+        ]);
+        let got = got.map(|s| (s.owner, s.groups));
+        assert_eq!(
+            got,
+            Ok((
+                Some("ann".to_string()),
+                vec!["lab".to_string(), "ops".to_string()]
+            ))
+        );
+        assert!(spec(&["--group", "a/b", "--", "true"]).is_err_and(|e| e.contains("groups[0]")));
+    }
+
+    #[test]
     fn flags_become_the_spec() {
         let dir = tempfile::tempdir().map_err(|e| e.to_string());
         let Ok(dir) = dir else {
