@@ -362,9 +362,26 @@ impl Client {
     }
 
     /// One page of workers (`GET /v1/workers` with filters), with totals.
+    /// A coordinator that predates pages answers a bare list: one page of it all.
     pub async fn worker_page(&self, query: &WorkerQuery) -> Result<WorkerPage> {
-        self.call(Method::GET, "v1/workers", &query.pairs(), None::<&()>)
-            .await
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Answer {
+            Page(WorkerPage),
+            Bare(Vec<WorkerView>),
+        }
+        let answer: Answer = self
+            .call(Method::GET, "v1/workers", &query.pairs(), None::<&()>)
+            .await?;
+        Ok(match answer {
+            Answer::Page(page) => page,
+            Answer::Bare(workers) => WorkerPage {
+                total: workers.len() as u64,
+                remaining: 0,
+                next: None,
+                workers,
+            },
+        })
     }
 
     /// One worker (`GET /v1/workers/{id}`).

@@ -69,9 +69,14 @@ pub fn run(args: TasksArgs) -> anyhow::Result<u8> {
             _ => bail!("--cap {pair}: expected KEY=VALUE"),
         }
     }
+    // One state goes as before (`state=`); several as a list.
+    let (state, states) = match args.state.as_slice() {
+        [one] => (Some(*one), Vec::new()),
+        many => (None, many.to_vec()),
+    };
     let query = TaskQuery {
-        state: None,
-        states: args.state.clone(),
+        state,
+        states,
         owner: args.owner.clone(),
         worker: args.worker.clone(),
         limit: args.limit,
@@ -101,7 +106,7 @@ pub fn run(args: TasksArgs) -> anyhow::Result<u8> {
                 .map(|s| format!(" --sort {s}"))
                 .unwrap_or_default();
             eprintln!(
-                "{} more of {}: warren tasks{order}{sort} --after {next}",
+                "more: warren tasks{order}{sort} --after {next}  ({} more of {})",
                 page.remaining, page.total
             );
         }

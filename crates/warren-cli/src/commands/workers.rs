@@ -210,7 +210,7 @@ fn list(client: ClientArgs, args: WorkerListArgs) -> anyhow::Result<u8> {
         print!("{}", worker_rows(&page.workers, now()));
         if let Some(next) = &page.next {
             eprintln!(
-                "{} more of {}: warren workers --after {next}",
+                "more: warren workers --after {next}  ({} more of {})",
                 page.remaining, page.total
             );
         }
