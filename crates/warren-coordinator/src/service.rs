@@ -575,10 +575,12 @@ impl State {
             if transition(task.record.state, TaskEvent::Dispatch).is_err() {
                 continue;
             }
+            // A run aborted there that has not reported yet holds the task's id on that worker:
+            // it starts there again only once that result is in.
             if self
                 .workers
                 .get(&launch.worker)
-                .is_none_or(|w| w.conn.is_none())
+                .is_none_or(|w| w.conn.is_none() || w.drained.contains(&launch.task))
             {
                 self.dequeue(launch.task);
                 self.enqueue(launch.task, now, fx);
@@ -612,7 +614,6 @@ impl State {
                 })
             };
             conn.tx.send(message);
-            worker.drained.remove(&launch.task);
             worker.running.insert(launch.task);
             worker.view.running = worker.running.len() as u32;
             worker.view.state = WorkerState::Running;
@@ -1763,6 +1764,8 @@ impl Service {
                 .chain(finished.iter())
                 .filter_map(|s| parse_id(s))
                 .collect();
+            // Aborted runs it no longer has will never report.
+            entry.drained.retain(|t| claimed.contains(t));
             let assigned: Vec<TaskId> = entry.running.iter().copied().collect();
             for task in assigned {
                 if !claimed.contains(&task) {

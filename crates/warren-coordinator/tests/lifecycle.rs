@@ -384,6 +384,13 @@ async fn maintenance_drains_then_aborts_and_requeues_what_is_left() {
         v["state"] == "IN PROGRESS"
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, view) = get(c.http(), &format!("/v1/tasks/{long}")).await;
+    assert_eq!(
+        (view["state"].clone(), view["attempts"].clone()),
+        (json!("IN PROGRESS"), json!(2)),
+        "the second run is the task's, not the aborted first: {view}"
+    );
     let (status, _) = post(c.http(), &format!("/v1/tasks/{long}/cancel"), "").await;
     assert_eq!(status, 200);
     until(c.http(), long, "DONE", |v| v["state"] == "DONE").await;
