@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod kill;
-mod pythia_http;
 mod lifecycle;
+mod pythia_http;
 mod scheduling;
 mod store;
 mod util;
