@@ -135,6 +135,9 @@ struct WorkerEntry {
     maintenance_note: Option<String>,
     /// Tasks aborted on it by a drain and re-queued: their results from it are dropped.
     drained: HashSet<TaskId>,
+    /// Only a stand-in for the worker of tasks left IN PROGRESS, not a worker that registered:
+    /// its first registration is that of a new worker.
+    stand_in: bool,
 }
 
 impl WorkerEntry {
@@ -145,6 +148,7 @@ impl WorkerEntry {
             running: HashSet::new(),
             maintenance_note: None,
             drained: HashSet::new(),
+            stand_in: false,
         }
     }
 
@@ -965,7 +969,10 @@ impl Service {
                 let entry = state
                     .workers
                     .entry(worker.clone())
-                    .or_insert_with(|| WorkerEntry::new(offline_view(&worker)));
+                    .or_insert_with(|| WorkerEntry {
+                        stand_in: true,
+                        ..WorkerEntry::new(offline_view(&worker))
+                    });
                 entry.running.insert(id);
             } else {
                 state.enqueue(id, now, &mut fx);
@@ -1735,7 +1742,7 @@ impl Service {
             state.awaiting.remove(&id);
             let first_worker = state.workers.is_empty();
             let mut view = view;
-            let previous = state.workers.get(&id).map(|w| {
+            let previous = state.workers.get(&id).filter(|w| !w.stand_in).map(|w| {
                 // What the coordinator decided about it outlives its connections.
                 view.groups = w.view.groups.clone();
                 view.hooks = w.view.hooks.clone();
@@ -1752,6 +1759,7 @@ impl Service {
                 .entry(id.clone())
                 .or_insert_with(|| WorkerEntry::new(view.clone()));
             entry.view = view;
+            entry.stand_in = false;
             entry.conn = Some(WorkerConn {
                 conn_id,
                 tx: tx.clone(),
