@@ -405,6 +405,25 @@ impl State {
         }
     }
 
+    /// A task launched through the matcher ended on `worker`, reserving `(memory, milli_cpus)`:
+    /// its slot and reservations go back to the matcher without recounting the worker (the hot
+    /// path of every completion).
+    fn release(&mut self, worker: &str, (memory, cpus): (Option<u64>, Option<u64>)) {
+        if self.touched.contains(worker) {
+            return; // recounted whole before the next walk anyway
+        }
+        let (Some(w), Some(mut load)) = (self.workers.get(worker), self.matcher.load(worker))
+        else {
+            self.touch(worker);
+            return;
+        };
+        load.available = w.in_service();
+        load.free_slots = w.view.capacity.saturating_sub(w.running.len() as u32);
+        load.reserved_memory = load.reserved_memory.saturating_sub(memory.unwrap_or(0));
+        load.reserved_milli_cpus = load.reserved_milli_cpus.saturating_sub(cpus.unwrap_or(0));
+        self.matcher.update_load(worker, load);
+    }
+
     /// Tells the matcher about every worker changed since it last looked.
     fn sync_workers(&mut self) {
         for id in std::mem::take(&mut self.touched) {
@@ -2205,9 +2224,19 @@ impl State {
             task.record.finished_at = Some(now);
             task.record.result = Some(result);
         }
-        self.touch(worker);
+        let reserved = self
+            .tasks
+            .get(&id)
+            .map(|t| (t.record.spec.limits.memory, t.record.spec.limits.cpus));
         if let Some(w) = self.workers.get_mut(worker) {
-            w.running.remove(&id);
+            let was_running = w.running.remove(&id);
+            if was_running {
+                self.release(worker, reserved.unwrap_or_default());
+            } else {
+                self.touch(worker);
+            }
+        }
+        if let Some(w) = self.workers.get_mut(worker) {
             if w.view.state == WorkerState::Busy && w.running.is_empty() {
                 // The last task of a draining worker ended.
                 self.run_maintenance_hook(worker, fx);
