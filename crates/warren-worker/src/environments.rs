@@ -62,12 +62,13 @@ impl Environment {
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
     /// Reading the directory (or measuring an environment in it) failed.
-    #[error("{path}: {source}")]
+    // The cause is part of the message, not a separate source, so chains print it once.
+    #[error("{}: {error}", .path.display())]
     Io {
         /// What was being read.
         path: PathBuf,
         /// What failed.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The name is not a valid environment name.
     #[error("{0}")]
@@ -85,9 +86,9 @@ pub enum EnvError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EnvError + '_ {
-    move |source| EnvError::Io {
+    move |error| EnvError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -121,7 +122,7 @@ pub fn advertised(dir: Option<&Path>) -> Vec<String> {
     if let Some(dir) = dir {
         match entries(dir) {
             Ok(found) => names.extend(found.into_iter().map(|e| e.name)),
-            Err(EnvError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(EnvError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("environments: {e}"),
         }
     }
