@@ -220,6 +220,37 @@ struct Shared {
     unacked: BTreeMap<String, Message>,
     /// Prepared and not sent to maintenance or failed since: health checks run while idle.
     in_service: bool,
+    /// Runs in a row that the sandbox itself failed.
+    crashes: CrashStreak,
+}
+
+/// Runs in a row the sandbox itself failed (`crash`) before the worker reports itself failed:
+/// one crash can be the task's doing, several in a row are the machine's.
+pub const CRASHES_BEFORE_FAILURE: u32 = 3;
+
+/// Counts runs in a row that ended in `crash`, and says when to report the worker failed.
+#[derive(Debug, Default)]
+struct CrashStreak {
+    in_a_row: u32,
+}
+
+impl CrashStreak {
+    /// Records one run's end; gives the failure reason when this crash completes a streak.
+    fn record(&mut self, result: &RunResult) -> Option<String> {
+        if result.status != warren_core::result::Status::Crash {
+            self.in_a_row = 0;
+            return None;
+        }
+        self.in_a_row += 1;
+        if self.in_a_row < CRASHES_BEFORE_FAILURE {
+            return None;
+        }
+        self.in_a_row = 0;
+        Some(format!(
+            "the sandbox failed {CRASHES_BEFORE_FAILURE} runs in a row; the last: {}",
+            result.message.as_deref().unwrap_or("no reason given")
+        ))
+    }
 }
 
 /// A worker.
@@ -474,6 +505,7 @@ impl Worker {
                 shared: Arc::clone(&shared),
             };
             let result: RunResult = executor.run(&spec, &mut events, &abort);
+            let failure = lock(&shared).crashes.record(&result);
             let message = match form {
                 Form::Warren => Message::Finished {
                     id: id.clone(),
@@ -485,6 +517,13 @@ impl Worker {
             shared.running.remove(&id);
             if let Some(tx) = &shared.tx {
                 tx.send(message.clone());
+            }
+            if let Some(reason) = failure {
+                tracing::error!("reporting this worker failed: {reason}");
+                shared.in_service = false;
+                if let Some(tx) = &shared.tx {
+                    tx.send(Message::Failure { reason });
+                }
             }
             if form == Form::Warren {
                 shared.unacked.insert(id, message);
@@ -557,6 +596,34 @@ mod tests {
         assert_eq!(delays[15], 300_000);
         b.reset();
         assert_eq!(b.next_delay().as_millis(), 32);
+    }
+
+    #[test]
+    fn three_crashes_in_a_row_report_the_worker_failed() {
+        let ended = |status| {
+            let mut result = RunResult::crash("creating the cgroup: EACCES");
+            result.status = status;
+            result
+        };
+        use warren_core::result::Status::{Crash, Failed, Success};
+        let mut streak = CrashStreak::default();
+        let reports: Vec<bool> = [
+            Crash, Crash, Success, Crash, Failed, Crash, Crash, Crash, Crash,
+        ]
+        .into_iter()
+        .map(|status| streak.record(&ended(status)).is_some())
+        .collect();
+        assert_eq!(
+            reports,
+            [false, false, false, false, false, false, false, true, false]
+        );
+        let reason = (0..CRASHES_BEFORE_FAILURE)
+            .filter_map(|_| streak.record(&ended(Crash)))
+            .next();
+        assert!(
+            reason.as_deref().is_some_and(|r| r.contains("EACCES")),
+            "{reason:?}"
+        );
     }
 
     #[test]

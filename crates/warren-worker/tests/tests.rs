@@ -192,6 +192,63 @@ async fn pythia_launch_is_answered_with_done() {
     handle.abort();
 }
 
+/// Stands for a machine whose sandbox fails every run (a cgroup it cannot create, say): the
+/// worker's reaction is what is tested, not the sandbox.
+struct SandboxAlwaysFails;
+
+impl Executor for SandboxAlwaysFails {
+    fn blocks(&self) -> bool {
+        false
+    }
+
+    fn run(
+        &self,
+        _spec: &TaskSpec,
+        _events: &mut dyn warren_sandbox::RunEvents,
+        _abort: &warren_sandbox::AbortHandle,
+    ) -> warren_core::result::RunResult {
+        warren_core::result::RunResult::crash("creating the run's cgroup: Permission denied")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_sandbox_keeps_failing_reports_itself_failed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(listener.local_addr().unwrap().to_string(), dir.path());
+    let worker = Worker::new(config, Arc::new(SandboxAlwaysFails)).unwrap();
+    let handle = tokio::spawn(worker.run());
+    let (mut reader, mut writer) = accept(&listener).await;
+    recv(&mut reader).await;
+    recv(&mut reader).await;
+    let mut seen = Vec::new();
+    for n in 0..warren_worker::CRASHES_BEFORE_FAILURE {
+        writer
+            .write_all(&encode(&Message::RunTask(RunTask {
+                id: n.to_string(),
+                spec: TaskSpec {
+                    command: vec!["/bin/true".into()],
+                    ..TaskSpec::default()
+                },
+            })))
+            .await
+            .unwrap();
+        seen.push(recv(&mut reader).await);
+    }
+    assert!(
+        seen.iter()
+            .all(|m| matches!(m, Some(Message::Finished { result, .. }) if result.status == Status::Crash)),
+        "{seen:?}"
+    );
+    match recv(&mut reader).await {
+        Some(Message::Failure { reason }) => {
+            assert!(reason.contains("Permission denied"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    handle.abort();
+}
+
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
