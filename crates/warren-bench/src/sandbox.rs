@@ -126,7 +126,6 @@ pub fn run(options: &Options) -> Result<String, String> {
     let cold = Sandbox::new(SandboxConfig {
         warm_runs: 0,
         cgroup_parent: "warren-cold".into(),
-        remove_parent_cgroups: true,
         ..SandboxConfig::default()
     })
     .map_err(|e| e.to_string())?;

@@ -123,9 +123,6 @@ pub struct SandboxConfig {
     /// Runs kept prepared ahead of time (namespaces, cgroups and root ready) for runs with the
     /// host root and no task files; 0 prepares each run when it is asked for.
     pub warm_runs: usize,
-    /// Remove the parent cgroups (when empty) as the sandbox is dropped; by default they are
-    /// kept for the next runner, which saves it creating them again.
-    pub remove_parent_cgroups: bool,
 }
 
 impl Default for SandboxConfig {
@@ -139,7 +136,6 @@ impl Default for SandboxConfig {
             stats_interval: Duration::from_millis(100),
             max_stat_points: 100,
             warm_runs: 2,
-            remove_parent_cgroups: false,
         }
     }
 }

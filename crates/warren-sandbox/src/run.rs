@@ -423,8 +423,7 @@ impl Host {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(host("reading /proc/self/mountinfo"))?;
         let mounts = CgroupMounts::parse(&mountinfo, &config.cgroup_root);
-        let mut cgroups = CgroupHost::new(&mounts, &config.cgroup_parent)?;
-        cgroups.remove_parents_when_done(config.remove_parent_cgroups);
+        let cgroups = CgroupHost::new(&mounts, &config.cgroup_parent)?;
         let root_dir = config.state_dir.join("root");
         std::fs::create_dir_all(&root_dir)
             .map_err(host(&format!("creating {}", root_dir.display())))?;

@@ -878,7 +878,6 @@ fn two_sandboxes_in_one_process_never_share_a_group() {
     let parent = format!("warren-test-shared-{}", std::process::id());
     let config = || warren_sandbox::SandboxConfig {
         cgroup_parent: parent.clone(),
-        remove_parent_cgroups: true,
         ..Default::default()
     };
     let (Ok(first), Ok(second)) = (

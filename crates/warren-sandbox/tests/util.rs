@@ -52,7 +52,6 @@ fn sandbox_with(warm_runs: usize) -> Option<TestSandbox> {
     let config = SandboxConfig {
         cgroup_parent: parent.clone(),
         warm_runs,
-        remove_parent_cgroups: true,
         ..SandboxConfig::default()
     };
     match Sandbox::new(config) {

@@ -213,7 +213,6 @@ pub struct CgroupHost {
     layout: Layout,
     v2: Option<v2::Hierarchy>,
     v1: Vec<v1::Hierarchy>,
-    remove_parents: bool,
 }
 
 /// The cgroup setup failed.
@@ -252,19 +251,7 @@ impl CgroupHost {
                 }
             }
         }
-        Ok(CgroupHost {
-            layout,
-            v2,
-            v1,
-            remove_parents: false,
-        })
-    }
-
-    /// Whether the parent groups are removed (when empty) once this host is dropped. They are
-    /// kept by default: making and removing a cgroup costs far more than finding it there, and
-    /// a runner started once per run would pay it every time.
-    pub fn remove_parents_when_done(&mut self, remove: bool) {
-        self.remove_parents = remove;
+        Ok(CgroupHost { layout, v2, v1 })
     }
 
     /// The layout found.
@@ -340,13 +327,9 @@ impl CgroupHost {
 }
 
 impl Drop for CgroupHost {
-    /// With [`CgroupHost::remove_parents_when_done`], removes the parent groups when no run of
-    /// any runner is left in them (rmdir fails with EBUSY otherwise, which is the wanted outcome
-    /// while another runner is alive).
+    /// Removes the parent groups when no run of any runner is left in them (rmdir fails with
+    /// EBUSY otherwise, which is the wanted outcome while another runner is alive).
     fn drop(&mut self) {
-        if !self.remove_parents {
-            return;
-        }
         if let Some(v2) = &self.v2 {
             v2.remove_parent();
         }
