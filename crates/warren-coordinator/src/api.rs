@@ -365,6 +365,24 @@ fn caps_param(
 }
 
 /// `order=asc|desc` and `limit=` (1..=65535, 100 by default).
+/// The `sort` parameter: `default` when absent, a 400 naming the known keys when unknown.
+fn sort_key<K>(
+    params: &HashMap<String, String>,
+    default: K,
+    parse: impl Fn(&str) -> Option<K>,
+    names: &[&str],
+) -> Result<K, ApiError> {
+    match params.get("sort") {
+        None => Ok(default),
+        Some(name) => parse(name).ok_or_else(|| {
+            ApiError::bad(
+                "sort",
+                format!("unknown sort key `{name}` (known: {})", names.join(", ")),
+            )
+        }),
+    }
+}
+
 fn order_and_limit(
     params: &HashMap<String, String>,
     ascending_default: bool,
@@ -414,18 +432,12 @@ async fn workers(
     ];
     check_known(&params, &KNOWN)?;
     let (ascending, limit) = order_and_limit(&params, true)?;
-    let sort = match params.get("sort") {
-        None => WorkerSort::Id,
-        Some(name) => WorkerSort::parse(name).ok_or_else(|| {
-            ApiError::bad(
-                "sort",
-                format!(
-                    "unknown sort key `{name}` (known: {})",
-                    WorkerSort::NAMES.join(", ")
-                ),
-            )
-        })?,
-    };
+    let sort = sort_key(
+        &params,
+        WorkerSort::Id,
+        WorkerSort::parse,
+        &WorkerSort::NAMES,
+    )?;
     let paginator = match (params.get("after"), params.get("before")) {
         (Some(id), _) => Some(WorkerPaginator::After(id.clone())),
         (None, Some(id)) => Some(WorkerPaginator::Before(id.clone())),
@@ -514,18 +526,7 @@ async fn list(
     check_known(&params, &KNOWN)?;
     // Newest first unless asked otherwise, as before sorting existed.
     let (ascending, limit) = order_and_limit(&params, false)?;
-    let sort = match params.get("sort") {
-        None => SortKey::Id,
-        Some(name) => SortKey::parse(name).ok_or_else(|| {
-            ApiError::bad(
-                "sort",
-                format!(
-                    "unknown sort key `{name}` (known: {})",
-                    SortKey::NAMES.join(", ")
-                ),
-            )
-        })?,
-    };
+    let sort = sort_key(&params, SortKey::Id, SortKey::parse, &SortKey::NAMES)?;
     let id_param = |name: &str| -> Result<Option<TaskId>, ApiError> {
         params
             .get(name)

@@ -1385,23 +1385,21 @@ impl Service {
                 let rest = matching.len().saturating_sub(limit);
                 (matching.into_iter().take(limit).collect::<Vec<_>>(), rest)
             }
-            Some(WorkerPaginator::After(id)) => {
+            Some(WorkerPaginator::After(id) | WorkerPaginator::Before(id)) => {
+                let later = matches!(query.paginator, Some(WorkerPaginator::After(_)));
                 let pivot = place(id);
-                let after: Vec<_> = matching
+                let side: Vec<_> = matching
                     .into_iter()
-                    .filter(|w| beyond(w, &pivot, true))
+                    .filter(|w| beyond(w, &pivot, later))
                     .collect();
-                let rest = after.len().saturating_sub(limit);
-                (after.into_iter().take(limit).collect(), rest)
-            }
-            Some(WorkerPaginator::Before(id)) => {
-                let pivot = place(id);
-                let before: Vec<_> = matching
-                    .into_iter()
-                    .filter(|w| beyond(w, &pivot, false))
-                    .collect();
-                let rest = before.len().saturating_sub(limit);
-                (before.into_iter().skip(rest).collect(), rest)
+                let rest = side.len().saturating_sub(limit);
+                // The page is the side's end nearest the pivot.
+                let page = if later {
+                    side.into_iter().take(limit).collect()
+                } else {
+                    side.into_iter().skip(rest).collect()
+                };
+                (page, rest)
             }
         };
         Ok((page.into_iter().cloned().collect(), total, remaining as u64))
