@@ -114,11 +114,10 @@ pub fn run_control(
             argv: step
                 .argv
                 .iter()
-                .map(|a| std::os::unix::ffi::OsStrExt::from_bytes(a.as_slice()))
-                .map(std::ffi::OsStr::to_os_string)
+                .map(|a| std::os::unix::ffi::OsStringExt::from_vec(a.clone()))
                 .collect(),
             env: task.base.env.clone(),
-            limits: step_limits.clone(),
+            limits: step_limits,
             root: task.base.root.clone(),
             task_dir: task.base.task_dir.clone(),
             stdin: match user {
@@ -146,14 +145,8 @@ pub fn run_control(
         usage.peak_memory_bytes = usage.peak_memory_bytes.max(result.usage.peak_memory_bytes);
         usage.peak_pids = usage.peak_pids.max(result.usage.peak_pids);
         usage.output_bytes += result.usage.output_bytes;
-        let overflowed = output_used
-            + result
-                .usage
-                .output_bytes
-                .min(step_limits.output.unwrap_or(u64::MAX))
-            > limits.output.unwrap_or(u64::MAX);
-        append_output(&mut total, &result, limits.output, output_used);
-        if overflowed && result.status == Status::Success {
+        let cut = append_output(&mut total, &result, limits.output, output_used);
+        if cut && result.status == Status::Success {
             // The step wrote the one byte past a budget already spent.
             total.status = Status::Overflow;
             total.limit_hit = Some(LimitKind::Output);
@@ -188,17 +181,21 @@ pub fn run_control(
     total
 }
 
-/// Adds a step's output to the task's, never past the task's output limit.
-fn append_output(total: &mut RunResult, step: &RunResult, limit: Option<u64>, used: u64) {
+/// Adds a step's output to the task's, never past the task's output limit; true when some of
+/// it did not fit.
+fn append_output(total: &mut RunResult, step: &RunResult, limit: Option<u64>, used: u64) -> bool {
     let mut room = limit.map_or(usize::MAX, |l| l.saturating_sub(used) as usize);
+    let mut cut = false;
     for (into, from) in [
         (&mut total.stdout, &step.stdout),
         (&mut total.stderr, &step.stderr),
     ] {
         let take = from.len().min(room);
         into.extend_from_slice(&from[..take]);
+        cut |= take < from.len();
         room -= take;
     }
+    cut
 }
 
 #[cfg(test)]
