@@ -29,7 +29,7 @@ mod uids;
 
 pub use api::*;
 pub use check::HostReport;
-pub use mounts::{MountedImage, SharedScratch};
+pub use mounts::MountedImage;
 pub use run::{AbortHandle, Sandbox, SandboxError, SpecError};
 pub use session::{Session, StepUser};
 pub use warren_core::result::RunResult;

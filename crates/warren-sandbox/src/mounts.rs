@@ -42,7 +42,6 @@ pub(crate) struct HostMounts {
 /// A squashfs image mounted read-only; unmounted when the last holder drops it.
 #[derive(Debug)]
 pub struct MountedImage {
-    image: PathBuf,
     mount_point: PathBuf,
 }
 
@@ -50,11 +49,6 @@ impl MountedImage {
     /// Where the image's contents are.
     pub fn path(&self) -> &Path {
         &self.mount_point
-    }
-
-    /// The image file.
-    pub fn image(&self) -> &Path {
-        &self.image
     }
 }
 
@@ -66,20 +60,14 @@ impl Drop for MountedImage {
 
 /// A tmpfs directory that the runs given it share as their `/tmp`; removed when dropped.
 #[derive(Debug)]
-pub struct SharedScratch {
+pub(crate) struct SharedScratch {
     mount_point: PathBuf,
-    size: u64,
 }
 
 impl SharedScratch {
     /// The directory on the host.
     pub fn path(&self) -> &Path {
         &self.mount_point
-    }
-
-    /// Its size in bytes.
-    pub fn size(&self) -> u64 {
-        self.size
     }
 }
 
@@ -172,10 +160,7 @@ impl HostMounts {
             let _ = std::fs::remove_dir(&mount_point);
             return Err(e);
         }
-        let mounted = Arc::new(MountedImage {
-            image: image.to_path_buf(),
-            mount_point,
-        });
+        let mounted = Arc::new(MountedImage { mount_point });
         images.insert(key, Arc::downgrade(&mounted));
         Ok(mounted)
     }
@@ -187,7 +172,7 @@ impl HostMounts {
             let _ = std::fs::remove_dir(&mount_point);
             return Err(e);
         }
-        Ok(SharedScratch { mount_point, size })
+        Ok(SharedScratch { mount_point })
     }
 
     /// How many images are mounted now.

@@ -267,6 +267,23 @@ impl Sandbox {
         &self.host
     }
 
+    /// `image` (a squashfs file) mounted read-only, shared with every other user of the same
+    /// image; it is unmounted when the last holder drops it.
+    pub fn mount_image(&self, image: &Path) -> Result<Arc<crate::MountedImage>, SandboxError> {
+        self.host()
+            .mounts()
+            .image(image)
+            .map_err(|source| SandboxError::Host {
+                what: format!("mounting the image {}", image.display()),
+                source,
+            })
+    }
+
+    /// How many images are mounted now.
+    pub fn mounted_images(&self) -> usize {
+        self.host().mounts().mounted_images()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &SandboxConfig {
         &self.host.config

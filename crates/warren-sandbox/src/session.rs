@@ -9,7 +9,6 @@
 //! no access to the task files' group, and creates files others can read (umask 000).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::api::{RunEvents, RunSpec};
 use crate::mounts::SharedScratch;
@@ -67,23 +66,6 @@ impl Sandbox {
             worker,
             task_group,
         })
-    }
-
-    /// `image` (a squashfs file) mounted read-only, shared with every other user of the same
-    /// image; it is unmounted when the last holder drops it.
-    pub fn mount_image(&self, image: &Path) -> Result<Arc<crate::MountedImage>, SandboxError> {
-        self.host()
-            .mounts()
-            .image(image)
-            .map_err(|source| SandboxError::Host {
-                what: format!("mounting the image {}", image.display()),
-                source,
-            })
-    }
-
-    /// How many images are mounted now.
-    pub fn mounted_images(&self) -> usize {
-        self.host().mounts().mounted_images()
     }
 }
 
