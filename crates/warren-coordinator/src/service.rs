@@ -1018,7 +1018,7 @@ impl Service {
             config,
             timers: Notify::new(),
         });
-        service.apply(fx);
+        service.apply(service.lock(), fx);
         Ok((service, handle))
     }
 
@@ -1033,14 +1033,19 @@ impl Service {
 
     /// Sends writes to the store, publishes ended tasks, and once committed drops them from
     /// memory and acknowledges their results to workers.
-    fn apply(self: &Arc<Self>, fx: Effects) {
+    ///
+    /// Takes the lock the changes were made under and submits the writes before letting it go:
+    /// the store must see changes in the order they happened in memory. Submitted after the
+    /// lock, a dispatch could reach the writer after its task's end, and leave the task
+    /// IN PROGRESS in the store for good.
+    fn apply(self: &Arc<Self>, mut state: MutexGuard<'_, State>, fx: Effects) {
         if fx.timers_changed {
             self.timers.notify_one();
         }
         if fx.writes.is_empty() {
             return;
         }
-        self.announce_ends(&fx.finished);
+        state.announce_ends(&fx.finished);
         let then: Option<crate::writer::AfterCommit> =
             if fx.finished.is_empty() && fx.acks.is_empty() {
                 None
@@ -1061,36 +1066,7 @@ impl Service {
                 }))
             };
         self.writer.submit(fx.writes, then);
-    }
-
-    /// After an end is committed: drop the task from memory, wake its readers, answer its
-    /// frontend.
-    /// Publishes ends at once: wakes readers and waiters, answers Pythia frontends. The task
-    /// stays in memory (so `GET` shows it ended) until its end is committed. Publishing before the
-    /// commit is safe: a result stays on its worker until acknowledged after the commit, so a
-    /// coordinator killed in between gets the same result again.
-    fn announce_ends(&self, ids: &[TaskId]) {
-        let mut state = self.lock();
-        for id in ids {
-            let Some(task) = state.tasks.get(id) else {
-                continue;
-            };
-            let view = view_of(&task.record, task.record.result.clone());
-            let hub = Arc::clone(&task.hub);
-            if let Some((conn, their_id)) = task.frontend.clone() {
-                if let Some(fe) = state.frontends.get_mut(&conn) {
-                    fe.ids.remove(&their_id);
-                    let done = pythia_done(
-                        their_id,
-                        view.result.as_ref(),
-                        view.state,
-                        view.reason.as_deref(),
-                    );
-                    fe.tx.send(Message::Done(done));
-                }
-            }
-            hub.end(view);
-        }
+        drop(state);
     }
 
     /// After an end is committed: the store answers for the task from now on.
@@ -1206,15 +1182,15 @@ impl Service {
         committed.map_err(ServiceError::Store)?;
         let view = view_of(&record, None);
         let mut fx = Effects::default();
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             let id = record.id;
             state.tasks.insert(id, Active::new(record));
             state.enqueue(id, now, &mut fx);
             state.watch_satisfiable(id, now, self.config.invalid_after, &mut fx);
             state.dispatch(now, &mut fx);
         }
-        self.apply(fx);
+        self.apply(state, fx);
         Ok((view, true))
     }
 
@@ -1282,9 +1258,10 @@ impl Service {
         let mut fx = Effects::default();
         let outcome = {
             let mut state = self.lock();
-            state.cancel(id, now, &mut fx)
+            let outcome = state.cancel(id, now, &mut fx);
+            self.apply(state, fx);
+            outcome
         };
-        self.apply(fx);
         match outcome {
             Some(Ok(view)) => Ok(view),
             Some(Err(e)) => Err(ServiceError::Conflict(e)),
@@ -1426,8 +1403,8 @@ impl Service {
     ) -> Result<WorkerView, ServiceError> {
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         let view = {
-            let mut state = self.lock();
             state.refresh_worker_states();
             let w = state
                 .workers
@@ -1472,7 +1449,7 @@ impl Service {
             state.refresh_worker_states();
             state.workers.get(id).map(|w| w.view.clone())
         };
-        self.apply(fx);
+        self.apply(state, fx);
         view.ok_or_else(|| ServiceError::NoWorker(id.to_string()))
     }
 
@@ -1487,8 +1464,8 @@ impl Service {
         groups.dedup();
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         let view = {
-            let mut state = self.lock();
             let w = state
                 .workers
                 .get_mut(id)
@@ -1500,7 +1477,7 @@ impl Service {
             state.refresh_worker_states();
             state.workers.get(id).map(|w| w.view.clone())
         };
-        self.apply(fx);
+        self.apply(state, fx);
         view.ok_or_else(|| ServiceError::NoWorker(id.to_string()))
     }
 
@@ -1509,8 +1486,8 @@ impl Service {
     pub fn deregister_worker(self: &Arc<Self>, id: &str) -> Result<(), ServiceError> {
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             state.refresh_worker_states();
             let w = state
                 .workers
@@ -1536,7 +1513,7 @@ impl Service {
             fx.writes.push(Write::RemoveWorker(id.to_string()));
             state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
         }
-        self.apply(fx);
+        self.apply(state, fx);
         Ok(())
     }
 
@@ -1551,7 +1528,7 @@ impl Service {
         let mut fx = Effects::default();
         let outcome = {
             let mut state = self.lock();
-            match state.tasks.get(&id) {
+            let outcome = match state.tasks.get(&id) {
                 None => None,
                 Some(task) if task.record.state != TaskState::Waiting => {
                     Some(Err(ServiceError::Conflict(format!(
@@ -1586,9 +1563,10 @@ impl Service {
                         }
                     }
                 }
-            }
+            };
+            self.apply(state, fx);
+            outcome
         };
-        self.apply(fx);
         match outcome {
             Some(result) => result,
             None => {
@@ -1626,8 +1604,8 @@ impl Service {
     pub fn tick(self: &Arc<Self>) {
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             while let Some((t, timer)) = state.timers.first().cloned() {
                 if t > now {
                     break;
@@ -1661,15 +1639,15 @@ impl Service {
             }
             state.dispatch(now, &mut fx);
         }
-        self.apply(fx);
+        self.apply(state, fx);
     }
 
     /// Re-queues tasks left IN PROGRESS by a previous coordinator whose worker has not come back.
     pub fn expire_orphans(self: &Arc<Self>) {
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             let orphans: Vec<TaskId> = state
                 .workers
                 .values()
@@ -1700,7 +1678,7 @@ impl Service {
             }
             state.dispatch(now, &mut fx);
         }
-        self.apply(fx);
+        self.apply(state, fx);
     }
 
     // ---- the queue port: workers -----------------------------------------------------------
@@ -1723,8 +1701,8 @@ impl Service {
         let now = self.now();
         let mut fx = Effects::default();
         let id;
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             let (view, warren, hooks, idle, running, finished) = match hello {
                 Hello::Warren(reg) => {
                     let view = WorkerView {
@@ -1887,7 +1865,7 @@ impl Service {
             }
             state.dispatch(now, &mut fx);
         }
-        self.apply(fx);
+        self.apply(state, fx);
         id
     }
 
@@ -1895,8 +1873,8 @@ impl Service {
     pub fn worker_message(self: &Arc<Self>, worker: &str, conn_id: u64, message: Message) {
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             let Some(entry) = state.workers.get_mut(worker) else {
                 return;
             };
@@ -1937,15 +1915,15 @@ impl Service {
             }
             state.dispatch(now, &mut fx);
         }
-        self.apply(fx);
+        self.apply(state, fx);
     }
 
     /// A worker's connection ended (closed, silent, or broken).
     pub fn worker_lost(self: &Arc<Self>, worker: &str, conn_id: u64, why: &str) {
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             let Some(entry) = state.workers.get_mut(worker) else {
                 return;
             };
@@ -1982,7 +1960,7 @@ impl Service {
             state.dispatch(now, &mut fx);
         }
         tracing::warn!(worker, "worker lost: {why}");
-        self.apply(fx);
+        self.apply(state, fx);
     }
 
     // ---- the queue port: Pythia frontends ----------------------------------------------------
@@ -2002,8 +1980,8 @@ impl Service {
     pub fn frontend_launch(self: &Arc<Self>, conn_id: u64, launch: Launch) {
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             let waiting = state.waiting();
             let next_id = state.next_id;
             let Some(fe) = state.frontends.get_mut(&conn_id) else {
@@ -2071,15 +2049,15 @@ impl Service {
             state.enqueue(next_id, now, &mut fx);
             state.dispatch(now, &mut fx);
         }
-        self.apply(fx);
+        self.apply(state, fx);
     }
 
     /// A frontend's `abort`.
     pub fn frontend_abort(self: &Arc<Self>, conn_id: u64, their_id: &str) {
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             let Some(id) = state
                 .frontends
                 .get(&conn_id)
@@ -2090,15 +2068,15 @@ impl Service {
             };
             let _ = state.cancel(id, now, &mut fx);
         }
-        self.apply(fx);
+        self.apply(state, fx);
     }
 
     /// A frontend disconnected: its waiting tasks are dropped and its running ones aborted.
     pub fn frontend_closed(self: &Arc<Self>, conn_id: u64) {
         let now = self.now();
         let mut fx = Effects::default();
+        let mut state = self.lock();
         {
-            let mut state = self.lock();
             let Some(fe) = state.frontends.remove(&conn_id) else {
                 return;
             };
@@ -2106,7 +2084,7 @@ impl Service {
                 let _ = state.cancel(id, now, &mut fx);
             }
         }
-        self.apply(fx);
+        self.apply(state, fx);
     }
 }
 
@@ -2155,6 +2133,33 @@ fn environment_not_offered(state: &State, spec: &TaskSpec) -> Option<String> {
 }
 
 impl State {
+    /// Publishes ends at once: wakes readers and waiters, answers Pythia frontends. The task
+    /// stays in memory (so `GET` shows it ended) until its end is committed. Publishing before the
+    /// commit is safe: a result stays on its worker until acknowledged after the commit, so a
+    /// coordinator killed in between gets the same result again.
+    fn announce_ends(&mut self, ids: &[TaskId]) {
+        for id in ids {
+            let Some(task) = self.tasks.get(id) else {
+                continue;
+            };
+            let view = view_of(&task.record, task.record.result.clone());
+            let hub = Arc::clone(&task.hub);
+            if let Some((conn, their_id)) = task.frontend.clone() {
+                if let Some(fe) = self.frontends.get_mut(&conn) {
+                    fe.ids.remove(&their_id);
+                    let done = pythia_done(
+                        their_id,
+                        view.result.as_ref(),
+                        view.state,
+                        view.reason.as_deref(),
+                    );
+                    fe.tx.send(Message::Done(done));
+                }
+            }
+            hub.end(view);
+        }
+    }
+
     fn complete(
         &mut self,
         worker: &str,

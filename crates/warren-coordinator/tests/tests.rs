@@ -889,3 +889,52 @@ async fn an_environment_no_worker_offers_is_refused_at_submission() {
     let (status, body) = refused(second.http_addr, "busybox").await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// A worker that answers each launch at once races the dispatch that launched it: the store
+/// must still see the dispatch before the end, or the task stays IN PROGRESS there for good
+/// (and `GET` answers from the store once the end is committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instant_results_are_stored_after_their_dispatch() {
+    const TASKS: u64 = 320;
+    let c = start(|_| {}).await;
+    let mut worker = hand_worker(c.queue(), "instant", 64, &[], true, false).await;
+    let answering = tokio::spawn(async move {
+        for _ in 0..TASKS {
+            let id = next_launch(&mut worker).await;
+            finish(&mut worker, id).await;
+        }
+        worker
+    });
+    let http = c.http();
+    let submitters: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..TASKS / 8 {
+                    ids.push(submit(http, json!({"command": ["true"]})).await);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for s in submitters {
+        ids.extend(s.await.unwrap());
+    }
+    let _worker = answering.await.unwrap();
+    for id in &ids {
+        until(http, *id, "DONE", |v| v["state"] == "DONE").await;
+    }
+    // What the store holds, read through a connection of its own.
+    use warren_coordinator::store::{Durability, SqliteStore, Store};
+    let path = c.dir.path().join("warren.db");
+    let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+    for id in &ids {
+        let record = store.task(*id).unwrap().unwrap();
+        assert_eq!(
+            record.state,
+            warren_core::task::TaskState::Done,
+            "task {id} in the store"
+        );
+    }
+}
