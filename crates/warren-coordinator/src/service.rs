@@ -135,6 +135,9 @@ struct WorkerEntry {
     maintenance_note: Option<String>,
     /// Tasks aborted on it by a drain and re-queued: their results from it are dropped.
     drained: HashSet<TaskId>,
+    /// When its pending drain timeout ends (while BUSY with tasks still running). A drain timer
+    /// that fires at another time is from an earlier BUSY period and does nothing.
+    drain_at: Option<Timestamp>,
     /// Only a stand-in for the worker of tasks left IN PROGRESS, not a worker that registered:
     /// its first registration is that of a new worker.
     stand_in: bool,
@@ -148,6 +151,7 @@ impl WorkerEntry {
             running: HashSet::new(),
             maintenance_note: None,
             drained: HashSet::new(),
+            drain_at: None,
             stand_in: false,
         }
     }
@@ -197,6 +201,10 @@ struct State {
     matcher: Matcher,
     /// Workers changed since the matcher last saw them.
     touched: BTreeSet<String>,
+    /// When the grace period of each waiting task no registered worker could run ends. A task
+    /// that some worker could run again loses its entry (and timer), so a later grace period
+    /// starts from scratch.
+    invalid_at: HashMap<TaskId, Timestamp>,
 }
 
 /// Things to do once the state lock is released.
@@ -395,7 +403,28 @@ impl State {
                 self.timers.remove(&(t, Timer::Task(id)));
             }
         }
+        self.cancel_invalid_timer(id);
         self.matcher.remove_task(id);
+    }
+
+    fn cancel_invalid_timer(&mut self, id: TaskId) {
+        if let Some(at) = self.invalid_at.remove(&id) {
+            self.timers.remove(&(at, Timer::Unsatisfiable(id)));
+        }
+    }
+
+    fn start_invalid_timer(&mut self, id: TaskId, at: Timestamp, fx: &mut Effects) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.invalid_at.entry(id) {
+            e.insert(at);
+            self.timers.insert((at, Timer::Unsatisfiable(id)));
+            fx.timers_changed = true;
+        }
+    }
+
+    fn cancel_drain_timer(&mut self, worker: &str) {
+        if let Some(at) = self.workers.get_mut(worker).and_then(|w| w.drain_at.take()) {
+            self.timers.remove(&(at, Timer::Drain(worker.to_string())));
+        }
     }
 
     /// Marks a worker for the matcher to see again (what it offers, its state or its load).
@@ -728,11 +757,16 @@ impl State {
         w.view.state = WorkerState::Busy;
         w.view.reason = (!note.is_empty()).then(|| note.clone());
         w.maintenance_note = Some(note);
-        if w.running.is_empty() {
+        let idle = w.running.is_empty();
+        self.cancel_drain_timer(id);
+        if idle {
             self.run_maintenance_hook(id, fx);
         } else {
-            self.timers
-                .insert((now.plus_ms(ms(drain)), Timer::Drain(id.to_string())));
+            let at = now.plus_ms(ms(drain));
+            if let Some(w) = self.workers.get_mut(id) {
+                w.drain_at = Some(at);
+            }
+            self.timers.insert((at, Timer::Drain(id.to_string())));
             fx.timers_changed = true;
         }
         self.persist_worker(id, fx);
@@ -740,6 +774,8 @@ impl State {
 
     /// A BUSY worker has nothing running: its maintenance hook runs now.
     fn run_maintenance_hook(&mut self, id: &str, fx: &mut Effects) {
+        // Drained or not, the hook is sent once: no drain timeout may send it again.
+        self.cancel_drain_timer(id);
         let Some(w) = self.workers.get_mut(id) else {
             return;
         };
@@ -760,10 +796,14 @@ impl State {
 
     /// The drain timeout of a BUSY worker passed: what it still runs is aborted there and
     /// re-queued (its result from there, if one comes, is dropped).
-    fn drain(&mut self, id: &str, now: Timestamp, fx: &mut Effects) {
+    fn drain(&mut self, id: &str, due: Timestamp, now: Timestamp, fx: &mut Effects) {
         let Some(w) = self.workers.get_mut(id) else {
             return;
         };
+        if w.drain_at != Some(due) {
+            return; // an earlier BUSY period's timer, or its hook already ran
+        }
+        w.drain_at = None;
         if w.view.state != WorkerState::Busy || w.maintenance_note.is_none() {
             return;
         }
@@ -918,8 +958,9 @@ impl State {
         self.matcher.unsatisfiable(&requirements(spec))
     }
 
-    /// Starts the grace period of a waiting task no registered worker could run: if that still
-    /// holds when it ends, the task is INVALID.
+    /// Starts the grace period of a waiting task no registered worker could run (if it has none
+    /// running): if that still holds when it ends, the task is INVALID. A task that some worker
+    /// could run loses its grace period.
     fn watch_satisfiable(&mut self, id: TaskId, now: Timestamp, grace: Duration, fx: &mut Effects) {
         self.sync_workers();
         let Some(task) = self.tasks.get(&id) else {
@@ -928,20 +969,35 @@ impl State {
         if task.record.state == TaskState::Waiting
             && self.unsatisfiable(&task.record.spec).is_some()
         {
-            self.timers
-                .insert((now.plus_ms(ms(grace)), Timer::Unsatisfiable(id)));
-            fx.timers_changed = true;
+            self.start_invalid_timer(id, now.plus_ms(ms(grace)), fx);
+        } else {
+            self.cancel_invalid_timer(id);
         }
     }
 
-    /// After workers went away or changed: every waiting task none of them could run starts
-    /// its grace period.
+    /// After what the workers offer changed (a worker registered, went, or changed its
+    /// capabilities or groups): every waiting task none of them could run has a grace period
+    /// (from now, if it had none), and every task one of them could run has none.
     fn watch_all_satisfiable(&mut self, now: Timestamp, grace: Duration, fx: &mut Effects) {
         self.sync_workers();
-        for (id, _) in self.matcher.unsatisfiable_tasks() {
-            self.timers
-                .insert((now.plus_ms(ms(grace)), Timer::Unsatisfiable(id)));
-            fx.timers_changed = true;
+        let unsatisfiable: HashSet<TaskId> = self
+            .matcher
+            .unsatisfiable_tasks()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let runnable: Vec<TaskId> = self
+            .invalid_at
+            .keys()
+            .filter(|id| !unsatisfiable.contains(id))
+            .copied()
+            .collect();
+        for id in runnable {
+            self.cancel_invalid_timer(id);
+        }
+        let at = now.plus_ms(ms(grace));
+        for id in unsatisfiable {
+            self.start_invalid_timer(id, at, fx);
         }
     }
 }
@@ -995,13 +1051,15 @@ impl Service {
                 entry.running.insert(id);
             } else {
                 state.enqueue(id, now, &mut fx);
-                state.watch_satisfiable(id, now, config.invalid_after, &mut fx);
             }
         }
         let known: Vec<String> = state.workers.keys().cloned().collect();
         for id in known {
             state.touch(&id);
         }
+        // The workers known from the store are registered workers: what none of them could run
+        // starts its grace period now.
+        state.watch_all_satisfiable(now, config.invalid_after, &mut fx);
         if !state.awaiting.is_empty() {
             let until = now.plus_ms(config.reconnect_hold.as_millis() as i64);
             state.hold_until = Some(until);
@@ -1623,6 +1681,10 @@ impl Service {
                         }
                     }
                     Timer::Unsatisfiable(id) => {
+                        if state.invalid_at.get(&id) != Some(&t) {
+                            continue; // a grace period that ended early: the task became runnable
+                        }
+                        state.invalid_at.remove(&id);
                         state.sync_workers();
                         let invalid = state
                             .tasks
@@ -1633,7 +1695,7 @@ impl Service {
                             state.finish(id, TaskState::Invalid, None, Some(reason), now, &mut fx);
                         }
                     }
-                    Timer::Drain(worker) => state.drain(&worker, now, &mut fx),
+                    Timer::Drain(worker) => state.drain(&worker, t, now, &mut fx),
                     Timer::Hold => {}
                 }
             }
@@ -1735,7 +1797,6 @@ impl Service {
             };
             id = view.id.clone();
             state.awaiting.remove(&id);
-            let first_worker = state.workers.is_empty();
             let mut view = view;
             let previous = state.workers.get(&id).filter(|w| !w.stand_in).map(|w| {
                 // What the coordinator decided about it outlives its connections.
@@ -1860,9 +1921,7 @@ impl Service {
             }
             state.refresh_worker_states();
             state.persist_worker(&id, &mut fx);
-            if first_worker {
-                state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
-            }
+            state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
             state.dispatch(now, &mut fx);
         }
         self.apply(state, fx);
@@ -1956,6 +2015,7 @@ impl Service {
             } else {
                 state.workers.remove(worker);
                 state.touch(worker);
+                state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
             }
             state.dispatch(now, &mut fx);
         }

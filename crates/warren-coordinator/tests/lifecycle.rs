@@ -395,3 +395,72 @@ async fn maintenance_drains_then_aborts_and_requeues_what_is_left() {
     assert_eq!(status, 200);
     until(c.http(), long, "DONE", |v| v["state"] == "DONE").await;
 }
+
+/// The next message of `kind` within `within`.
+async fn within(peer: &mut Peer, kind: &str, within: Duration) -> Option<Message> {
+    tokio::time::timeout(within, expect(peer, kind)).await.ok()
+}
+
+/// A drain timeout belongs to one BUSY period: the maintenance hook is sent once per period
+/// (not again when the timeout passes while it runs), and an earlier period's timeout does not
+/// cut a later one short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_timeout_belongs_to_its_own_busy_period() {
+    const DRAIN: Duration = Duration::from_millis(1500);
+    let c = start(|c| c.queue_config.drain_timeout = DRAIN).await;
+    let mut w = hand_worker(c.queue(), "d", 1, &[], true, true).await;
+    expect(&mut w, "-prepare").await;
+    w.send(&hook_report("prepare", true, "", None)).await;
+    worker_until(c.http(), "d", "IDLE", |v| v["state"] == "IDLE").await;
+
+    // First period: a task is running when maintenance is asked for; it ends at once, so the
+    // hook runs, and it outlasts the drain timeout.
+    let first = submit(c.http(), json!({"command": ["true"]})).await;
+    assert_eq!(next_launch(&mut w).await, first);
+    let (status, view) = set_state(&c, "d", r#"{"state":"MAINTENANCE"}"#).await;
+    assert_eq!((status, view["state"].clone()), (200, json!("BUSY")));
+    finish(&mut w, first).await;
+    expect(&mut w, "-maintenance").await;
+    let again = within(&mut w, "-maintenance", DRAIN + Duration::from_millis(500)).await;
+    assert!(
+        again.is_none(),
+        "the maintenance hook was sent twice: {again:?}"
+    );
+    w.send(&hook_report("maintenance", true, "", None)).await;
+    worker_until(c.http(), "d", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+
+    // Second period, started well inside what would have been a stale timeout of a third.
+    set_state(&c, "d", r#"{"state":"IDLE"}"#).await;
+    expect(&mut w, "-prepare").await;
+    w.send(&hook_report("prepare", true, "", None)).await;
+    worker_until(c.http(), "d", "IDLE", |v| v["state"] == "IDLE").await;
+    let second = submit(c.http(), json!({"command": ["sleep", "60"]})).await;
+    assert_eq!(next_launch(&mut w).await, second);
+    set_state(&c, "d", r#"{"state":"MAINTENANCE"}"#).await;
+    finish(&mut w, second).await;
+    expect(&mut w, "-maintenance").await;
+    w.send(&hook_report("maintenance", true, "", None)).await;
+    worker_until(c.http(), "d", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+    set_state(&c, "d", r#"{"state":"IDLE"}"#).await;
+    expect(&mut w, "-prepare").await;
+    w.send(&hook_report("prepare", true, "", None)).await;
+    worker_until(c.http(), "d", "IDLE", |v| v["state"] == "IDLE").await;
+    let third = submit(c.http(), json!({"command": ["sleep", "60"]})).await;
+    assert_eq!(next_launch(&mut w).await, third);
+    // The second period's timeout would fall inside this one, had it not been dropped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy_since = Instant::now();
+    set_state(&c, "d", r#"{"state":"MAINTENANCE"}"#).await;
+    expect(&mut w, "abort").await;
+    assert!(
+        busy_since.elapsed() >= DRAIN - Duration::from_millis(100),
+        "aborted {:?} into a drain of {DRAIN:?}",
+        busy_since.elapsed()
+    );
+}

@@ -382,3 +382,127 @@ async fn worker_listing_filters_sorts_and_pages() {
     let (status, _) = get(c.http(), "/v1/workers/nobody").await;
     assert_eq!(status, 404);
 }
+
+fn unix_ms(view: &Value, field: &str) -> i64 {
+    let text = view[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field}: {view}"));
+    text.parse::<warren_core::task::Timestamp>()
+        .unwrap()
+        .unix_ms
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A grace period ends only after the task has been unrunnable for all of it: one that some
+/// worker could run for a while starts over when it becomes unrunnable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grace_period_starts_over_when_the_task_was_runnable_meanwhile() {
+    const GRACE_MS: i64 = 1200;
+    let c = start(|c| c.queue_config.invalid_after = Duration::from_millis(GRACE_MS as u64)).await;
+    // A worker is known, so "no worker could run it" can be decided.
+    let _other = hand_worker(c.queue(), "plain", 1, &[], false, false).await;
+    worker_until(c.http(), "plain", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+    let id = submit(
+        c.http(),
+        json!({"command": ["true"], "caps": {"gpu": "a100"}}),
+    )
+    .await;
+    // A worker that could run it registers (and stays in MAINTENANCE, so nothing starts) ...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gpu = hand_worker(c.queue(), "gpu", 1, &[("gpu", "a100")], false, false).await;
+    worker_until(c.http(), "gpu", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ... and goes again: the task is unrunnable again from here.
+    let (status, body) = call(c.http(), "DELETE", "/v1/workers/gpu", None).await;
+    assert_eq!(status, 204, "{body}");
+    drop(gpu);
+    let unrunnable_again = now_ms();
+    let view = until(c.http(), id, "INVALID", |v| v["state"] == "INVALID").await;
+    assert!(
+        unix_ms(&view, "finished_at") >= unrunnable_again + GRACE_MS - 100,
+        "INVALID before a whole grace period of being unrunnable: {view}"
+    );
+    assert!(view["reason"].as_str().unwrap().contains("gpu"), "{view}");
+}
+
+/// A worker that registers again with other capabilities can leave waiting tasks that nothing
+/// can run any more: they get their grace period and end INVALID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_a_changed_worker_no_longer_offers_become_invalid() {
+    let c = start(|c| c.queue_config.invalid_after = Duration::from_millis(300)).await;
+    let first = hand_worker(c.queue(), "w", 1, &[("disk", "ssd")], false, false).await;
+    worker_until(c.http(), "w", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+    let id = submit(
+        c.http(),
+        json!({"command": ["true"], "caps": {"disk": "ssd"}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, view) = get(c.http(), &format!("/v1/tasks/{id}")).await;
+    assert_eq!(view["state"], "WAITING", "a worker offers it: {view}");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _second = hand_worker(c.queue(), "w", 1, &[("disk", "hdd")], false, false).await;
+    worker_until(c.http(), "w", "re-registered", |v| {
+        v["caps"]["disk"] == "hdd"
+    })
+    .await;
+    let view = until(c.http(), id, "INVALID", |v| v["state"] == "INVALID").await;
+    assert!(view["reason"].as_str().unwrap().contains("disk"), "{view}");
+}
+
+/// After a restart, the workers known from the store decide what can run: a waiting task none
+/// of them offers gets its grace period and ends INVALID, without any worker reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_tasks_no_known_worker_offers_become_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut long_grace = config(dir.path());
+    long_grace.queue_config.invalid_after = Duration::from_secs(3600);
+    let first = warren_coordinator::Coordinator::start(long_grace)
+        .await
+        .unwrap();
+    let w = hand_worker(
+        first.queue_addr,
+        "known",
+        1,
+        &[("arch", "x86_64")],
+        false,
+        false,
+    )
+    .await;
+    worker_until(first.http_addr, "known", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+    let id = submit(
+        first.http_addr,
+        json!({"command": ["true"], "caps": {"arch": "riscv"}}),
+    )
+    .await;
+    drop(w);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.stop();
+    let mut short_grace = config(dir.path());
+    short_grace.queue_config.invalid_after = Duration::from_millis(300);
+    let second = warren_coordinator::Coordinator::start(short_grace)
+        .await
+        .unwrap();
+    let view = until(second.http_addr, id, "INVALID", |v| v["state"] == "INVALID").await;
+    assert!(view["reason"].as_str().unwrap().contains("arch"), "{view}");
+    second.stop();
+}
