@@ -268,7 +268,8 @@ async fn real_worker_hooks_fail_hang_check_health_and_get_the_message() {
         1,
         warren_worker::Hooks {
             prepare: Some(format!("sleep 60 & echo $! > {s}/child; sleep 60")),
-            timeout: Duration::from_millis(500),
+            // Its own timeout, under the 5 minutes every other hook gets.
+            prepare_timeout: Some(Duration::from_millis(500)),
             ..warren_worker::Hooks::default()
         },
     );

@@ -24,8 +24,28 @@ pub struct Hooks {
     pub health_interval: Duration,
     /// Run when leaving service; gets the operator's message as `$1` and `WARREN_MESSAGE`.
     pub maintenance: Option<String>,
-    /// Longest a hook may run before its process group is killed (and the hook fails).
+    /// Longest a hook may run before its process group is killed (and the hook fails), for
+    /// each hook that has no timeout of its own.
     pub timeout: Duration,
+    /// The prepare hook's own timeout.
+    pub prepare_timeout: Option<Duration>,
+    /// The health check's own timeout.
+    pub health_check_timeout: Option<Duration>,
+    /// The maintenance hook's own timeout.
+    pub maintenance_timeout: Option<Duration>,
+}
+
+impl Hooks {
+    /// How long the hook named `name` (`warren_proto::hook::*`) may run.
+    pub fn timeout_of(&self, name: &str) -> Duration {
+        let own = match name {
+            warren_proto::hook::PREPARE => self.prepare_timeout,
+            warren_proto::hook::HEALTH_CHECK => self.health_check_timeout,
+            warren_proto::hook::MAINTENANCE => self.maintenance_timeout,
+            _ => None,
+        };
+        own.unwrap_or(self.timeout)
+    }
 }
 
 impl Default for Hooks {
@@ -36,6 +56,9 @@ impl Default for Hooks {
             health_interval: Duration::from_secs(60),
             maintenance: None,
             timeout: Duration::from_secs(300),
+            prepare_timeout: None,
+            health_check_timeout: None,
+            maintenance_timeout: None,
         }
     }
 }
@@ -137,4 +160,28 @@ async fn read_bounded(mut pipe: impl AsyncRead + Unpin) -> String {
         text.push_str(&format!("\n[{dropped} more bytes not kept]\n"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_hook_has_its_own_timeout_or_the_common_one() {
+        let hooks = Hooks {
+            timeout: Duration::from_secs(9),
+            prepare_timeout: Some(Duration::from_secs(1)),
+            maintenance_timeout: Some(Duration::from_secs(3)),
+            ..Hooks::default()
+        };
+        let of = |name| hooks.timeout_of(name).as_secs();
+        assert_eq!(
+            [
+                of(warren_proto::hook::PREPARE),
+                of(warren_proto::hook::HEALTH_CHECK),
+                of(warren_proto::hook::MAINTENANCE)
+            ],
+            [1, 9, 3]
+        );
+    }
 }

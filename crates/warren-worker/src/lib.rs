@@ -346,7 +346,7 @@ impl Worker {
                 self.id.clone(),
                 command,
                 self.config.hooks.health_interval,
-                self.config.hooks.timeout,
+                self.config.hooks.timeout_of(hook::HEALTH_CHECK),
             ))
         });
         // The health checks end with the worker.
@@ -464,7 +464,7 @@ impl Worker {
         };
         let shared = Arc::clone(&self.shared);
         let id = self.id.clone();
-        let timeout = self.config.hooks.timeout;
+        let timeout = self.config.hooks.timeout_of(name);
         tokio::spawn(async move {
             let report = run_hook(name, command.as_deref(), message.as_deref(), &id, timeout).await;
             if !report.ok {

@@ -55,6 +55,15 @@ pub struct HookArgs {
     /// Longest any hook may run; then its whole process group is killed and it fails.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub hook_timeout: Duration,
+    /// Longest the prepare hook may run [default: --hook-timeout].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub prepare_timeout: Option<Duration>,
+    /// Longest a health check may run [default: --hook-timeout].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub health_check_timeout: Option<Duration>,
+    /// Longest the maintenance hook may run [default: --hook-timeout].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub maintenance_timeout: Option<Duration>,
 }
 
 impl HookArgs {
@@ -70,6 +79,9 @@ impl HookArgs {
             health_interval: self.health_interval,
             maintenance: self.maintenance_hook.clone(),
             timeout: self.hook_timeout,
+            prepare_timeout: self.prepare_timeout,
+            health_check_timeout: self.health_check_timeout,
+            maintenance_timeout: self.maintenance_timeout,
         })
     }
 }
