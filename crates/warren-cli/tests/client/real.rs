@@ -461,3 +461,72 @@ fn submit_status_logs_and_ctrl_c_through_a_real_worker() {
         started.elapsed()
     );
 }
+
+/// `warren workers show|groups|set-state|deregister` against `warren up`'s own worker.
+#[test]
+fn an_operator_changes_groups_and_state_and_deregisters_a_worker() {
+    let Some(coordinator) = up() else { return };
+    let id = coordinator.warren(&["workers", "--json"]).json()[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!id.is_empty(), "no worker listed");
+    let show = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let view = coordinator
+                .warren(&["workers", "show", &id, "--json"])
+                .json();
+            if pred(&view) {
+                return view;
+            }
+            assert!(Instant::now() < deadline, "worker never {what}: {view}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    show("IDLE", &|v| v["state"] == "IDLE");
+
+    let ran = coordinator.warren(&["workers", "groups", &id, "lab, ops", "--json"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(
+        ran.json()["groups"],
+        serde_json::json!(["lab", "ops"]),
+        "{ran:?}"
+    );
+
+    // Deregistering a worker in service is refused, naming its state and what would allow it.
+    let ran = coordinator.warren(&["workers", "deregister", &id]);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stderr.contains("IDLE") && ran.stderr.contains("MAINTENANCE"),
+        "{ran:?}"
+    );
+
+    let ran = coordinator.warren(&[
+        "workers",
+        "set-state",
+        &id,
+        "maintenance",
+        "--message",
+        "new disk",
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let view = show("MAINTENANCE", &|v| v["state"] == "MAINTENANCE");
+    assert_eq!(view["reason"], "new disk", "{view}");
+    assert_eq!(view["groups"], serde_json::json!(["lab", "ops"]), "{view}");
+    let ran = coordinator.warren(&["workers", "set-state", &id, "running"]);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stderr.contains("idle or maintenance"), "{ran:?}");
+
+    let ran = coordinator.warren(&["workers", "set-state", &id, "idle"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    show("IDLE again", &|v| v["state"] == "IDLE");
+    coordinator.warren(&["workers", "set-state", &id, "maintenance"]);
+    show("MAINTENANCE again", &|v| v["state"] == "MAINTENANCE");
+    let ran = coordinator.warren(&["workers", "deregister", &id]);
+    assert_eq!(
+        (ran.code, ran.text()),
+        (Some(0), format!("worker {id} deregistered\n")),
+        "{ran:?}"
+    );
+}
