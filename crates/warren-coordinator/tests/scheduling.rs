@@ -506,3 +506,53 @@ async fn after_a_restart_tasks_no_known_worker_offers_become_invalid() {
     assert!(view["reason"].as_str().unwrap().contains("arch"), "{view}");
     second.stop();
 }
+
+/// Boruta's least-capable case through the coordinator: with IDLE workers of (5 groups, 5
+/// caps), (1 group, 7 caps) and (5 groups, 1 cap) that fit, and (2 groups, 0 caps) and (0
+/// groups, 2 caps) that do not, successive single-slot requests take 5g1c, then 1g7c, then
+/// 5g5c, then wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successive_requests_take_the_least_capable_fitting_worker_as_in_boruta() {
+    let c = start(|_| {}).await;
+    let caps = |n: usize| -> Vec<(String, String)> {
+        (0..n).map(|i| (format!("k{i}"), "v".to_string())).collect()
+    };
+    let shapes = [
+        ("5g5c", 5, 5),
+        ("1g7c", 1, 7),
+        ("5g1c", 5, 1),
+        ("2g0c", 2, 0),
+        ("0g2c", 0, 2),
+    ];
+    let mut peers = Vec::new();
+    for (name, groups, ncaps) in shapes {
+        let owned = caps(ncaps);
+        let pairs: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let peer = hand_worker(c.queue(), name, 1, &pairs, true, false).await;
+        let list: Vec<String> = (0..groups).map(|i| format!("g{i}")).collect();
+        let (status, body) = call(
+            c.http(),
+            "PUT",
+            &format!("/v1/workers/{name}/groups"),
+            Some(&json!({ "groups": list }).to_string()),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        peers.push((name, peer));
+    }
+    workers_in_state(c.http(), 5, "IDLE").await;
+    let request = json!({"command": ["true"], "caps": {"k0": "v"}, "groups": ["g0"]});
+    for expected in ["5g1c", "1g7c", "5g5c"] {
+        let id = submit(c.http(), request.clone()).await;
+        let view = until(c.http(), id, "IN PROGRESS", |v| v["state"] == "IN PROGRESS").await;
+        assert_eq!(view["worker"], expected, "{view}");
+    }
+    let last = submit(c.http(), request).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, view) = get(c.http(), &format!("/v1/tasks/{last}")).await;
+    assert_eq!(view["state"], "WAITING", "no free worker fits: {view}");
+    drop(peers);
+}
