@@ -201,13 +201,21 @@ struct State {
     matcher: Matcher,
     /// Workers changed since the matcher last saw them.
     touched: BTreeSet<String>,
+    /// Ids up to this one are reserved in the store (committed). A task of a Pythia frontend
+    /// starts before its insert is committed (the protocol has no answer to wait for): with
+    /// such an id, a worker that ran it cannot report its result for another task after a
+    /// restart, since no later coordinator gives the id out again.
+    ids_durable: TaskId,
+    /// Ids up to this one are reserved or being reserved.
+    ids_requested: TaskId,
     /// When the grace period of each waiting task no registered worker could run ends. A task
     /// that some worker could run again loses its entry (and timer), so a later grace period
     /// starts from scratch.
     invalid_at: HashMap<TaskId, Timestamp>,
 }
 
-/// Things to do once the state lock is released.
+/// What a change under the state lock leaves to do: writes for the store, and what follows
+/// them.
 #[derive(Default)]
 struct Effects {
     writes: Vec<Write>,
@@ -216,6 +224,11 @@ struct Effects {
     acks: Vec<(MessageSender, String)>,
     timers_changed: bool,
 }
+
+/// Task ids are reserved in the store this many at a time, ahead of use.
+const ID_BLOCK: TaskId = 4096;
+/// A new block is asked for when fewer ids than this are left in the reserved ones.
+const ID_LOW_WATER: TaskId = 1024;
 
 /// The coordinator's queue service, shared by the HTTP API and the queue port.
 pub struct Service {
@@ -1012,8 +1025,15 @@ impl Service {
         config: QueueConfig,
     ) -> Result<(Arc<Service>, std::thread::JoinHandle<()>), ServiceError> {
         let now = clock.now();
+        // Ids given out or reserved before stay unused; a block is reserved at once (see
+        // `State::ids_durable`).
+        let max_id = writer_store.max_task_id()?;
+        let reserved = max_id + ID_BLOCK;
+        writer_store.apply(&[Write::ReserveIds(reserved)])?;
         let mut state = State {
-            next_id: writer_store.max_task_id()? + 1,
+            next_id: max_id + 1,
+            ids_durable: reserved,
+            ids_requested: reserved,
             ..State::default()
         };
         let mut fx = Effects::default();
@@ -1250,6 +1270,30 @@ impl Service {
         }
         self.apply(state, fx);
         Ok((view, true))
+    }
+
+    /// Asks the store for the next block of task ids when few reserved ones are left (under
+    /// the state lock, so blocks are asked for in order).
+    fn reserve_ids_ahead(self: &Arc<Self>, state: &mut State) {
+        if state.next_id.saturating_add(ID_LOW_WATER) <= state.ids_requested {
+            return;
+        }
+        let up_to = state.ids_requested.max(state.next_id) + ID_BLOCK;
+        state.ids_requested = up_to;
+        let service = Arc::clone(self);
+        self.writer.submit(
+            vec![Write::ReserveIds(up_to)],
+            Some(Box::new(move |outcome| {
+                let mut state = service.lock();
+                match outcome {
+                    Ok(()) => state.ids_durable = state.ids_durable.max(up_to),
+                    Err(e) => {
+                        tracing::error!("reserving task ids up to {up_to} failed: {e}");
+                        state.ids_requested = state.ids_durable; // asked again by the next task
+                    }
+                }
+            })),
+        );
     }
 
     /// A task's current view.
@@ -2080,6 +2124,12 @@ impl Service {
             };
             fe.ids.insert(launch.id.clone(), next_id);
             state.next_id += 1;
+            if next_id > state.ids_durable {
+                tracing::warn!(
+                    "task {next_id} of a Pythia frontend starts before its id is reserved"
+                );
+            }
+            self.reserve_ids_ahead(&mut state);
             let record = TaskRecord {
                 id: next_id,
                 state: TaskState::Waiting,

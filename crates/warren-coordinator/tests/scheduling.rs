@@ -532,6 +532,7 @@ async fn successive_requests_take_the_least_capable_fitting_worker_as_in_boruta(
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let peer = hand_worker(c.queue(), name, 1, &pairs, true, false).await;
+        worker_until(c.http(), name, "registered", |v| v["id"] == name).await;
         let list: Vec<String> = (0..groups).map(|i| format!("g{i}")).collect();
         let (status, body) = call(
             c.http(),

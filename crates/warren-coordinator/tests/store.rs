@@ -352,3 +352,32 @@ fn sqlite_store_conforms() {
 fn memory_store_conforms() {
     conformance(&mut MemoryStore::new());
 }
+
+/// Reserved ids count as given out, and a reservation never shrinks.
+fn reservations(store: &mut dyn Store) {
+    store.apply(&[Write::ReserveIds(100)]).unwrap();
+    assert_eq!(store.max_task_id().unwrap(), 100);
+    store
+        .apply(&[
+            Write::Insert(Box::new(record(7, "ann"))),
+            Write::ReserveIds(50),
+        ])
+        .unwrap();
+    assert_eq!(store.max_task_id().unwrap(), 100);
+    store
+        .apply(&[Write::Insert(Box::new(record(150, "ann")))])
+        .unwrap();
+    assert_eq!(store.max_task_id().unwrap(), 150);
+    store.apply(&[Write::ReserveIds(4096)]).unwrap();
+    assert_eq!(store.max_task_id().unwrap(), 4096);
+}
+
+#[test]
+fn reserved_ids_count_as_given_out_in_every_store() {
+    reservations(&mut MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warren.db");
+    reservations(&mut SqliteStore::open(&path, Durability::Full).unwrap());
+    let mut reopened = SqliteStore::open(&path, Durability::Full).unwrap();
+    assert_eq!(reopened.max_task_id().unwrap(), 4096);
+}

@@ -938,3 +938,42 @@ async fn instant_results_are_stored_after_their_dispatch() {
         );
     }
 }
+
+/// A Pythia frontend's task starts before its insert is committed, so a worker can know an id
+/// the store never got: a restarted coordinator never gives such an id out again, and a result
+/// reported for it ends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_a_worker_may_know_are_never_given_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Coordinator::start(config(dir.path())).await.unwrap();
+    let stored = submit(first.http_addr, json!({"command": ["true"]})).await;
+    first.stop();
+    let second = Coordinator::start(config(dir.path())).await.unwrap();
+    // A worker that ran the next id before the restart reports its result.
+    let unstored = stored + 1;
+    let mut peer = Peer::connect(second.queue_addr).await;
+    peer.send(&Message::Register(Register {
+        id: "knows-more".into(),
+        capacity: 1,
+        idle: true,
+        finished: vec![unstored.to_string()],
+        ..Register::default()
+    }))
+    .await;
+    let mut result = RunResult::crash(String::new());
+    result.status = Status::Success;
+    result.message = None;
+    peer.send(&Message::Finished {
+        id: unstored.to_string(),
+        result,
+    })
+    .await;
+    let fresh = submit(second.http_addr, json!({"command": ["false"]})).await;
+    assert!(fresh > unstored, "id {fresh} given out again");
+    let (_, view) = get(second.http_addr, &format!("/v1/tasks/{fresh}")).await;
+    assert_ne!(
+        view["state"], "DONE",
+        "ended by another task's result: {view}"
+    );
+    second.stop();
+}

@@ -18,6 +18,7 @@ pub struct MemoryStore {
 struct Inner {
     tasks: BTreeMap<TaskId, TaskRecord>,
     workers: BTreeMap<String, WorkerView>,
+    reserved_ids: TaskId,
 }
 
 impl MemoryStore {
@@ -91,6 +92,9 @@ impl Store for MemoryStore {
                 Write::RemoveWorker(id) => {
                     this.workers.remove(id);
                 }
+                Write::ReserveIds(up_to) => {
+                    this.reserved_ids = this.reserved_ids.max(*up_to);
+                }
                 Write::Update { id, priority, spec } => {
                     if let Some(t) = this.tasks.get_mut(id) {
                         t.priority = *priority;
@@ -140,7 +144,9 @@ impl Store for MemoryStore {
     }
 
     fn max_task_id(&mut self) -> Result<TaskId, StoreError> {
-        Ok(self.lock().tasks.keys().next_back().copied().unwrap_or(0))
+        let this = self.lock();
+        let assigned = this.tasks.keys().next_back().copied().unwrap_or(0);
+        Ok(assigned.max(this.reserved_ids))
     }
 
     fn workers(&mut self) -> Result<Vec<WorkerView>, StoreError> {

@@ -121,6 +121,9 @@ pub enum Write {
     Worker(Box<WorkerView>),
     /// A worker deregistered.
     RemoveWorker(String),
+    /// Task ids up to this one are given out or may be: a coordinator started later never
+    /// gives them out again (a worker may know one of a task whose insert never committed).
+    ReserveIds(TaskId),
     /// A waiting task's scheduling fields changed (priority, times, capabilities).
     Update {
         /// The task.
@@ -323,7 +326,7 @@ pub trait Store: Send {
     /// A page of tasks, without their results; [`StoreError::NoSuchTask`] when the paginator
     /// names a task that does not exist.
     fn list(&mut self, query: &ListQuery) -> Result<ListPage, StoreError>;
-    /// The largest id ever assigned (0 when none).
+    /// The largest id ever assigned or reserved ([`Write::ReserveIds`]; 0 when none).
     fn max_task_id(&mut self) -> Result<TaskId, StoreError>;
     /// Every worker ever registered.
     fn workers(&mut self) -> Result<Vec<WorkerView>, StoreError>;

@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     view TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 ";
 
 const COLUMNS: &str =
@@ -229,6 +233,13 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM workers WHERE id = ?1")?
                         .execute([id])?;
                 }
+                Write::ReserveIds(up_to) => {
+                    tx.prepare_cached(
+                        "INSERT INTO meta (key, value) VALUES ('reserved_ids', ?1)
+                         ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    )?
+                    .execute([*up_to as i64])?;
+                }
                 Write::Update { id, priority, spec } => {
                     let spec = serde_json::to_string(spec).map_err(json_err)?;
                     tx.prepare_cached("UPDATE tasks SET priority = ?2, spec = ?3 WHERE id = ?1")?
@@ -397,9 +408,12 @@ impl Store for SqliteStore {
     }
 
     fn max_task_id(&mut self) -> Result<TaskId, StoreError> {
-        let max: Option<i64> = self
-            .conn
-            .query_row("SELECT MAX(id) FROM tasks", [], |r| r.get(0))?;
+        let max: Option<i64> = self.conn.query_row(
+            "SELECT MAX(m) FROM (SELECT MAX(id) AS m FROM tasks
+             UNION ALL SELECT value FROM meta WHERE key = 'reserved_ids')",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(max.unwrap_or(0) as TaskId)
     }
 
