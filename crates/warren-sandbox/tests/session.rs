@@ -208,7 +208,15 @@ fn images_are_mounted_once_shared_and_unmounted_after_use() {
 
 #[test]
 fn mounts_of_a_crashed_runner_are_reclaimed() {
-    let Some(first) = cold_sandbox() else { return };
+    // A state directory of its own: another test's runner starting meanwhile would reclaim
+    // these leftovers first.
+    let own = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let Some(first) = cold_sandbox_in(own.path()) else {
+        return;
+    };
     // What a runner that died mid-session leaves: a mounted scratch tmpfs and an image's mount
     // point, named after a runner process that no longer exists.
     let state = first.config().state_dir.clone();
@@ -225,7 +233,7 @@ fn mounts_of_a_crashed_runner_are_reclaimed() {
         .status()
         .is_ok_and(|s| s.success());
     assert!(mounted, "mounting the leftover tmpfs");
-    let second = cold_sandbox();
+    let second = cold_sandbox_in(own.path());
     assert!(
         !is_mounted(&scratch),
         "the leftover mount was not reclaimed"

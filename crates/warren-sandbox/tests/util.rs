@@ -44,15 +44,27 @@ pub fn cold_sandbox() -> Option<TestSandbox> {
 }
 
 fn sandbox_with(warm_runs: usize) -> Option<TestSandbox> {
+    sandbox_in(warm_runs, None)
+}
+
+/// A sandbox without a warm pool whose mounts and leases live in `state_dir`, so that what a
+/// test leaves there on purpose is reclaimed by no other test's runner.
+pub fn cold_sandbox_in(state_dir: &Path) -> Option<TestSandbox> {
+    sandbox_in(0, Some(state_dir))
+}
+
+fn sandbox_in(warm_runs: usize, state_dir: Option<&Path>) -> Option<TestSandbox> {
     let test = std::thread::current()
         .name()
         .unwrap_or("main")
         .replace("::", "-");
     let parent = format!("warren-test-{test}-{warm_runs}");
+    let defaults = SandboxConfig::default();
     let config = SandboxConfig {
         cgroup_parent: parent.clone(),
         warm_runs,
-        ..SandboxConfig::default()
+        state_dir: state_dir.map_or(defaults.state_dir.clone(), Path::to_path_buf),
+        ..defaults
     };
     match Sandbox::new(config) {
         Ok(s) => Some(TestSandbox {
