@@ -47,6 +47,41 @@ fn start_worker(
     dir
 }
 
+/// p50 and p99 of `POST /v1/tasks?wait=true` through a worker whose executor completes at once:
+/// the queue's own share of a task's latency (HTTP, the insert's commit, dispatch, the worker's
+/// round trip and the end), without a sandbox.
+fn queue_latency(
+    rt: &tokio::runtime::Runtime,
+    durability: Durability,
+    runs: usize,
+) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = rt
+        .block_on(Coordinator::start(config(dir.path(), durability)))
+        .unwrap();
+    let _worker = start_worker(
+        rt,
+        coordinator.queue_addr,
+        4,
+        Arc::new(InstantExecutorForBenchmarks),
+    );
+    let mut client = Http::connect(coordinator.http_addr);
+    client.run_true(); // waits for the worker
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs + runs / 10 {
+        let t = Instant::now();
+        client.run_true();
+        if i >= runs / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    coordinator.stop();
+    (
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99),
+    )
+}
+
 fn dispatch(rt: &tokio::runtime::Runtime, durability: Durability, tasks: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = rt
@@ -260,6 +295,8 @@ fn main() {
         let (accept, dispatch) = dispatch(&rt, durability, tasks);
         println!("| dispatch rate, {tasks} tasks, instant executor, SQLite {name} | {dispatch:.0} tasks/s | target 20000 tasks/s | {:.2} |", dispatch / 20_000.0);
         println!("| accept rate (POST path without HTTP), 256 concurrent submitters, SQLite {name} | {accept:.0} tasks/s | - | - |");
+        let (p50, p99) = queue_latency(&rt, durability, 1000);
+        println!("| submit -> result p50 / p99, instant executor (the queue's own latency), SQLite {name} | {} / {} | - | - |", ms(p50), ms(p99));
     }
     if std::env::var_os("BENCH_ONLY_DISPATCH").is_some() {
         return;
