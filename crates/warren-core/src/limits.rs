@@ -42,6 +42,10 @@ pub struct Limits {
     /// CPU share in milli-CPUs (1000 = one full core).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<u64>,
+    /// Block device bandwidth in bytes per second, for reading and for writing each, on every
+    /// disk of the host (the tree's reads of the root and task files; `/tmp` is in memory).
+    #[serde(default, with = "serde_size", skip_serializing_if = "Option::is_none")]
+    pub io: Option<u64>,
 }
 
 /// One kind of limit, used to name it in errors and results.
@@ -62,6 +66,8 @@ pub enum LimitKind {
     Pids,
     /// CPU share.
     Cpus,
+    /// Block device bandwidth.
+    Io,
 }
 
 impl LimitKind {
@@ -75,6 +81,7 @@ impl LimitKind {
             LimitKind::Output => "output",
             LimitKind::Pids => "pids",
             LimitKind::Cpus => "cpus",
+            LimitKind::Io => "io",
         }
     }
 }
@@ -115,6 +122,8 @@ pub mod bounds {
     pub const MIN_CPUS: u64 = 10;
     /// Largest CPU share: 1024 cores.
     pub const MAX_CPUS: u64 = 1024 * 1000;
+    /// Smallest block device bandwidth: one page per second.
+    pub const MIN_IO: u64 = 4096;
 }
 
 impl Limits {
@@ -172,6 +181,14 @@ impl Limits {
                 );
             }
         }
+        if let Some(io) = self.io {
+            if !(MIN_IO..=MAX_BYTES).contains(&io) {
+                return err(
+                    LimitKind::Io,
+                    format!("{} per second is outside 4K..16T", format_size(io)),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -185,6 +202,7 @@ impl Limits {
             output: self.output.or(defaults.output),
             pids: self.pids.or(defaults.pids),
             cpus: self.cpus.or(defaults.cpus),
+            io: self.io.or(defaults.io),
         }
     }
 
@@ -199,6 +217,7 @@ impl Limits {
             output: Some(64 << 20),
             pids: Some(1024),
             cpus: None,
+            io: None,
         }
     }
 }
@@ -289,6 +308,20 @@ mod tests {
             },
             Ok(()),
         );
+        check(
+            Limits {
+                io: Some(100),
+                ..Default::default()
+            },
+            Err(LimitKind::Io),
+        );
+        check(
+            Limits {
+                io: Some(10 << 20),
+                ..Default::default()
+            },
+            Ok(()),
+        );
     }
 
     #[test]
@@ -309,6 +342,18 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("memroy"));
+    }
+
+    #[test]
+    fn io_reads_as_a_size_per_second() {
+        let limits: Result<Limits, _> = serde_json::from_str(r#"{"io": "8M"}"#);
+        assert_eq!(limits.ok().and_then(|l| l.io), Some(8 << 20));
+        let err = Limits {
+            io: Some(1),
+            ..Default::default()
+        }
+        .validate();
+        assert!(err.is_err_and(|e| e.to_string().contains("limit `io`")));
     }
 
     #[test]

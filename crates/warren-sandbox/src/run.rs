@@ -206,6 +206,9 @@ fn default_disk() -> u64 {
 pub(crate) struct Prepared {
     pub shape: Shape,
     pidfd: OwnedFd,
+    /// The run's process (its init), and the name of its groups.
+    pid: libc::pid_t,
+    name: String,
     cgroups: RunCgroups,
     lease: Option<UidLease>,
     stdout_r: Option<OwnedFd>,
@@ -518,6 +521,18 @@ impl Host {
                 "no cgroup accounts CPU time (neither a cgroup2 tree nor cpuacct)",
             )?;
         }
+        if limits.io.is_some() {
+            need(
+                LimitKind::Io,
+                self.cgroups.can_limit_io(),
+                "no cgroup controller limits IO (neither io in the cgroup2 tree nor blkio)",
+            )?;
+            need(
+                LimitKind::Io,
+                !crate::cgroup::block_devices().is_empty(),
+                "this host has no block device (/sys/block) to limit",
+            )?;
+        }
         Ok(())
     }
 
@@ -613,6 +628,8 @@ impl Host {
         let prepared = Prepared {
             shape: shape.clone(),
             pidfd: spawned.pidfd,
+            pid: spawned.pid,
+            name,
             cgroups,
             lease,
             stdout_r: Some(stdout_r),
@@ -736,9 +753,25 @@ impl Host {
             pids: limits.pids.map(|p| p + 1),
             ..limits.clone()
         };
+        let disks = match limits.io {
+            Some(_) => {
+                if let Some(group) = self
+                    .cgroups
+                    .create_io(&prepared.name)
+                    .map_err(|e| e.to_string())?
+                {
+                    prepared
+                        .cgroups
+                        .add(group, prepared.pid)
+                        .map_err(|e| e.to_string())?;
+                }
+                crate::cgroup::block_devices()
+            }
+            None => Vec::new(),
+        };
         prepared
             .cgroups
-            .set_limits(&group_limits)
+            .set_limits(&group_limits, &disks)
             .map_err(|e| e.to_string())?;
         let message = launch.encode();
         let started = Instant::now();

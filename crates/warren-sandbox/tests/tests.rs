@@ -924,3 +924,73 @@ fn two_sandboxes_in_one_process_never_share_a_group() {
     drop((first, second));
     assert_no_leftovers(&parent);
 }
+
+/// A regular file of 4 MiB or more under `/usr/lib` on a block device, and that device's
+/// `MAJ:MIN` (reads of it can be limited only when it is on one).
+fn file_on_a_disk() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::read_dir("/usr/lib/x86_64-linux-gnu")
+        .or_else(|_| std::fs::read_dir("/usr/lib"))
+        .ok()?;
+    let file = dir
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() >= 4 << 20))?;
+    let dev = std::fs::metadata(&file).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    std::path::Path::new(&format!("/sys/dev/block/{major}:{minor}"))
+        .exists()
+        .then_some(file)
+}
+
+#[test]
+fn io_limit_slows_reads_of_the_disk_to_its_bandwidth() {
+    let Some(sb) = cold_sandbox() else { return };
+    let Some(file) = file_on_a_disk() else {
+        eprintln!("SKIPPED: no large file under /usr/lib on a block device here");
+        return;
+    };
+    // 2 MiB read past the page cache, at 512 KiB per second: about 4 s, against a fraction
+    // of a second unlimited.
+    let script = format!(
+        "dd if={} of=/dev/null bs=256k count=8 iflag=direct 2>&1",
+        file.display()
+    );
+    let free = sh(&sb, &script, Limits::default());
+    assert_eq!(free.status, Status::Success, "{}", out(&free));
+    let limited = sh(
+        &sb,
+        &script,
+        Limits {
+            io: Some(512 << 10),
+            ..Default::default()
+        },
+    );
+    assert_eq!(limited.status, Status::Success, "{}", out(&limited));
+    assert!(
+        limited.usage.wall_ms >= 2500,
+        "2 MiB at 512K/s took {} ms (unlimited: {} ms)",
+        limited.usage.wall_ms,
+        free.usage.wall_ms
+    );
+    assert!(
+        free.usage.wall_ms * 2 < limited.usage.wall_ms,
+        "unlimited {} ms, limited {} ms",
+        free.usage.wall_ms,
+        limited.usage.wall_ms
+    );
+    // Out of range: named.
+    let err = match sb.run(
+        &{
+            let mut spec = warren_sandbox::RunSpec::command(["true"]);
+            spec.limits.io = Some(1);
+            spec
+        },
+        &mut warren_sandbox::CollectOutput,
+        None,
+    ) {
+        Ok(r) => panic!("an io limit of 1 byte/s was accepted: {r:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("io"), "{err}");
+}

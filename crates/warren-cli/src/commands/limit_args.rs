@@ -37,6 +37,9 @@ pub struct LimitArgs {
     /// CPU share in milli-CPUs (1000 = one full core).
     #[arg(long, value_name = "MILLI")]
     pub cpus: Option<u64>,
+    /// Block device bandwidth per second, for reading and for writing each (e.g. `10M`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub io: Option<u64>,
 }
 
 impl LimitArgs {
@@ -50,6 +53,7 @@ impl LimitArgs {
             output: self.output,
             pids: self.pids,
             cpus: self.cpus,
+            io: self.io,
         };
         if let Err(err) = limits.validate() {
             bail!("--{} {}", err.limit.name().replace('_', "-"), err.problem);
@@ -101,6 +105,8 @@ mod tests {
             "16",
             "--cpus",
             "500",
+            "--io",
+            "8M",
         ]);
         assert_eq!(
             limits,
@@ -112,6 +118,7 @@ mod tests {
                 output: Some(4096),
                 pids: Some(16),
                 cpus: Some(500),
+                io: Some(8 << 20),
             })
         );
         assert_eq!(parse(&[]), Ok(Limits::default()));

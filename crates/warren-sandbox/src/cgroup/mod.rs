@@ -22,7 +22,8 @@ pub use detect::{CgroupMounts, Layout};
 /// One hierarchy's cgroup for one run.
 pub trait Group: Send + Sync + Debug {
     /// Writes the limits this hierarchy enforces.
-    fn set_limits(&self, limits: &Limits) -> io::Result<()>;
+    /// `disks` are the block devices (`MAJ:MIN`) the IO limit applies to.
+    fn set_limits(&self, limits: &Limits, disks: &[String]) -> io::Result<()>;
     /// A cgroup2 directory to clone straight into, if this is a v2 group.
     fn clone_target(&self) -> Option<BorrowedFd<'_>>;
     /// Moves a process in.
@@ -87,14 +88,27 @@ impl RunCgroups {
         self.groups.iter().find_map(|g| f(g.as_ref()))
     }
 
-    /// Writes `limits` to every group.
-    pub fn set_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+    /// Writes `limits` to every group; the IO limit applies to `disks` (`MAJ:MIN`).
+    pub fn set_limits(&self, limits: &Limits, disks: &[String]) -> Result<(), CgroupError> {
         for group in &self.groups {
-            group.set_limits(limits).map_err(|e| {
+            group.set_limits(limits, disks).map_err(|e| {
                 CgroupError::new(format!("setting limits in {}", group.path().display()), e)
             })?;
         }
         Ok(())
+    }
+
+    /// Adds a group made after the run's process was placed, moving `pid` into it.
+    pub fn add(&mut self, group: Box<dyn Group>, pid: libc::pid_t) -> io::Result<()> {
+        let attached = group.attach(pid).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("moving pid {pid} into {}: {e}", group.path().display()),
+            )
+        });
+        // Kept even when the move failed, so that it is removed with the others.
+        self.groups.push(group);
+        attached
     }
 
     /// The cgroup2 directory to clone into, if any.
@@ -286,6 +300,32 @@ impl CgroupHost {
         self.v2.is_some()
     }
 
+    /// Whether block device bandwidth can be limited: the cgroup2 tree's `io` controller, or a
+    /// v1 `blkio` hierarchy.
+    pub fn can_limit_io(&self) -> bool {
+        self.v2
+            .as_ref()
+            .is_some_and(|h| h.controllers().iter().any(|c| c == "io"))
+            || self
+                .v1
+                .iter()
+                .any(|h| h.controller() == v1::Controller::Blkio)
+    }
+
+    /// The group a run with an IO limit needs beyond those [`CgroupHost::create`] made: on v1,
+    /// its group in the `blkio` hierarchy (made only for such runs, since each group costs the
+    /// run a process migration). `None` where the cgroup2 tree limits IO itself.
+    pub fn create_io(&self, name: &str) -> Result<Option<Box<dyn Group>>, CgroupError> {
+        match self
+            .v1
+            .iter()
+            .find(|h| h.controller() == v1::Controller::Blkio)
+        {
+            Some(h) => Ok(Some(Box::new(h.create(name)?))),
+            None => Ok(None),
+        }
+    }
+
     /// Creates a run's groups, named `name` in every hierarchy; limits are applied later with
     /// [`RunCgroups::set_limits`].
     pub fn create(&self, name: &str) -> Result<RunCgroups, CgroupError> {
@@ -360,6 +400,27 @@ pub(crate) fn list_dirs(dir: &Path) -> Vec<String> {
 }
 
 /// Reads a whole small file as a trimmed string.
+/// The host's block devices in use (`MAJ:MIN` of every entry of `/sys/block` with a size: disks,
+/// attached loop devices), which an IO limit applies to.
+pub fn block_devices() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    let mut devices: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| read_u64(&e.path().join("size")).is_some_and(|sectors| sectors > 0))
+        .filter_map(|e| {
+            let dev = read_small(&e.path().join("dev")).ok()?;
+            let dev = dev.trim();
+            dev.split_once(':')
+                .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+                .then(|| dev.to_string())
+        })
+        .collect();
+    devices.sort();
+    devices
+}
+
 pub(crate) fn read_text(path: &Path) -> io::Result<String> {
     read_small(path).map(|s| s.trim().to_string())
 }

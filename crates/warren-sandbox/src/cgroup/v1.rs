@@ -23,15 +23,18 @@ pub enum Controller {
     Cpu,
     /// CPU time accounting.
     Cpuacct,
+    /// Block device bandwidth (throttling) and IO accounting.
+    Blkio,
 }
 
 impl Controller {
     /// Controllers Warren makes groups in.
-    pub const WANTED: [Controller; 4] = [
+    pub const WANTED: [Controller; 5] = [
         Controller::Memory,
         Controller::Pids,
         Controller::Cpu,
         Controller::Cpuacct,
+        Controller::Blkio,
     ];
 
     /// The kernel's name.
@@ -41,6 +44,7 @@ impl Controller {
             Controller::Pids => "pids",
             Controller::Cpu => "cpu",
             Controller::Cpuacct => "cpuacct",
+            Controller::Blkio => "blkio",
         }
     }
 
@@ -52,11 +56,13 @@ impl Controller {
     /// Whether a run needs a group in this hierarchy. Each group costs a process migration
     /// (about 0.35 ms, paid while the run is prepared), so none is made that would do nothing:
     /// CPU accounting only when no cgroup2 tree gives it. Every run gets its own CPU group even
-    /// without a CPU share, so that a run with many processes competes for CPU as one.
+    /// without a CPU share, so that a run with many processes competes for CPU as one. A blkio
+    /// group only for a run with an IO limit (see `CgroupHost::create_io`).
     pub fn needed(self, has_v2: bool) -> bool {
         match self {
             Controller::Memory | Controller::Pids | Controller::Cpu => true,
             Controller::Cpuacct => !has_v2,
+            Controller::Blkio => false,
         }
     }
 }
@@ -76,7 +82,11 @@ impl Hierarchy {
         parent: &str,
     ) -> Result<Hierarchy, CgroupError> {
         let dir = child_path(mount, parent);
-        make_dir(&dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+        // Groups that only some runs need get their parent with their first run's group.
+        if controller.needed(false) {
+            make_dir(&dir)
+                .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+        }
         Ok(Hierarchy {
             controller,
             parent: dir,
@@ -132,7 +142,7 @@ pub struct V1Group {
 const CFS_PERIOD_US: u64 = 100_000;
 
 impl Group for V1Group {
-    fn set_limits(&self, limits: &Limits) -> io::Result<()> {
+    fn set_limits(&self, limits: &Limits, disks: &[String]) -> io::Result<()> {
         match self.controller {
             Controller::Memory => {
                 if let Some(memory) = limits.memory {
@@ -161,6 +171,20 @@ impl Group for V1Group {
                 None => Ok(()),
             },
             Controller::Cpuacct => Ok(()),
+            Controller::Blkio => {
+                if let Some(bps) = limits.io {
+                    // One device a write: the file takes a single `MAJ:MIN value` each time.
+                    for disk in disks {
+                        for file in [
+                            "blkio.throttle.read_bps_device",
+                            "blkio.throttle.write_bps_device",
+                        ] {
+                            write_control(&self.dir.join(file), &format!("{disk} {bps}"))?;
+                        }
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -206,6 +230,15 @@ impl Group for V1Group {
         (self.controller == Controller::Pids).then(|| read_u64(&self.dir.join("pids.peak")))?
     }
 
+    fn io_bytes(&self) -> Option<(u64, u64)> {
+        if self.controller != Controller::Blkio {
+            return None;
+        }
+        let text =
+            super::read_small(&self.dir.join("blkio.throttle.io_service_bytes_recursive")).ok()?;
+        Some(parse_io_service_bytes(&text))
+    }
+
     fn kill_all(&self) -> io::Result<bool> {
         // v1 has no cgroup.kill: signal each member. A fork racing this is caught by the
         // caller's own kill of the PID namespace's init, which takes the whole namespace down.
@@ -229,9 +262,36 @@ impl Group for V1Group {
     }
 }
 
+/// Sums the `Read` and `Write` lines of every device of `blkio.throttle.io_service_bytes*`.
+fn parse_io_service_bytes(text: &str) -> (u64, u64) {
+    let mut totals = (0, 0);
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_device), Some(op), Some(value)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match op {
+            "Read" => totals.0 += value,
+            "Write" => totals.1 += value,
+            _ => {}
+        }
+    }
+    totals
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_service_bytes_sum_reads_and_writes_of_every_device() {
+        let text = "254:0 Read 4096\n254:0 Write 512\n254:0 Sync 0\n7:0 Read 100\nTotal 4708\n";
+        assert_eq!(parse_io_service_bytes(text), (4196, 512));
+    }
 
     #[test]
     fn limits_are_written_to_the_right_files() {
@@ -251,7 +311,7 @@ mod tests {
             .and_then(|h| h.create("run-1"));
         let Ok(mem) = mem else { panic!("create") };
         std::fs::write(mem.dir.join("memory.memsw.limit_in_bytes"), "").ok();
-        assert!(mem.set_limits(&limits).is_ok());
+        assert!(mem.set_limits(&limits, &[]).is_ok());
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         assert_eq!(
             read(&mem.dir.join("memory.limit_in_bytes")),
@@ -264,7 +324,7 @@ mod tests {
         let cpu = Hierarchy::new(Controller::Cpu, &tmp.path().join("cpu"), "warren")
             .and_then(|h| h.create("run-1"));
         let Ok(cpu) = cpu else { panic!("create") };
-        assert!(cpu.set_limits(&limits).is_ok());
+        assert!(cpu.set_limits(&limits, &[]).is_ok());
         assert_eq!(read(&cpu.dir.join("cpu.cfs_quota_us")), "50000");
         std::fs::write(
             mem.dir.join("memory.oom_control"),

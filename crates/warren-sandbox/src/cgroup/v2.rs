@@ -147,7 +147,7 @@ impl V2Group {
 const PERIOD_US: u64 = 100_000;
 
 impl Group for V2Group {
-    fn set_limits(&self, limits: &Limits) -> io::Result<()> {
+    fn set_limits(&self, limits: &Limits, disks: &[String]) -> io::Result<()> {
         if let Some(memory) = limits.memory {
             self.write_if_present("memory.max", &memory.to_string())?;
             self.write_if_present("memory.swap.max", "0")?;
@@ -158,6 +158,11 @@ impl Group for V2Group {
         if let Some(milli) = limits.cpus {
             let quota = (milli * PERIOD_US / 1000).max(1000);
             self.write_if_present("cpu.max", &format!("{quota} {PERIOD_US}"))?;
+        }
+        if let Some(bps) = limits.io {
+            for disk in disks {
+                self.write_if_present("io.max", &format!("{disk} rbps={bps} wbps={bps}"))?;
+            }
         }
         Ok(())
     }
@@ -272,7 +277,7 @@ mod tests {
             pids: Some(7),
             ..Default::default()
         };
-        assert!(g.set_limits(&limits).is_ok());
+        assert!(g.set_limits(&limits, &[]).is_ok());
         assert_eq!(
             std::fs::read_to_string(g.file("pids.max")).ok().as_deref(),
             Some("7")
