@@ -5,3 +5,4 @@ mod client;
 mod env;
 mod pythia;
 mod sandbox;
+mod tools;
