@@ -215,8 +215,10 @@ impl HostMounts {
     pub fn release_images(&self) -> usize {
         let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
         self.closed.store(true, Ordering::SeqCst);
-        let live: Vec<Arc<MountedImage>> =
-            images.drain().filter_map(|(_, weak)| weak.upgrade()).collect();
+        let live: Vec<Arc<MountedImage>> = images
+            .drain()
+            .filter_map(|(_, weak)| weak.upgrade())
+            .collect();
         for image in &live {
             image.release();
         }

@@ -211,7 +211,11 @@ fn images_are_mounted_once_shared_and_unmounted_after_use() {
     assert!(is_mounted(&mount_point), "still used by the second holder");
     drop(second);
     assert!(!is_mounted(&mount_point), "unmounted after its last user");
-    assert_eq!(loop_devices_of(&image), Vec::<String>::new(), "loop device detached");
+    assert_eq!(
+        loop_devices_of(&image),
+        Vec::<String>::new(),
+        "loop device detached"
+    );
     assert_eq!(sb.mounted_images(), 0);
 
     // Not an image: a clear error naming it.
@@ -247,7 +251,11 @@ fn shutdown_unmounts_images_still_held_and_mounts_no_more() {
     assert_eq!(sb.shutdown(), 1, "one image was mounted");
     assert!(!is_mounted(&mount_point), "unmounted though still held");
     assert!(!mount_point.exists(), "its mount point removed");
-    assert_eq!(loop_devices_of(&image), Vec::<String>::new(), "loop device detached");
+    assert_eq!(
+        loop_devices_of(&image),
+        Vec::<String>::new(),
+        "loop device detached"
+    );
     assert_eq!(sb.mounted_images(), 0);
     match sb.mount_image(&image) {
         Ok(_) => panic!("an image mounted after shutdown"),

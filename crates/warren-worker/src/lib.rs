@@ -222,6 +222,8 @@ struct Shared {
     in_service: bool,
     /// Runs in a row that the sandbox itself failed.
     crashes: CrashStreak,
+    /// Set by [`Stopper::stop`]: nothing new starts, and aborted runs report nothing.
+    stopping: bool,
 }
 
 /// Runs in a row the sandbox itself failed (`crash`) before the worker reports itself failed:
@@ -259,6 +261,57 @@ pub struct Worker {
     config: Config,
     executor: Arc<dyn Executor>,
     shared: Arc<Mutex<Shared>>,
+    /// Woken whenever a run ends.
+    ended: Arc<tokio::sync::Notify>,
+}
+
+/// Stops a worker cleanly, from outside the future of [`Worker::run`]: see [`Stopper::stop`].
+#[derive(Clone)]
+pub struct Stopper {
+    executor: Arc<dyn Executor>,
+    shared: Arc<Mutex<Shared>>,
+    ended: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stopper").finish_non_exhaustive()
+    }
+}
+
+impl Stopper {
+    /// Starts nothing more, aborts every running task, waits up to `grace` for their runs to
+    /// end (their results are not reported: the coordinator gives a lost worker's tasks to
+    /// another or fails them, as their policy says), then shuts the executor down (the
+    /// sandbox unmounts every shared image). Returns how many runs had not ended by then.
+    pub async fn stop(&self, grace: Duration) -> usize {
+        {
+            let mut shared = lock(&self.shared);
+            shared.stopping = true;
+            for abort in shared.running.values() {
+                abort.abort();
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let left = loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before looking, so a run ending in between still wakes this.
+            ended.as_mut().enable();
+            let running = lock(&self.shared).running.len();
+            if running == 0 {
+                break 0;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                break lock(&self.shared).running.len();
+            }
+        };
+        if left > 0 {
+            tracing::warn!("{left} run(s) had not ended {grace:?} after their abort");
+        }
+        self.executor.shutdown();
+        left
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -330,7 +383,18 @@ impl Worker {
             config,
             executor,
             shared: Arc::default(),
+            ended: Arc::default(),
         })
+    }
+
+    /// What stops this worker cleanly once its [`Worker::run`] future is dropped (or while it
+    /// runs).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            executor: Arc::clone(&self.executor),
+            shared: Arc::clone(&self.shared),
+            ended: Arc::clone(&self.ended),
+        }
     }
 
     /// Its stable id.
@@ -484,6 +548,9 @@ impl Worker {
         let abort = AbortHandle::new();
         {
             let mut shared = lock(&self.shared);
+            if shared.stopping {
+                return; // stopping: the coordinator gives it to another worker
+            }
             if shared.running.contains_key(&id) {
                 return; // already running: a repeated launch
             }
@@ -499,6 +566,7 @@ impl Worker {
         let executor = Arc::clone(&self.executor);
         let executor_blocks = executor.blocks();
         let shared = Arc::clone(&self.shared);
+        let ended = Arc::clone(&self.ended);
         let run = move || {
             let mut events = Forward {
                 id: id.clone(),
@@ -515,6 +583,11 @@ impl Worker {
             };
             let mut shared = lock(&shared);
             shared.running.remove(&id);
+            ended.notify_waiters();
+            if shared.stopping {
+                // Aborted by the stop, not by anyone who asked: not the task's outcome.
+                return;
+            }
             if let Some(tx) = &shared.tx {
                 tx.send(message.clone());
             }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::tools;
+use super::{leftovers, tools};
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -120,8 +120,10 @@ impl Up {
     }
 
     /// Sends SIGTERM and waits up to `limit` for the process to exit; its status, or `None`
-    /// (after killing it) when it did not exit in time.
+    /// when it did not exit in time: then it is killed, and what it left is cleaned up.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id();
+        let had = leftovers::descendants(pid);
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -134,6 +136,7 @@ impl Up {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        leftovers::clean_up(pid, &had);
         None
     }
 }
@@ -341,7 +344,14 @@ impl Frontend {
         }
     }
 
-    pub fn launch(&mut self, id: &str, environment: &str, taskfs: &str, limits: Value, input: &str) {
+    pub fn launch(
+        &mut self,
+        id: &str,
+        environment: &str,
+        taskfs: &str,
+        limits: Value,
+        input: &str,
+    ) {
         self.send(json!({
             "message": "launch",
             "id": id,
