@@ -172,6 +172,44 @@ async fn api_rejects_bad_input_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_task_files_are_bounded_together() {
+    use warren_core::task::MAX_TASK_FILES_BYTES;
+    let c = start(|_| {}).await;
+    // Files of `sizes` bytes, one as text and the rest as base64 (counted decoded).
+    let body = |sizes: &[usize]| {
+        let files: Vec<serde_json::Value> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                let path = format!("part{i}");
+                if i == 0 {
+                    json!({"path": path, "contents": "a".repeat(size)})
+                } else {
+                    let encoded = warren_core::bytes::to_base64(&vec![0xffu8; size]);
+                    json!({"path": path, "contents_base64": encoded})
+                }
+            })
+            .collect();
+        json!({"task_files": files}).to_string()
+    };
+    let half = MAX_TASK_FILES_BYTES / 2;
+    // Exactly at the bound: accepted (and waits, with no worker).
+    let (status, view) = post(c.http(), "/v1/tasks", &body(&[half, half])).await;
+    assert_eq!(status, 201, "{view}");
+    // One byte past it, wherever the byte is: refused, naming the field and the bound.
+    for sizes in [[half, half + 1], [half + 1, half]] {
+        let (status, answer) = post(c.http(), "/v1/tasks", &body(&sizes)).await;
+        assert_eq!(status, 400, "{sizes:?}: {answer}");
+        assert_eq!(answer["field"], "task_files", "{answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&MAX_TASK_FILES_BYTES.to_string()), "{error}");
+    }
+    // Only the task within the bound was stored.
+    let (_, page) = get(c.http(), "/v1/tasks").await;
+    assert_eq!(page["tasks"].as_array().map(Vec::len), Some(1), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_key_makes_one_task() {
     let c = start(|_| {}).await;
     let body = r#"{"command":["true"]}"#;
