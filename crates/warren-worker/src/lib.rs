@@ -699,6 +699,92 @@ mod tests {
         );
     }
 
+    /// Runs until aborted (or, with `ignore_abort`, until `release` is set), and at most 20 s so
+    /// that a failing test ends; counts runs and shutdowns.
+    #[derive(Default)]
+    struct UntilAborted {
+        ignore_abort: bool,
+        release: std::sync::atomic::AtomicBool,
+        runs: std::sync::atomic::AtomicU32,
+        shutdowns: std::sync::atomic::AtomicU32,
+    }
+
+    impl Executor for UntilAborted {
+        fn run(&self, _: &TaskSpec, _: &mut dyn RunEvents, abort: &AbortHandle) -> RunResult {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.runs.fetch_add(1, SeqCst);
+            let give_up = Instant::now() + Duration::from_secs(20);
+            while !(self.release.load(SeqCst) || (abort.is_aborted() && !self.ignore_abort))
+                && Instant::now() < give_up
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let mut result = RunResult::crash("aborted".to_string());
+            result.status = warren_core::result::Status::Abort;
+            result
+        }
+
+        fn shutdown(&self) {
+            self.shutdowns
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn worker_over(executor: Arc<UntilAborted>) -> (Worker, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::new("127.0.0.1:1".into(), dir.path().to_path_buf());
+        let worker = Worker::new(config, executor).unwrap_or_else(|e| panic!("{e}"));
+        (worker, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_aborts_running_tasks_waits_for_them_and_shuts_the_executor_down() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let executor = Arc::new(UntilAborted::default());
+        let (worker, _dir) = worker_over(Arc::clone(&executor));
+        for id in ["a", "b"] {
+            worker.start(id.into(), TaskSpec::default(), Form::Warren);
+        }
+        assert_eq!(worker.running(), 2);
+        let started = Instant::now();
+        let left = worker.stopper().stop(Duration::from_secs(5)).await;
+        assert_eq!(left, 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(worker.running(), 0);
+        assert_eq!(executor.shutdowns.load(SeqCst), 1);
+        // Aborted by the stop: not a result to keep for the coordinator.
+        assert!(lock(&worker.shared).unacked.is_empty());
+        // Nothing starts once stopping.
+        worker.start("c".into(), TaskSpec::default(), Form::Warren);
+        assert_eq!(worker.running(), 0);
+        assert_eq!(executor.runs.load(SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_gives_up_on_runs_that_outlast_the_grace_and_still_shuts_down() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let executor = Arc::new(UntilAborted {
+            ignore_abort: true,
+            ..UntilAborted::default()
+        });
+        let (worker, _dir) = worker_over(Arc::clone(&executor));
+        worker.start("stuck".into(), TaskSpec::default(), Form::Pythia);
+        let started = Instant::now();
+        let left = worker.stopper().stop(Duration::from_millis(100)).await;
+        let took = started.elapsed();
+        executor.release.store(true, SeqCst);
+        assert_eq!(left, 1);
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert_eq!(executor.shutdowns.load(SeqCst), 1);
+    }
+
     #[test]
     fn stable_id_survives_restarts() {
         let dir = std::env::temp_dir().join(format!("warren-worker-id-{}", std::process::id()));
