@@ -268,7 +268,14 @@ fn shutdown_unmounts_images_still_held_and_mounts_no_more() {
 
 #[test]
 fn mounts_of_a_crashed_runner_are_reclaimed() {
-    let Some(first) = cold_sandbox() else { return };
+    // A state directory of its own: any other runner starting meanwhile (tests run in parallel
+    // processes) would reclaim the leftovers made here before the second sandbox does.
+    let Ok(own_state) = tempfile::tempdir() else {
+        return;
+    };
+    let Some(first) = cold_sandbox_in(own_state.path()) else {
+        return;
+    };
     // What a runner that died mid-session leaves: a mounted scratch tmpfs and an image's mount
     // point, named after a runner process that no longer exists.
     let state = first.config().state_dir.clone();
@@ -285,7 +292,7 @@ fn mounts_of_a_crashed_runner_are_reclaimed() {
         .status()
         .is_ok_and(|s| s.success());
     assert!(mounted, "mounting the leftover tmpfs");
-    let second = cold_sandbox();
+    let second = cold_sandbox_in(own_state.path());
     assert!(
         !is_mounted(&scratch),
         "the leftover mount was not reclaimed"

@@ -43,16 +43,28 @@ pub fn cold_sandbox() -> Option<TestSandbox> {
     sandbox_with(0)
 }
 
+/// A sandbox without a warm pool whose state (mount points, uid leases) is under `state_dir`,
+/// so that what a test leaves there on purpose is not reclaimed by another runner first.
+pub fn cold_sandbox_in(state_dir: &Path) -> Option<TestSandbox> {
+    sandbox_config(0, Some(state_dir))
+}
+
 fn sandbox_with(warm_runs: usize) -> Option<TestSandbox> {
+    sandbox_config(warm_runs, None)
+}
+
+fn sandbox_config(warm_runs: usize, state_dir: Option<&Path>) -> Option<TestSandbox> {
     let test = std::thread::current()
         .name()
         .unwrap_or("main")
         .replace("::", "-");
     let parent = format!("warren-test-{test}-{warm_runs}");
+    let defaults = SandboxConfig::default();
     let config = SandboxConfig {
         cgroup_parent: parent.clone(),
         warm_runs,
-        ..SandboxConfig::default()
+        state_dir: state_dir.map_or(defaults.state_dir.clone(), Path::to_path_buf),
+        ..defaults
     };
     match Sandbox::new(config) {
         Ok(s) => Some(TestSandbox {
