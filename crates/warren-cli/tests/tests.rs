@@ -3,5 +3,8 @@
 mod bench;
 mod client;
 mod env;
+mod leftovers;
 mod pythia;
 mod sandbox;
+mod shutdown;
+mod tools;

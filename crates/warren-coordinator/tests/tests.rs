@@ -172,6 +172,44 @@ async fn api_rejects_bad_input_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_task_files_are_bounded_together() {
+    use warren_core::task::MAX_TASK_FILES_BYTES;
+    let c = start(|_| {}).await;
+    // Files of `sizes` bytes, one as text and the rest as base64 (counted decoded).
+    let body = |sizes: &[usize]| {
+        let files: Vec<serde_json::Value> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                let path = format!("part{i}");
+                if i == 0 {
+                    json!({"path": path, "contents": "a".repeat(size)})
+                } else {
+                    let encoded = warren_core::bytes::to_base64(&vec![0xffu8; size]);
+                    json!({"path": path, "contents_base64": encoded})
+                }
+            })
+            .collect();
+        json!({"task_files": files}).to_string()
+    };
+    let half = MAX_TASK_FILES_BYTES / 2;
+    // Exactly at the bound: accepted (and waits, with no worker).
+    let (status, view) = post(c.http(), "/v1/tasks", &body(&[half, half])).await;
+    assert_eq!(status, 201, "{view}");
+    // One byte past it, wherever the byte is: refused, naming the field and the bound.
+    for sizes in [[half, half + 1], [half + 1, half]] {
+        let (status, answer) = post(c.http(), "/v1/tasks", &body(&sizes)).await;
+        assert_eq!(status, 400, "{sizes:?}: {answer}");
+        assert_eq!(answer["field"], "task_files", "{answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&MAX_TASK_FILES_BYTES.to_string()), "{error}");
+    }
+    // Only the task within the bound was stored.
+    let (_, page) = get(c.http(), "/v1/tasks").await;
+    assert_eq!(page["tasks"].as_array().map(Vec::len), Some(1), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_key_makes_one_task() {
     let c = start(|_| {}).await;
     let body = r#"{"command":["true"]}"#;
@@ -888,6 +926,62 @@ async fn an_environment_no_worker_offers_is_refused_at_submission() {
     );
     let (status, body) = refused(second.http_addr, "busybox").await;
     assert_eq!(status, 201, "{body}");
+}
+
+/// Two workers connected, one offering environment `busybox` and one offering only `host`: every
+/// task naming `busybox` runs on the first, even while it is busy and the other idles; a task
+/// for `host` may go to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_naming_an_environment_go_only_to_workers_offering_it() {
+    let c = start(|_| {}).await;
+    let envs = tempfile::tempdir().unwrap();
+    std::fs::create_dir(envs.path().join("busybox")).unwrap();
+    let offered = envs.path().to_path_buf();
+    let with_busybox = host();
+    let (offering, _h1, _d1) = spawn_worker(c.queue(), 1, with_busybox.clone(), |config| {
+        config.environments_dir = Some(offered);
+    });
+    let plain_executor = host();
+    let (plain, _h2, _d2) = spawn_worker(c.queue(), 1, plain_executor.clone(), |_| {});
+    let workers = workers_in_state(c.http(), 2, "IDLE").await;
+    let offers = |id: &str| {
+        workers["workers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|w| w["id"] == id))
+            .map(|w| w["environments"].clone())
+    };
+    assert_eq!(
+        offers(&offering),
+        Some(json!(["host", "busybox"])),
+        "{workers}"
+    );
+    assert_eq!(offers(&plain), Some(json!(["host"])), "{workers}");
+
+    // One slot each: the busybox tasks queue for the offering worker while the other is free.
+    let mut busybox = Vec::new();
+    for _ in 0..4 {
+        busybox.push(
+            submit(
+                c.http(),
+                json!({"command": ["sleep", "0.2"], "environment": "busybox"}),
+            )
+            .await,
+        );
+    }
+    let on_host = submit(
+        c.http(),
+        json!({"command": ["true"], "environment": "host"}),
+    )
+    .await;
+    let host_view = until(c.http(), on_host, "DONE", |v| v["state"] == "DONE").await;
+    assert_eq!(host_view["worker"], json!(plain), "{host_view}");
+    for id in busybox {
+        let view = until(c.http(), id, "DONE", |v| v["state"] == "DONE").await;
+        assert_eq!(view["result"]["status"], "success", "{view}");
+        assert_eq!(view["worker"], json!(offering), "{view}");
+    }
+    assert_eq!(with_busybox.runs.load(Ordering::SeqCst), 4);
+    assert_eq!(plain_executor.runs.load(Ordering::SeqCst), 1);
 }
 
 /// A worker that answers each launch at once races the dispatch that launched it: the store

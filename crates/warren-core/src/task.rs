@@ -1098,6 +1098,52 @@ mod tests {
     }
 
     #[test]
+    fn inline_task_files_are_bounded_together_in_decoded_bytes() {
+        let with_files = |sizes: &[usize], base64: bool| {
+            let task_files = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| FileSpec {
+                    path: format!("dir/file{i}"),
+                    contents: if base64 {
+                        String::new()
+                    } else {
+                        "x".repeat(size)
+                    },
+                    contents_base64: base64.then(|| crate::bytes::to_base64(&vec![7u8; size])),
+                    executable: false,
+                })
+                .collect();
+            TaskSpec {
+                task_files,
+                ..TaskSpec::default()
+            }
+            .validate()
+            .map_err(|e| (e.field, e.problem))
+        };
+        let max = MAX_TASK_FILES_BYTES;
+        for base64 in [false, true] {
+            assert_eq!(with_files(&[max], base64), Ok(()), "base64 {base64}");
+            assert_eq!(
+                with_files(&[max / 2, max - max / 2], base64),
+                Ok(()),
+                "base64 {base64}"
+            );
+            for sizes in [vec![max + 1], vec![max, 1], vec![1, max / 2, max / 2]] {
+                let got = with_files(&sizes, base64);
+                assert!(
+                    matches!(&got, Err((field, message))
+                        if field == "task_files" && message.contains(&max.to_string())),
+                    "{sizes:?} base64 {base64}: {got:?}"
+                );
+            }
+        }
+        // The bound counts what the files hold, not their encoding: base64 of `max` bytes is
+        // longer than `max` and still fits.
+        assert!(crate::bytes::to_base64(&vec![7u8; max]).len() > max);
+    }
+
+    #[test]
     fn spec_validation_names_the_field() {
         let check = |json: &str, field: Option<&str>| {
             let got = spec(json).err();

@@ -1,8 +1,9 @@
 //! Mounts the sandbox keeps in the host's mount namespace and binds into runs:
 //!
 //! - squashfs images (environments, task filesystems), mounted read-only through a loop device
-//!   once and shared by every run that uses them at the same time; unmounted when the last user
-//!   lets go, and at shutdown;
+//!   once and shared by every run that uses them at the same time; unmounted (and the loop
+//!   device detached) when the last user lets go, or at shutdown ([`HostMounts::release_images`])
+//!   whoever still holds them;
 //! - shared scratch directories: a tmpfs of a given size that several runs in turn see as their
 //!   `/tmp` (the steps of one task).
 //!
@@ -10,9 +11,10 @@
 //! cgroups, so a runner that crashed leaves nothing the next one does not reclaim.
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::sys;
@@ -37,12 +39,18 @@ pub(crate) struct HostMounts {
     scratch_dir: PathBuf,
     runner_id: String,
     images: Mutex<HashMap<ImageKey, Weak<MountedImage>>>,
+    /// Set by [`HostMounts::release_images`]: no image is mounted after it.
+    closed: AtomicBool,
 }
 
-/// A squashfs image mounted read-only; unmounted when the last holder drops it.
+/// A squashfs image mounted read-only; unmounted, and its loop device detached, when the last
+/// holder drops it or the sandbox shuts down.
 #[derive(Debug)]
 pub struct MountedImage {
     mount_point: PathBuf,
+    /// The loop device, held open so that it is detached as soon as the image is unmounted;
+    /// `None` once released.
+    device: Mutex<Option<OwnedFd>>,
 }
 
 impl MountedImage {
@@ -50,11 +58,26 @@ impl MountedImage {
     pub fn path(&self) -> &Path {
         &self.mount_point
     }
+
+    /// Unmounts the image and detaches its loop device; the second call does nothing.
+    fn release(&self) {
+        let device = self.device.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(device) = device else { return };
+        release(&self.mount_point);
+        // Still in use (a run's mount namespace holds the image), the device detaches itself
+        // when that last user lets go.
+        if let Err(e) = sys::mount::detach_loop(device.as_fd()) {
+            eprintln!(
+                "warren-sandbox: detaching the loop device of {}: {e}",
+                self.mount_point.display()
+            );
+        }
+    }
 }
 
 impl Drop for MountedImage {
     fn drop(&mut self) {
-        release(&self.mount_point);
+        self.release();
     }
 }
 
@@ -111,6 +134,7 @@ impl HostMounts {
             scratch_dir: state_dir.join("scratch"),
             runner_id: runner_id.to_string(),
             images: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
         };
         for dir in [&mounts.images_dir, &mounts.scratch_dir] {
             private_dir(dir)?;
@@ -151,16 +175,25 @@ impl HostMounts {
         };
         // Held while mounting, so two runs wanting the same image mount it once.
         let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the sandbox is shutting down"));
+        }
         if let Some(mounted) = images.get(&key).and_then(Weak::upgrade) {
             return Ok(mounted);
         }
         images.retain(|_, weak| weak.strong_count() > 0);
         let mount_point = self.next_mount_point(&self.images_dir)?;
-        if let Err(e) = sys::mount::mount_squashfs(image, &mount_point) {
-            let _ = std::fs::remove_dir(&mount_point);
-            return Err(e);
-        }
-        let mounted = Arc::new(MountedImage { mount_point });
+        let device = match sys::mount::mount_squashfs(image, &mount_point) {
+            Ok(device) => device,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&mount_point);
+                return Err(e);
+            }
+        };
+        let mounted = Arc::new(MountedImage {
+            mount_point,
+            device: Mutex::new(Some(device)),
+        });
         images.insert(key, Arc::downgrade(&mounted));
         Ok(mounted)
     }
@@ -173,6 +206,23 @@ impl HostMounts {
             return Err(e);
         }
         Ok(SharedScratch { mount_point })
+    }
+
+    /// Unmounts every image still mounted, whoever holds it, detaches their loop devices, and
+    /// mounts none from then on; returns how many there were. For the end of service, once the
+    /// runs have been stopped: a run still using an image keeps what it has mounted of it (in
+    /// its own mount namespace) until it ends, and the loop device goes with that.
+    pub fn release_images(&self) -> usize {
+        let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        self.closed.store(true, Ordering::SeqCst);
+        let live: Vec<Arc<MountedImage>> = images
+            .drain()
+            .filter_map(|(_, weak)| weak.upgrade())
+            .collect();
+        for image in &live {
+            image.release();
+        }
+        live.len()
     }
 
     /// How many images are mounted now.

@@ -282,6 +282,14 @@ impl Sandbox {
             })
     }
 
+    /// Ends the sandbox's service: unmounts every shared image and detaches its loop device,
+    /// whether or not something still holds it, and mounts no image from then on; returns how
+    /// many were mounted. Call it once runs have been aborted and have ended. The warm pool and
+    /// the parent cgroups go when the sandbox is dropped.
+    pub fn shutdown(&self) -> usize {
+        self.host().mounts().release_images()
+    }
+
     /// How many images are mounted now.
     pub fn mounted_images(&self) -> usize {
         self.host().mounts().mounted_images()

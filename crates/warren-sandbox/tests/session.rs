@@ -37,6 +37,21 @@ fn is_mounted(dir: &Path) -> bool {
         .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
+/// The loop devices whose backing file is `image`.
+fn loop_devices_of(image: &Path) -> Vec<String> {
+    let Ok(blocks) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    blocks
+        .flatten()
+        .filter(|block| {
+            std::fs::read_to_string(block.path().join("loop/backing_file"))
+                .is_ok_and(|file| Path::new(file.trim_end()) == image)
+        })
+        .map(|block| block.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
 fn steps_share_tmp_and_nothing_else() {
     let Some(sb) = cold_sandbox() else { return };
@@ -184,6 +199,7 @@ fn images_are_mounted_once_shared_and_unmounted_after_use() {
     };
     assert_eq!(first.path(), second.path(), "one mount for both users");
     assert_eq!(sb.mounted_images(), 1);
+    assert_eq!(loop_devices_of(&image).len(), 1, "one loop device");
     let mut spec = RunSpec::command(["sh", "-c", "cat /task/hello.txt; touch /task/x"]);
     spec.task_dir = Some(first.path().to_path_buf());
     let r = run(&sb, &spec);
@@ -195,6 +211,11 @@ fn images_are_mounted_once_shared_and_unmounted_after_use() {
     assert!(is_mounted(&mount_point), "still used by the second holder");
     drop(second);
     assert!(!is_mounted(&mount_point), "unmounted after its last user");
+    assert_eq!(
+        loop_devices_of(&image),
+        Vec::<String>::new(),
+        "loop device detached"
+    );
     assert_eq!(sb.mounted_images(), 0);
 
     // Not an image: a clear error naming it.
@@ -207,14 +228,52 @@ fn images_are_mounted_once_shared_and_unmounted_after_use() {
 }
 
 #[test]
-fn mounts_of_a_crashed_runner_are_reclaimed() {
-    // A state directory of its own: another test's runner starting meanwhile would reclaim
-    // these leftovers first.
-    let own = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(e) => panic!("tempdir: {e}"),
+fn shutdown_unmounts_images_still_held_and_mounts_no_more() {
+    let Some(sb) = cold_sandbox() else { return };
+    let Ok(work) = tempfile::tempdir() else {
+        return;
     };
-    let Some(first) = cold_sandbox_in(own.path()) else {
+    let contents = work.path().join("contents");
+    std::fs::create_dir(&contents).ok();
+    std::fs::write(contents.join("hello.txt"), "from the image\n").ok();
+    let image = work.path().join("held.sfs");
+    if squashfs_image(&contents, &image).is_none() {
+        return;
+    }
+    let held = match sb.mount_image(&image) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    let mount_point = held.path().to_path_buf();
+    assert!(is_mounted(&mount_point));
+    assert_eq!(loop_devices_of(&image).len(), 1);
+
+    assert_eq!(sb.shutdown(), 1, "one image was mounted");
+    assert!(!is_mounted(&mount_point), "unmounted though still held");
+    assert!(!mount_point.exists(), "its mount point removed");
+    assert_eq!(
+        loop_devices_of(&image),
+        Vec::<String>::new(),
+        "loop device detached"
+    );
+    assert_eq!(sb.mounted_images(), 0);
+    match sb.mount_image(&image) {
+        Ok(_) => panic!("an image mounted after shutdown"),
+        Err(e) => assert!(e.to_string().contains("shutting down"), "{e}"),
+    }
+    // The holder letting go later finds nothing left to do.
+    drop(held);
+    assert_eq!(sb.shutdown(), 0);
+}
+
+#[test]
+fn mounts_of_a_crashed_runner_are_reclaimed() {
+    // A state directory of its own: any other runner starting meanwhile (tests run in parallel
+    // processes) would reclaim the leftovers made here before the second sandbox does.
+    let Ok(own_state) = tempfile::tempdir() else {
+        return;
+    };
+    let Some(first) = cold_sandbox_in(own_state.path()) else {
         return;
     };
     // What a runner that died mid-session leaves: a mounted scratch tmpfs and an image's mount
@@ -233,7 +292,7 @@ fn mounts_of_a_crashed_runner_are_reclaimed() {
         .status()
         .is_ok_and(|s| s.success());
     assert!(mounted, "mounting the leftover tmpfs");
-    let second = cold_sandbox_in(own.path());
+    let second = cold_sandbox_in(own_state.path());
     assert!(
         !is_mounted(&scratch),
         "the leftover mount was not reclaimed"

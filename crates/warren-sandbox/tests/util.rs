@@ -43,17 +43,17 @@ pub fn cold_sandbox() -> Option<TestSandbox> {
     sandbox_with(0)
 }
 
-fn sandbox_with(warm_runs: usize) -> Option<TestSandbox> {
-    sandbox_in(warm_runs, None)
-}
-
-/// A sandbox without a warm pool whose mounts and leases live in `state_dir`, so that what a
-/// test leaves there on purpose is reclaimed by no other test's runner.
+/// A sandbox without a warm pool whose state (mount points, uid leases) is under `state_dir`,
+/// so that what a test leaves there on purpose is not reclaimed by another runner first.
 pub fn cold_sandbox_in(state_dir: &Path) -> Option<TestSandbox> {
-    sandbox_in(0, Some(state_dir))
+    sandbox_config(0, Some(state_dir))
 }
 
-fn sandbox_in(warm_runs: usize, state_dir: Option<&Path>) -> Option<TestSandbox> {
+fn sandbox_with(warm_runs: usize) -> Option<TestSandbox> {
+    sandbox_config(warm_runs, None)
+}
+
+fn sandbox_config(warm_runs: usize, state_dir: Option<&Path>) -> Option<TestSandbox> {
     let test = std::thread::current()
         .name()
         .unwrap_or("main")

@@ -27,6 +27,10 @@ pub trait Executor: Send + Sync + 'static {
     fn blocks(&self) -> bool {
         true
     }
+
+    /// The end of service, once every run has been aborted and has ended (or was given up on):
+    /// release what runs shared (the sandbox's image mounts). Nothing runs after it.
+    fn shutdown(&self) {}
 }
 
 /// Runs tasks in Warren's sandbox.
@@ -309,6 +313,13 @@ impl Executor for SandboxExecutor {
         match self.sandbox.run(&run, events, Some(abort)) {
             Ok(result) => result,
             Err(e) => fatal(e.to_string()),
+        }
+    }
+
+    fn shutdown(&self) {
+        let released = self.sandbox.shutdown();
+        if released > 0 {
+            tracing::info!("unmounted {released} shared image(s) still mounted at shutdown");
         }
     }
 }

@@ -222,6 +222,8 @@ struct Shared {
     in_service: bool,
     /// Runs in a row that the sandbox itself failed.
     crashes: CrashStreak,
+    /// Set by [`Stopper::stop`]: nothing new starts, and aborted runs report nothing.
+    stopping: bool,
 }
 
 /// Runs in a row the sandbox itself failed (`crash`) before the worker reports itself failed:
@@ -259,6 +261,57 @@ pub struct Worker {
     config: Config,
     executor: Arc<dyn Executor>,
     shared: Arc<Mutex<Shared>>,
+    /// Woken whenever a run ends.
+    ended: Arc<tokio::sync::Notify>,
+}
+
+/// Stops a worker cleanly, from outside the future of [`Worker::run`]: see [`Stopper::stop`].
+#[derive(Clone)]
+pub struct Stopper {
+    executor: Arc<dyn Executor>,
+    shared: Arc<Mutex<Shared>>,
+    ended: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stopper").finish_non_exhaustive()
+    }
+}
+
+impl Stopper {
+    /// Starts nothing more, aborts every running task, waits up to `grace` for their runs to
+    /// end (their results are not reported: the coordinator gives a lost worker's tasks to
+    /// another or fails them, as their policy says), then shuts the executor down (the
+    /// sandbox unmounts every shared image). Returns how many runs had not ended by then.
+    pub async fn stop(&self, grace: Duration) -> usize {
+        {
+            let mut shared = lock(&self.shared);
+            shared.stopping = true;
+            for abort in shared.running.values() {
+                abort.abort();
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let left = loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before looking, so a run ending in between still wakes this.
+            ended.as_mut().enable();
+            let running = lock(&self.shared).running.len();
+            if running == 0 {
+                break 0;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                break lock(&self.shared).running.len();
+            }
+        };
+        if left > 0 {
+            tracing::warn!("{left} run(s) had not ended {grace:?} after their abort");
+        }
+        self.executor.shutdown();
+        left
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -330,7 +383,18 @@ impl Worker {
             config,
             executor,
             shared: Arc::default(),
+            ended: Arc::default(),
         })
+    }
+
+    /// What stops this worker cleanly once its [`Worker::run`] future is dropped (or while it
+    /// runs).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            executor: Arc::clone(&self.executor),
+            shared: Arc::clone(&self.shared),
+            ended: Arc::clone(&self.ended),
+        }
     }
 
     /// Its stable id.
@@ -484,6 +548,9 @@ impl Worker {
         let abort = AbortHandle::new();
         {
             let mut shared = lock(&self.shared);
+            if shared.stopping {
+                return; // stopping: the coordinator gives it to another worker
+            }
             if shared.running.contains_key(&id) {
                 return; // already running: a repeated launch
             }
@@ -499,6 +566,7 @@ impl Worker {
         let executor = Arc::clone(&self.executor);
         let executor_blocks = executor.blocks();
         let shared = Arc::clone(&self.shared);
+        let ended = Arc::clone(&self.ended);
         let run = move || {
             let mut events = Forward {
                 id: id.clone(),
@@ -515,6 +583,11 @@ impl Worker {
             };
             let mut shared = lock(&shared);
             shared.running.remove(&id);
+            ended.notify_waiters();
+            if shared.stopping {
+                // Aborted by the stop, not by anyone who asked: not the task's outcome.
+                return;
+            }
             if let Some(tx) = &shared.tx {
                 tx.send(message.clone());
             }
@@ -624,6 +697,92 @@ mod tests {
             reason.as_deref().is_some_and(|r| r.contains("EACCES")),
             "{reason:?}"
         );
+    }
+
+    /// Runs until aborted (or, with `ignore_abort`, until `release` is set), and at most 20 s so
+    /// that a failing test ends; counts runs and shutdowns.
+    #[derive(Default)]
+    struct UntilAborted {
+        ignore_abort: bool,
+        release: std::sync::atomic::AtomicBool,
+        runs: std::sync::atomic::AtomicU32,
+        shutdowns: std::sync::atomic::AtomicU32,
+    }
+
+    impl Executor for UntilAborted {
+        fn run(&self, _: &TaskSpec, _: &mut dyn RunEvents, abort: &AbortHandle) -> RunResult {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.runs.fetch_add(1, SeqCst);
+            let give_up = Instant::now() + Duration::from_secs(20);
+            while !(self.release.load(SeqCst) || (abort.is_aborted() && !self.ignore_abort))
+                && Instant::now() < give_up
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let mut result = RunResult::crash("aborted".to_string());
+            result.status = warren_core::result::Status::Abort;
+            result
+        }
+
+        fn shutdown(&self) {
+            self.shutdowns
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn worker_over(executor: Arc<UntilAborted>) -> (Worker, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::new("127.0.0.1:1".into(), dir.path().to_path_buf());
+        let worker = Worker::new(config, executor).unwrap_or_else(|e| panic!("{e}"));
+        (worker, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_aborts_running_tasks_waits_for_them_and_shuts_the_executor_down() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let executor = Arc::new(UntilAborted::default());
+        let (worker, _dir) = worker_over(Arc::clone(&executor));
+        for id in ["a", "b"] {
+            worker.start(id.into(), TaskSpec::default(), Form::Warren);
+        }
+        assert_eq!(worker.running(), 2);
+        let started = Instant::now();
+        let left = worker.stopper().stop(Duration::from_secs(5)).await;
+        assert_eq!(left, 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(worker.running(), 0);
+        assert_eq!(executor.shutdowns.load(SeqCst), 1);
+        // Aborted by the stop: not a result to keep for the coordinator.
+        assert!(lock(&worker.shared).unacked.is_empty());
+        // Nothing starts once stopping.
+        worker.start("c".into(), TaskSpec::default(), Form::Warren);
+        assert_eq!(worker.running(), 0);
+        assert_eq!(executor.runs.load(SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_gives_up_on_runs_that_outlast_the_grace_and_still_shuts_down() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let executor = Arc::new(UntilAborted {
+            ignore_abort: true,
+            ..UntilAborted::default()
+        });
+        let (worker, _dir) = worker_over(Arc::clone(&executor));
+        worker.start("stuck".into(), TaskSpec::default(), Form::Pythia);
+        let started = Instant::now();
+        let left = worker.stopper().stop(Duration::from_millis(100)).await;
+        let took = started.elapsed();
+        executor.release.store(true, SeqCst);
+        assert_eq!(left, 1);
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert_eq!(executor.shutdowns.load(SeqCst), 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use clap::Args;
 use warren_coordinator::Coordinator;
 
 use super::server::{init_logging, runtime, ServerArgs};
-use super::worker::{sandbox_worker, WorkerCommon};
+use super::worker::{sandbox_worker, stop, WorkerCommon, RUNTIME_GRACE};
 
 /// Flags of `warren up`.
 #[derive(Debug, Args)]
@@ -19,11 +19,13 @@ pub struct UpArgs {
     pub worker: WorkerCommon,
 }
 
-/// Runs `warren up` until Ctrl-C.
+/// Runs `warren up` until Ctrl-C or SIGTERM; then stops the worker cleanly (runs aborted, shared
+/// images unmounted) before exiting.
 pub fn run(args: UpArgs) -> anyhow::Result<u8> {
     init_logging();
     let config = args.server.config()?;
-    runtime()?.block_on(async move {
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(async move {
         let data_dir = config.data_dir.clone();
         let coordinator = Coordinator::start(config)
             .await
@@ -54,11 +56,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
             worker.id()
         );
         println!("  try: WARREN_SERVER={url} warren run -- echo hello");
+        let stopper = worker.stopper();
         tokio::select! {
             _ = coordinator.wait() => {}
             _ = worker.run() => {}
             _ = super::shutdown_signal() => {}
         }
+        // The worker's connection is closed by now; what ran is aborted and what it mounted
+        // released before the process goes.
+        stop(stopper).await;
         Ok(0)
-    })
+    });
+    runtime.shutdown_timeout(RUNTIME_GRACE);
+    outcome
 }

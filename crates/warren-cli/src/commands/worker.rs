@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use warren_sandbox::{Sandbox, SandboxConfig};
-use warren_worker::{Config, Hooks, SandboxExecutor, Worker};
+use warren_worker::{Config, Hooks, SandboxExecutor, Stopper, Worker};
 
 use super::server::{default_data_dir, init_logging, runtime};
 
@@ -199,6 +199,21 @@ pub fn sandbox_worker(config: Config) -> anyhow::Result<Worker> {
     Worker::new(config, Arc::new(executor)).context("loading the worker's id")
 }
 
+/// How long a stopping worker waits for its aborted runs to end before it unmounts the images
+/// they hold anyway.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the runtime waits, once everything is stopped, for its blocking threads (a run that
+/// did not end within [`STOP_GRACE`]) before the process exits regardless.
+pub const RUNTIME_GRACE: Duration = Duration::from_secs(5);
+
+/// Stops a worker whose `run` future has been dropped: aborts its runs, waits for them, and
+/// unmounts the shared images (see [`Stopper::stop`]).
+pub async fn stop(stopper: Stopper) {
+    // What had not ended is logged; the process goes regardless.
+    let _left = stopper.stop(STOP_GRACE).await;
+}
+
 /// Runs `warren worker` until Ctrl-C.
 pub fn run(args: WorkerArgs) -> anyhow::Result<u8> {
     init_logging();
@@ -220,11 +235,16 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<u8> {
         worker.id(),
         args.connect
     );
-    runtime()?.block_on(async move {
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let stopper = worker.stopper();
         tokio::select! {
             _ = worker.run() => {}
             _ = super::shutdown_signal() => {}
         }
-        Ok(0)
-    })
+        // The connection is closed by now; what ran is aborted and what it mounted released.
+        stop(stopper).await;
+    });
+    runtime.shutdown_timeout(RUNTIME_GRACE);
+    Ok(0)
 }

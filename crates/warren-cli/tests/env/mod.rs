@@ -1,11 +1,13 @@
 //! `warren env build|list` for real: a busybox environment built from the host's packages, used
-//! as a sandbox root, packed into an image `unsquashfs` reads, and listed. Needs root (apt, the
-//! sandbox); each test says SKIPPED and returns otherwise.
+//! as a sandbox root, packed into an image `unsquashfs` reads, and listed. Needs root (the
+//! sandbox), a static `/bin/busybox` (busybox-static) and, for images, squashfs-tools; each test
+//! says SKIPPED and returns when one is absent.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use super::sandbox::root;
+use super::tools;
 
 fn warren(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_warren"))
@@ -19,18 +21,16 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// `warren env build busybox NAME --env-dir DIR EXTRA...`; `None` (after saying SKIPPED) when
-/// busybox-static could not be installed.
+/// a tool the build needs is absent here: a static `/bin/busybox`, and `mksquashfs` for
+/// `--squashfs`. Any other failure is the build's own, for the caller to see.
 fn build_busybox(dir: &Path, name: &str, extra: &[&str]) -> Option<Output> {
+    if !tools::static_busybox() || (extra.contains(&"--squashfs") && !tools::squashfs_tools()) {
+        return None;
+    }
     let dir = dir.to_str().unwrap_or_default();
     let mut args = vec!["env", "build", "busybox", name, "--env-dir", dir];
     args.extend_from_slice(extra);
-    let out = warren(&args);
-    let stderr = text(&out.stderr);
-    if !out.status.success() && stderr.contains("apt-get") {
-        eprintln!("SKIPPED: busybox-static could not be installed: {stderr}");
-        return None;
-    }
-    Some(out)
+    Some(warren(&args))
 }
 
 /// The names in `dir`, sorted (hidden ones too: a build must leave none behind).

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -13,6 +13,7 @@ use super::check;
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 
@@ -109,8 +110,9 @@ fn attach_loop(image: &File) -> io::Result<(OwnedFd, libc::c_long)> {
 }
 
 /// Mounts the squashfs image `image` read-only (nosuid, nodev) at `target` through a loop
-/// device. The loop device goes away by itself when the mount does.
-pub fn mount_squashfs(image: &Path, target: &Path) -> io::Result<()> {
+/// device, and returns the loop device open: [`detach_loop`] on it once unmounted detaches it
+/// at once. Otherwise it detaches itself when both the mount and the descriptor are gone.
+pub fn mount_squashfs(image: &Path, target: &Path) -> io::Result<OwnedFd> {
     let file = File::open(image)?;
     let (device, number) = attach_loop(&file)?;
     let device_path = c_path(Path::new(&format!("/dev/loop{number}")))?;
@@ -125,8 +127,19 @@ pub fn mount_squashfs(image: &Path, target: &Path) -> io::Result<()> {
             std::ptr::null(),
         )
     } as libc::c_long)?;
-    drop(device); // the mount holds the loop device now
-    Ok(())
+    Ok(device)
+}
+
+/// Detaches the loop device open as `device` from its file: at once when nothing else has it
+/// open (its mount is gone), or else as soon as the last user closes it. A device already
+/// detached is not an error.
+pub fn detach_loop(device: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: LOOP_CLR_FD takes no argument; `device` is an open descriptor for the call.
+    match check(unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CLR_FD) } as libc::c_long) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Mounts a tmpfs of `size` bytes (and a proportional inode count) with `mode` at `target`.
