@@ -336,9 +336,48 @@ mod tests {
     }
 
     #[test]
+    fn io_limits_go_to_the_blkio_throttle_files_and_its_parent_comes_with_the_first_group() {
+        let Ok(tmp) = tempfile::tempdir() else { return };
+        let mount = tmp.path().join("blkio");
+        std::fs::create_dir_all(&mount).ok();
+        let Ok(h) = Hierarchy::new(Controller::Blkio, &mount, "warren") else {
+            panic!("hierarchy")
+        };
+        assert!(
+            !mount.join("warren").exists(),
+            "made before any run needs it"
+        );
+        let Ok(g) = h.create("run-1") else {
+            panic!("group")
+        };
+        let limits = Limits {
+            io: Some(4096),
+            ..Default::default()
+        };
+        assert!(g.set_limits(&limits, &["7:0".to_string()]).is_ok());
+        for file in [
+            "blkio.throttle.read_bps_device",
+            "blkio.throttle.write_bps_device",
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(g.dir.join(file)).ok().as_deref(),
+                Some("7:0 4096"),
+                "{file}"
+            );
+        }
+        std::fs::write(
+            g.dir.join("blkio.throttle.io_service_bytes_recursive"),
+            "7:0 Read 8192\n7:0 Write 0\nTotal 8192\n",
+        )
+        .ok();
+        assert_eq!(g.io_bytes(), Some((8192, 0)));
+    }
+
+    #[test]
     fn only_useful_groups_are_made() {
         assert!(Controller::Cpu.needed(true));
         assert!(!Controller::Cpuacct.needed(true));
         assert!(Controller::Cpuacct.needed(false));
+        assert!(!Controller::Blkio.needed(false));
     }
 }

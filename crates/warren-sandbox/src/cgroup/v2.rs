@@ -289,5 +289,16 @@ mod tests {
         )
         .ok();
         assert_eq!(g.cpu_usec(), Some((20, 10)));
+        // The IO limit: one line a device, read and write bandwidth together.
+        std::fs::write(g.file("io.max"), "").ok();
+        let io = Limits {
+            io: Some(1 << 20),
+            ..Default::default()
+        };
+        assert!(g.set_limits(&io, &["254:0".to_string()]).is_ok());
+        assert_eq!(
+            std::fs::read_to_string(g.file("io.max")).ok().as_deref(),
+            Some("254:0 rbps=1048576 wbps=1048576")
+        );
     }
 }
