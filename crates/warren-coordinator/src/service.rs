@@ -1370,7 +1370,7 @@ impl Service {
             None => {
                 let view = self.task(id).await?;
                 Err(ServiceError::Conflict(format!(
-                    "task {id} is already {}",
+                    "task {id} is already {}: only a WAITING or IN PROGRESS task can be cancelled",
                     view.state
                 )))
             }
@@ -2392,7 +2392,9 @@ impl State {
                     .get(&id)
                     .map(|t| view_of(&t.record, t.record.result.clone()))?)
             }
-            Ok(_) => Err(format!("task {id} is {state}")),
+            Ok(_) => Err(format!(
+                "task {id} is {state}: only a WAITING or IN PROGRESS task can be cancelled"
+            )),
             Err(e) => Err(e.to_string()),
         })
     }

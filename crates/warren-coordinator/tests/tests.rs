@@ -284,6 +284,12 @@ async fn cancel_waiting_and_running_tasks() {
     .await;
     let (status, answer) = post(c.http(), &format!("/v1/tasks/{waiting}/cancel"), "").await;
     assert_eq!(status, 409, "{answer}");
+    // The refusal names the state the task is in and the states a cancel applies to.
+    let message = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("CANCELLED") && message.contains("WAITING or IN PROGRESS"),
+        "{answer}"
+    );
     let (_w, _h, _d) = spawn_worker(c.queue(), 1, host(), |_| {});
     let running = submit(c.http(), json!({"command": ["sleep", "30"]})).await;
     until(c.http(), running, "IN PROGRESS", |v| {

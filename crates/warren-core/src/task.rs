@@ -503,29 +503,37 @@ pub enum Transition {
 
 /// An event that makes no sense in the task's state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the task is {state}: {event} does not apply")]
+#[error("the task is {state}: {event} applies only to a task that is {allowed}")]
 pub struct TransitionError {
     /// The state the task is in.
     pub state: TaskState,
     /// What was attempted.
     pub event: &'static str,
+    /// The states it applies in.
+    pub allowed: &'static str,
 }
 
 /// The lifecycle rule: WAITING -> IN PROGRESS -> DONE, or CANCELLED / TIMEOUT / INVALID while
 /// waiting, or back to WAITING / FAILED when the worker is lost.
 pub fn transition(state: TaskState, event: TaskEvent) -> Result<Transition, TransitionError> {
     use TaskState::*;
-    let refuse = |event| Err(TransitionError { state, event });
+    let refuse = |event, allowed| {
+        Err(TransitionError {
+            state,
+            event,
+            allowed,
+        })
+    };
     match (event, state) {
         (TaskEvent::Dispatch, Waiting) => Ok(Transition::Enter(InProgress)),
-        (TaskEvent::Dispatch, _) => refuse("dispatch"),
+        (TaskEvent::Dispatch, _) => refuse("dispatch", "WAITING"),
         // A result is accepted whenever the task has not ended: a worker that kept running it
         // while the coordinator re-queued it still delivers a valid result.
         (TaskEvent::Complete, Waiting | InProgress) => Ok(Transition::Enter(Done)),
         (TaskEvent::Complete, _) => Ok(Transition::Unchanged),
         (TaskEvent::Cancel, Waiting) => Ok(Transition::Enter(Cancelled)),
         (TaskEvent::Cancel, InProgress) => Ok(Transition::AbortOnWorker),
-        (TaskEvent::Cancel, _) => refuse("cancel"),
+        (TaskEvent::Cancel, _) => refuse("cancel", "WAITING or IN PROGRESS"),
         (TaskEvent::DeadlinePassed, Waiting) => Ok(Transition::Enter(Timeout)),
         (TaskEvent::DeadlinePassed, _) => Ok(Transition::Unchanged),
         (TaskEvent::Unsatisfiable, Waiting) => Ok(Transition::Enter(Invalid)),
