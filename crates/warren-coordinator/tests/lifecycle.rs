@@ -402,6 +402,22 @@ async fn within(peer: &mut Peer, kind: &str, within: Duration) -> Option<Message
     tokio::time::timeout(within, expect(peer, kind)).await.ok()
 }
 
+/// The hand-driven worker `d` answers its prepare hook and is IDLE.
+async fn prepared(c: &TestCoordinator, w: &mut Peer) {
+    expect(w, "-prepare").await;
+    w.send(&hook_report("prepare", true, "", None)).await;
+    worker_until(c.http(), "d", "IDLE", |v| v["state"] == "IDLE").await;
+}
+
+/// The hand-driven worker `d` reports its maintenance hook done and is in MAINTENANCE.
+async fn maintenance_done(c: &TestCoordinator, w: &mut Peer) {
+    w.send(&hook_report("maintenance", true, "", None)).await;
+    worker_until(c.http(), "d", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+}
+
 /// A drain timeout belongs to one BUSY period: the maintenance hook is sent once per period
 /// (not again when the timeout passes while it runs), and an earlier period's timeout does not
 /// cut a later one short.
@@ -410,9 +426,7 @@ async fn a_drain_timeout_belongs_to_its_own_busy_period() {
     const DRAIN: Duration = Duration::from_millis(1500);
     let c = start(|c| c.queue_config.drain_timeout = DRAIN).await;
     let mut w = hand_worker(c.queue(), "d", 1, &[], true, true).await;
-    expect(&mut w, "-prepare").await;
-    w.send(&hook_report("prepare", true, "", None)).await;
-    worker_until(c.http(), "d", "IDLE", |v| v["state"] == "IDLE").await;
+    prepared(&c, &mut w).await;
 
     // First period: a task is running when maintenance is asked for; it ends at once, so the
     // hook runs, and it outlasts the drain timeout.
@@ -427,31 +441,19 @@ async fn a_drain_timeout_belongs_to_its_own_busy_period() {
         again.is_none(),
         "the maintenance hook was sent twice: {again:?}"
     );
-    w.send(&hook_report("maintenance", true, "", None)).await;
-    worker_until(c.http(), "d", "MAINTENANCE", |v| {
-        v["state"] == "MAINTENANCE"
-    })
-    .await;
+    maintenance_done(&c, &mut w).await;
 
     // Second period, started well inside what would have been a stale timeout of a third.
     set_state(&c, "d", r#"{"state":"IDLE"}"#).await;
-    expect(&mut w, "-prepare").await;
-    w.send(&hook_report("prepare", true, "", None)).await;
-    worker_until(c.http(), "d", "IDLE", |v| v["state"] == "IDLE").await;
+    prepared(&c, &mut w).await;
     let second = submit(c.http(), json!({"command": ["sleep", "60"]})).await;
     assert_eq!(next_launch(&mut w).await, second);
     set_state(&c, "d", r#"{"state":"MAINTENANCE"}"#).await;
     finish(&mut w, second).await;
     expect(&mut w, "-maintenance").await;
-    w.send(&hook_report("maintenance", true, "", None)).await;
-    worker_until(c.http(), "d", "MAINTENANCE", |v| {
-        v["state"] == "MAINTENANCE"
-    })
-    .await;
+    maintenance_done(&c, &mut w).await;
     set_state(&c, "d", r#"{"state":"IDLE"}"#).await;
-    expect(&mut w, "-prepare").await;
-    w.send(&hook_report("prepare", true, "", None)).await;
-    worker_until(c.http(), "d", "IDLE", |v| v["state"] == "IDLE").await;
+    prepared(&c, &mut w).await;
     let third = submit(c.http(), json!({"command": ["sleep", "60"]})).await;
     assert_eq!(next_launch(&mut w).await, third);
     // The second period's timeout would fall inside this one, had it not been dropped.

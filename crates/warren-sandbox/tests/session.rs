@@ -176,19 +176,24 @@ fn squashfs_image(dir: &Path, image: &Path) -> Option<()> {
     }
 }
 
-#[test]
-fn images_are_mounted_once_shared_and_unmounted_after_use() {
-    let Some(sb) = cold_sandbox() else { return };
-    let Ok(work) = tempfile::tempdir() else {
-        return;
-    };
+/// A squashfs image `name` holding `hello.txt`, in a directory of its own (kept while the test
+/// holds it); `None` when images cannot be made here.
+fn image_with_hello(name: &str) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    let work = tempfile::tempdir().ok()?;
     let contents = work.path().join("contents");
     std::fs::create_dir(&contents).ok();
     std::fs::write(contents.join("hello.txt"), "from the image\n").ok();
-    let image = work.path().join("task.sfs");
-    if squashfs_image(&contents, &image).is_none() {
+    let image = work.path().join(name);
+    squashfs_image(&contents, &image)?;
+    Some((work, image))
+}
+
+#[test]
+fn images_are_mounted_once_shared_and_unmounted_after_use() {
+    let Some(sb) = cold_sandbox() else { return };
+    let Some((work, image)) = image_with_hello("task.sfs") else {
         return;
-    }
+    };
     let first = match sb.mount_image(&image) {
         Ok(m) => m,
         Err(e) => panic!("{e}"),
@@ -230,16 +235,9 @@ fn images_are_mounted_once_shared_and_unmounted_after_use() {
 #[test]
 fn shutdown_unmounts_images_still_held_and_mounts_no_more() {
     let Some(sb) = cold_sandbox() else { return };
-    let Ok(work) = tempfile::tempdir() else {
+    let Some((_work, image)) = image_with_hello("held.sfs") else {
         return;
     };
-    let contents = work.path().join("contents");
-    std::fs::create_dir(&contents).ok();
-    std::fs::write(contents.join("hello.txt"), "from the image\n").ok();
-    let image = work.path().join("held.sfs");
-    if squashfs_image(&contents, &image).is_none() {
-        return;
-    }
     let held = match sb.mount_image(&image) {
         Ok(m) => m,
         Err(e) => panic!("{e}"),
