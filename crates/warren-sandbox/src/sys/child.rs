@@ -446,6 +446,7 @@ impl SeccompProgram {
     }
 
     /// The instructions.
+    #[cfg(test)]
     pub fn instructions(&self) -> &[libc::sock_filter] {
         &self.filters
     }
