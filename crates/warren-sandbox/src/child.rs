@@ -1,7 +1,6 @@
 //! The new process's life between clone and exec, in two phases:
 //!
-//! 1. **prepare** (may happen ahead of time, for a warm pool): join the network namespace the
-//!    parent made beside the clone (when it did), walk the prepared filesystem steps,
+//! 1. **prepare** (may happen ahead of time, for a warm pool): walk the prepared filesystem steps,
 //!    `pivot_root`, host name and loopback; once placed in its cgroups, enter a cgroup
 //!    namespace, mount `/tmp`, empty the capability bounding set, set `no_new_privs`, install
 //!    seccomp; then wait on the go pipe;
@@ -82,16 +81,9 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         plan.stdio[2],
         plan.go_fd,
         plan.error_fd,
-        plan.net_fd,
     ];
     if let Err(e) = sys::close_all_except(&keep) {
         fail(plan, stage(Stage::Handover), e);
-    }
-    // The network namespace made beside the clone, on another thread of the parent.
-    if plan.net_fd >= 0 {
-        if let Err(e) = sys::join_network(plan.net_fd) {
-            fail(plan, stage(Stage::Network), e);
-        }
     }
     let _ = sys::reset_signals();
     // Modes in the plan are meant exactly; the program gets the usual 022 back before exec.
@@ -110,11 +102,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     if let Err(e) = pivot {
         fail(plan, stage(Stage::PivotRoot), e);
     }
-    let loopback = || match plan.net_fd {
-        -1 => sys::loopback_up(),
-        _ => Ok(()), // up already
-    };
-    if let Err(e) = sys::sethostname(plan.hostname).and_then(|()| loopback()) {
+    if let Err(e) = sys::sethostname(plan.hostname).and_then(|()| sys::loopback_up()) {
         fail(plan, stage(Stage::Network), e);
     }
 

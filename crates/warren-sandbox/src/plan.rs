@@ -149,8 +149,6 @@ pub struct ChildPlan {
     pub error_fd: RawFd,
     /// Descriptors for the program's stdin, stdout, stderr.
     pub stdio: [RawFd; 3],
-    /// A network namespace (loopback already up) to join; -1 when the clone made one.
-    pub net_fd: RawFd,
     /// The run's uid and gid.
     pub uid: u32,
     /// A supplementary group of the run (0: none).

@@ -150,11 +150,11 @@ pub(crate) struct Host {
     last_capability: u32,
     cpus: usize,
     runner_id: String,
-    /// A network namespace being made on a thread of its own since `Sandbox::new`, for the
-    /// first run prepared on demand (see [`NetworkNamespace`]).
-    spare_net: std::sync::Mutex<Option<NetworkNamespace>>,
     /// Made when first asked for: a run does not need it.
     report: std::sync::OnceLock<HostReport>,
+    /// Reclaiming crashed runners' leftovers and making the mount directories, when
+    /// [`SandboxConfig::defer_host_setup`] leaves them for the first run's preparation.
+    setup_pending: AtomicBool,
 }
 
 /// The parts of a run fixed when its child is prepared: its filesystem.
@@ -242,41 +242,16 @@ impl Drop for Prepared {
     }
 }
 
-/// A run's network namespace, made on a short-lived thread while the calling thread does the
-/// rest of the run's preparation: creating a network namespace is the costliest part of the
-/// clone (about 0.4 ms here), and this way it overlaps with the cgroups, pipes and plan instead
-/// of adding to them. The child joins it with `setns` right after the clone; the namespace is
-/// as fresh and empty as one the clone would make (loopback only), and lives only as long as
-/// the run's processes hold it.
-#[derive(Debug)]
-struct NetworkNamespace(std::thread::JoinHandle<std::io::Result<OwnedFd>>);
-
-impl NetworkNamespace {
-    /// Starts making one; `None` if no thread could be started (the clone makes it then).
-    fn start() -> Option<NetworkNamespace> {
-        std::thread::Builder::new()
-            .name("warren-netns".into())
-            .stack_size(64 << 10)
-            .spawn(sys::new_network_namespace)
-            .ok()
-            .map(NetworkNamespace)
-    }
-
-    /// The namespace, or `None` when it could not be made (the clone makes one instead).
-    fn wait(self) -> Option<OwnedFd> {
-        self.0.join().ok().and_then(Result::ok)
-    }
-}
-
 /// Numbers the runs of this process. Process-wide, not per `Sandbox`: several sandboxes of one
 /// process share the runner id in their group names, and two runs must never share a group.
 static RUN_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// Namespaces every run gets from its clone (the cgroup namespace is entered later, once
-/// placed; the network namespace is joined right after the clone, or made by it when
-/// [`NetworkNamespace`] could not make one).
-const NAMESPACES: libc::c_int =
-    libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+/// Namespaces every run gets (the cgroup namespace is entered later, once placed).
+const NAMESPACES: libc::c_int = libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWNET;
 
 /// Open files allowed to a run.
 const OPEN_FILES: u64 = 4096;
@@ -452,6 +427,7 @@ impl Sandbox {
 
 impl Host {
     pub(crate) fn mounts(&self) -> &HostMounts {
+        self.finish_setup();
         &self.mounts
     }
 
@@ -468,15 +444,8 @@ impl Host {
             let what = what.to_string();
             move |source| SandboxError::Host { what, source }
         };
-        // Read before the namespace thread starts: reading this process's /proc stat file waits
-        // while one of its threads is making a network namespace.
         let runner_id =
             runner_id(std::process::id()).unwrap_or_else(|| std::process::id().to_string());
-        // Without a warm pool the first run is prepared when asked for: its network namespace
-        // is made meanwhile.
-        let spare_net = (config.warm_runs == 0)
-            .then(NetworkNamespace::start)
-            .flatten();
         let mountinfo = sys::read_proc_file(Path::new("/proc/self/mountinfo"))
             .map_err(host("reading /proc/self/mountinfo"))?;
         let mounts = CgroupMounts::parse(&mountinfo, &config.cgroup_root);
@@ -503,8 +472,12 @@ impl Host {
                 what: "state directory".into(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
             })?;
-        let mounts = HostMounts::new(&config.state_dir, &runner_id, &|name| runner_is_gone(name))
-            .map_err(host("preparing the mount directories"))?;
+        let mounts = HostMounts::new(&config.state_dir, &runner_id);
+        if !config.defer_host_setup {
+            mounts
+                .prepare(&|name| runner_is_gone(name))
+                .map_err(host("preparing the mount directories"))?;
+        }
         let built = Host {
             mounts,
             cgroups,
@@ -516,12 +489,25 @@ impl Host {
             last_capability: sys::last_capability(),
             cpus: sys::available_cpus(),
             runner_id,
-            spare_net: std::sync::Mutex::new(spare_net),
             report: std::sync::OnceLock::new(),
+            setup_pending: AtomicBool::new(config.defer_host_setup),
             config,
         };
-        built.cgroups.reclaim(&|name| runner_is_gone(name));
+        if !built.config.defer_host_setup {
+            built.cgroups.reclaim(&|name| runner_is_gone(name));
+        }
         Ok(built)
+    }
+
+    /// The host set-up [`SandboxConfig::defer_host_setup`] left for later, done once.
+    fn finish_setup(&self) {
+        if !self.setup_pending.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        self.cgroups.reclaim(&|name| runner_is_gone(name));
+        if let Err(e) = self.mounts.prepare(&|name| runner_is_gone(name)) {
+            eprintln!("warren-sandbox: preparing the mount directories: {e}");
+        }
     }
 
     fn check_enforceable(&self, limits: &Limits) -> Result<(), SpecError> {
@@ -567,12 +553,6 @@ impl Host {
         shape: &Shape,
         stdin: Option<OwnedFd>,
     ) -> Result<Prepared, String> {
-        let spare = self
-            .spare_net
-            .lock()
-            .ok()
-            .and_then(|mut spare| spare.take());
-        let net = spare.or_else(NetworkNamespace::start);
         let lease = match shape.identity {
             Some(_) => None,
             None => Some(
@@ -636,7 +616,6 @@ impl Host {
             hostname: b"warren",
             go_fd: go_r.as_raw_fd(),
             error_fd: error_w.as_raw_fd(),
-            net_fd: -1,
             stdio: match &null {
                 Some(null) => [null.as_raw_fd(); 3],
                 None => [
@@ -656,17 +635,10 @@ impl Host {
             last_capability: self.last_capability,
             seccomp: self.seccomp.clone(),
         };
-        let net = net.and_then(NetworkNamespace::wait);
-        let mut child_plan = child_plan;
-        let mut namespaces = NAMESPACES;
-        match &net {
-            Some(fd) => child_plan.net_fd = fd.as_raw_fd(),
-            None => namespaces |= libc::CLONE_NEWNET,
-        }
         let spawned =
-            sys::process::spawn(namespaces, cgroups.clone_target(), child_main, &child_plan)
+            sys::process::spawn(NAMESPACES, cgroups.clone_target(), child_main, &child_plan)
                 .map_err(io("creating the sandboxed process"))?;
-        drop((stdout_w, stderr_w, error_w, stdin_child, go_r, null, net));
+        drop((stdout_w, stderr_w, error_w, stdin_child, go_r, null));
         let mut prepared = Prepared {
             shape: shape.clone(),
             pidfd: spawned.pidfd,
@@ -693,6 +665,9 @@ impl Host {
             // A child that died in its setup closes the pipe; its report says why at launch.
             let _ = sys::write_all_nosigpipe(go.as_fd(), b"p");
         }
+        // The child is still assembling its root: the time for what was left of the host's
+        // set-up, before anything of the run is executed.
+        self.finish_setup();
         Ok(prepared)
     }
 

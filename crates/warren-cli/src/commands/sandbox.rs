@@ -198,9 +198,11 @@ pub fn run_one(args: RunArgs) -> anyhow::Result<u8> {
         stdin,
         ..RunSpec::default()
     };
-    // One run: a warm pool would only prepare runs nobody takes.
+    // One run: a warm pool would only prepare runs nobody takes, and the host's housekeeping
+    // is done while the run's child assembles its root.
     let config = SandboxConfig {
         warm_runs: 0,
+        defer_host_setup: true,
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::new(config).context("preparing the sandbox")?;

@@ -251,15 +251,6 @@ pub fn loopback_up() -> Res {
     result
 }
 
-/// Joins the network namespace behind `fd` (see `sys::new_network_namespace`) and closes `fd`.
-pub fn join_network(fd: RawFd) -> Res {
-    // SAFETY: setns takes no pointers; a bad descriptor is an error.
-    let joined = check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) } as libc::c_long);
-    // SAFETY: `fd` is this process's copy of the descriptor, closed once, here.
-    unsafe { libc::close(fd) };
-    joined
-}
-
 /// unshare(2).
 pub fn unshare(flags: libc::c_int) -> Res {
     // SAFETY: unshare takes no pointers.

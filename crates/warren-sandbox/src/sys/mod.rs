@@ -239,15 +239,3 @@ pub fn read_proc_file(path: &std::path::Path) -> io::Result<String> {
     buf.truncate(len);
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
-
-/// Moves the calling thread into a new network namespace with its loopback interface up, and
-/// returns a descriptor of that namespace for a child to join with
-/// [`child::join_network`]. Only the calling thread changes namespace (a thread's namespaces
-/// are its own), so this is meant for a thread that ends right after.
-pub fn new_network_namespace() -> io::Result<OwnedFd> {
-    // SAFETY: unshare takes no pointers; CLONE_NEWNET affects only the calling thread.
-    check(unsafe { libc::unshare(libc::CLONE_NEWNET) } as libc::c_long)?;
-    child::loopback_up().map_err(io::Error::from_raw_os_error)?;
-    let file = std::fs::File::open("/proc/thread-self/ns/net")?;
-    Ok(OwnedFd::from(file))
-}
