@@ -210,6 +210,7 @@ pub fn denied_names() -> impl Iterator<Item = &'static str> {
         .iter()
         .map(|&(name, _)| name)
         .chain(["clone with CLONE_NEW*", "clone3 (ENOSYS)"])
+        .chain((std::env::consts::ARCH == "x86_64").then_some("every x32 call"))
 }
 
 #[cfg(test)]
