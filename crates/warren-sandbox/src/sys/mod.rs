@@ -222,20 +222,7 @@ pub fn errno_text(errno: i32) -> String {
 /// `read_to_string` that starts small makes the kernel render the file in many pieces.
 pub fn read_proc_file(path: &std::path::Path) -> io::Result<String> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 64 << 10];
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(len * 2, 0);
-        }
-        match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(len);
+    let mut buf = Vec::with_capacity(16 << 10);
+    std::fs::File::open(path)?.read_to_end(&mut buf)?;
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
