@@ -51,7 +51,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The common `sandbox run` command line skips building the whole command tree.
+    if let Some(args) = commands::sandbox::RunArgs::from_argv(&argv) {
+        return finish(commands::sandbox::run_one(args));
+    }
+    let cli = Cli::parse_from(argv);
     let outcome = match cli.command {
         Command::Sandbox(cmd) => commands::sandbox::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd),
@@ -67,6 +72,10 @@ fn main() -> ExitCode {
         Command::Up(args) => commands::up::run(args),
         Command::Env(cmd) => commands::env::run(cmd),
     };
+    finish(outcome)
+}
+
+fn finish(outcome: anyhow::Result<u8>) -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -123,6 +123,11 @@ pub struct SandboxConfig {
     /// Runs kept prepared ahead of time (namespaces, cgroups and root ready) for runs with the
     /// host root and no task files; 0 prepares each run when it is asked for.
     pub warm_runs: usize,
+    /// Reclaim what crashed runners left and make the mount directories while the first run's
+    /// child assembles its root, instead of in `Sandbox::new`: for a runner that makes one run
+    /// and exits (`warren sandbox run`), so that work is off the run's path. Anything that needs
+    /// it earlier (an image, a session) does it first.
+    pub defer_host_setup: bool,
 }
 
 impl Default for SandboxConfig {
@@ -136,6 +141,7 @@ impl Default for SandboxConfig {
             stats_interval: Duration::from_millis(100),
             max_stat_points: 100,
             warm_runs: 2,
+            defer_host_setup: false,
         }
     }
 }

@@ -123,20 +123,20 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl HostMounts {
-    /// Mount points go under `state_dir`; leftovers of runners that are gone are removed.
-    pub fn new(
-        state_dir: &Path,
-        runner_id: &str,
-        runner_is_gone: &dyn Fn(&str) -> bool,
-    ) -> std::io::Result<HostMounts> {
-        let mounts = HostMounts {
+    /// Mount points go under `state_dir`; nothing is touched until [`HostMounts::prepare`].
+    pub fn new(state_dir: &Path, runner_id: &str) -> HostMounts {
+        HostMounts {
             images_dir: state_dir.join("images"),
             scratch_dir: state_dir.join("scratch"),
             runner_id: runner_id.to_string(),
             images: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
-        };
-        for dir in [&mounts.images_dir, &mounts.scratch_dir] {
+        }
+    }
+
+    /// Makes the mount directories and removes what runners that are gone left in them.
+    pub fn prepare(&self, runner_is_gone: &dyn Fn(&str) -> bool) -> std::io::Result<()> {
+        for dir in [&self.images_dir, &self.scratch_dir] {
             private_dir(dir)?;
             for entry in std::fs::read_dir(dir)?.flatten() {
                 let name = entry.file_name();
@@ -145,7 +145,7 @@ impl HostMounts {
                 }
             }
         }
-        Ok(mounts)
+        Ok(())
     }
 
     fn next_mount_point(&self, under: &Path) -> std::io::Result<PathBuf> {

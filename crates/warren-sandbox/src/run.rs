@@ -150,7 +150,11 @@ pub(crate) struct Host {
     last_capability: u32,
     cpus: usize,
     runner_id: String,
-    report: HostReport,
+    /// Made when first asked for: a run does not need it.
+    report: std::sync::OnceLock<HostReport>,
+    /// Reclaiming crashed runners' leftovers and making the mount directories, when
+    /// [`SandboxConfig::defer_host_setup`] leaves them for the first run's preparation.
+    setup_pending: AtomicBool,
 }
 
 /// The parts of a run fixed when its child is prepared: its filesystem.
@@ -302,7 +306,9 @@ impl Sandbox {
 
     /// What this host supports.
     pub fn report(&self) -> &HostReport {
-        &self.host.report
+        self.host
+            .report
+            .get_or_init(|| HostReport::inspect(&self.host.cgroups))
     }
 
     /// Blocks until the warm pool holds all the runs it keeps (at once when there is no pool),
@@ -432,6 +438,7 @@ impl Sandbox {
 
 impl Host {
     pub(crate) fn mounts(&self) -> &HostMounts {
+        self.finish_setup();
         &self.mounts
     }
 
@@ -448,7 +455,9 @@ impl Host {
             let what = what.to_string();
             move |source| SandboxError::Host { what, source }
         };
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        let runner_id =
+            runner_id(std::process::id()).unwrap_or_else(|| std::process::id().to_string());
+        let mountinfo = sys::read_proc_file(Path::new("/proc/self/mountinfo"))
             .map_err(host("reading /proc/self/mountinfo"))?;
         let mounts = CgroupMounts::parse(&mountinfo, &config.cgroup_root);
         let cgroups = CgroupHost::new(&mounts, &config.cgroup_parent)?;
@@ -474,11 +483,12 @@ impl Host {
                 what: "state directory".into(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
             })?;
-        let report = HostReport::inspect(&cgroups);
-        let runner_id =
-            runner_id(std::process::id()).unwrap_or_else(|| std::process::id().to_string());
-        let mounts = HostMounts::new(&config.state_dir, &runner_id, &|name| runner_is_gone(name))
-            .map_err(host("preparing the mount directories"))?;
+        let mounts = HostMounts::new(&config.state_dir, &runner_id);
+        if !config.defer_host_setup {
+            mounts
+                .prepare(&|name| runner_is_gone(name))
+                .map_err(host("preparing the mount directories"))?;
+        }
         let built = Host {
             mounts,
             cgroups,
@@ -490,11 +500,25 @@ impl Host {
             last_capability: sys::last_capability(),
             cpus: sys::available_cpus(),
             runner_id,
-            report,
+            report: std::sync::OnceLock::new(),
+            setup_pending: AtomicBool::new(config.defer_host_setup),
             config,
         };
-        built.cgroups.reclaim(&|name| runner_is_gone(name));
+        if !built.config.defer_host_setup {
+            built.cgroups.reclaim(&|name| runner_is_gone(name));
+        }
         Ok(built)
+    }
+
+    /// The host set-up [`SandboxConfig::defer_host_setup`] left for later, done once.
+    fn finish_setup(&self) {
+        if !self.setup_pending.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        self.cgroups.reclaim(&|name| runner_is_gone(name));
+        if let Err(e) = self.mounts.prepare(&|name| runner_is_gone(name)) {
+            eprintln!("warren-sandbox: preparing the mount directories: {e}");
+        }
     }
 
     fn check_enforceable(&self, limits: &Limits) -> Result<(), SpecError> {
@@ -574,7 +598,12 @@ impl Host {
             self.runner_id,
             RUN_SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
-        let cgroups = self.cgroups.create(&name).map_err(|e| e.to_string())?;
+        // Only the group the clone goes straight into is needed before it; the v1 groups are
+        // made while the child assembles its root.
+        let cgroups = self
+            .cgroups
+            .create_clone_target(&name)
+            .map_err(|e| e.to_string())?;
 
         let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
         let (stdout_r, stdout_w) = sys::pipe().map_err(io("creating the stdout pipe"))?;
@@ -633,11 +662,11 @@ impl Host {
             sys::process::spawn(NAMESPACES, cgroups.clone_target(), child_main, &child_plan)
                 .map_err(io("creating the sandboxed process"))?;
         drop((stdout_w, stderr_w, error_w, stdin_child, go_r, null));
-        let prepared = Prepared {
+        let mut prepared = Prepared {
             shape: shape.clone(),
             pidfd: spawned.pidfd,
             pid: spawned.pid,
-            name,
+            name: name.clone(),
             cgroups,
             lease,
             stdout_r: Some(stdout_r),
@@ -648,7 +677,11 @@ impl Host {
             launched: false,
         };
         // The child assembles its root meanwhile, then waits for this byte before it enters its
-        // cgroup namespace, and runs nothing of the user's before the launch message.
+        // cgroup namespace, and runs nothing of the user's before the launch message. On an
+        // error, dropping `prepared` kills the child and removes what was made.
+        self.cgroups
+            .create_rest(&mut prepared.cgroups, &name)
+            .map_err(|e| e.to_string())?;
         prepared
             .cgroups
             .attach(spawned.pid, spawned.in_cgroup)
@@ -657,6 +690,9 @@ impl Host {
             // A child that died in its setup closes the pipe; its report says why at launch.
             let _ = sys::write_all_nosigpipe(go.as_fd(), b"p");
         }
+        // The child is still assembling its root: the time for what was left of the host's
+        // set-up, before anything of the run is executed.
+        self.finish_setup();
         Ok(prepared)
     }
 

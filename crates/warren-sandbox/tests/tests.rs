@@ -753,6 +753,11 @@ fn bad_specs_are_clear_errors() {
 #[test]
 fn leftovers_of_a_crashed_runner_are_reclaimed() {
     let Some(first) = cold_sandbox() else { return };
+    // v1 parents are made by a runner's first run.
+    assert_eq!(
+        sh(&first, "true", Limits::default()).status,
+        Status::Success
+    );
     let parent = first.config().cgroup_parent.clone();
     let stale = "run-999999999.1-0";
     let mut made = Vec::new();
@@ -773,6 +778,52 @@ fn leftovers_of_a_crashed_runner_are_reclaimed() {
     }
     assert!(!made.is_empty());
     let second = cold_sandbox();
+    for dir in &made {
+        assert!(!dir.exists(), "{} was not reclaimed", dir.display());
+    }
+    drop(second);
+    drop(first);
+}
+
+/// Makes a group named like a dead runner's under every parent group `parent` has.
+fn plant_stale_groups(parent: &str, stale: &str) -> Vec<std::path::PathBuf> {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Vec::new();
+    };
+    hierarchies
+        .filter_map(Result::ok)
+        .map(|e| e.path().join(parent))
+        .chain([std::path::Path::new("/sys/fs/cgroup").join(parent)])
+        .filter(|p| p.is_dir())
+        .map(|p| p.join(stale))
+        .filter(|dir| std::fs::create_dir(dir).is_ok())
+        .collect()
+}
+
+#[test]
+fn a_runner_that_defers_its_set_up_reclaims_before_its_run_executes() {
+    let Some(first) = cold_sandbox() else { return };
+    assert_eq!(
+        sh(&first, "true", Limits::default()).status,
+        Status::Success
+    );
+    let parent = first.config().cgroup_parent.clone();
+    let made = plant_stale_groups(&parent, "run-999999998.1-0");
+    assert!(!made.is_empty());
+    let Ok(second) = warren_sandbox::Sandbox::new(warren_sandbox::SandboxConfig {
+        cgroup_parent: parent.clone(),
+        warm_runs: 0,
+        defer_host_setup: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    assert!(
+        made.iter().all(|dir| dir.exists()),
+        "left for the first run"
+    );
+    let r = sh(&second, "true", Limits::default());
+    assert_eq!(r.status, Status::Success, "{r:?}");
     for dir in &made {
         assert!(!dir.exists(), "{} was not reclaimed", dir.display());
     }

@@ -25,7 +25,7 @@ pub enum SandboxCommand {
 }
 
 /// `warren sandbox run` flags.
-#[derive(Debug, Args)]
+#[derive(Debug, PartialEq, Eq, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     limits: LimitArgs,
@@ -45,6 +45,87 @@ pub struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<std::ffi::OsString>,
+}
+
+impl RunArgs {
+    /// `warren sandbox run ...` read straight from `argv` when every argument is one this
+    /// parser knows to mean exactly what clap would make of it: long flags with valid values,
+    /// each at most once, then `--` and the command. Anything else (help, a short or unknown
+    /// flag, a repeated flag, a value clap would refuse) is `None`, and clap parses the whole
+    /// command line as usual, errors and help included. Building clap's command tree for every
+    /// subcommand costs about 0.3 ms, a tenth of a whole sandboxed run.
+    pub fn from_argv(argv: &[std::ffi::OsString]) -> Option<RunArgs> {
+        use warren_core::units::{parse_duration, parse_size};
+        let [_, sandbox, run, rest @ ..] = argv else {
+            return None;
+        };
+        if sandbox != "sandbox" || run != "run" {
+            return None;
+        }
+        let mut args = RunArgs {
+            limits: LimitArgs::default(),
+            root: None,
+            task_dir: None,
+            stdin: None,
+            json: false,
+            command: Vec::new(),
+        };
+        let mut i = 0;
+        loop {
+            let arg = rest.get(i)?.to_str()?;
+            i += 1;
+            if arg == "--" {
+                break;
+            }
+            let (name, inline) = match arg.strip_prefix("--")?.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (arg.strip_prefix("--")?, None),
+            };
+            if name == "json" {
+                if inline.is_some() || args.json {
+                    return None;
+                }
+                args.json = true;
+                continue;
+            }
+            let value = match inline {
+                Some(value) => value,
+                None => {
+                    i += 1;
+                    rest.get(i - 1)?.to_str()?
+                }
+            };
+            // clap refuses empty values and takes none that start with '-'.
+            if value.is_empty() || value.starts_with('-') {
+                return None;
+            }
+            fn set<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
+                match (slot.is_some(), value) {
+                    (false, Some(value)) => {
+                        *slot = Some(value);
+                        Some(())
+                    }
+                    _ => None,
+                }
+            }
+            let l = &mut args.limits;
+            match name {
+                "wall-time" => set(&mut l.wall_time, parse_duration(value).ok())?,
+                "cpu-time" => set(&mut l.cpu_time, parse_duration(value).ok())?,
+                "memory" => set(&mut l.memory, parse_size(value).ok())?,
+                "disk" => set(&mut l.disk, parse_size(value).ok())?,
+                "output" => set(&mut l.output, parse_size(value).ok())?,
+                "pids" => set(&mut l.pids, value.parse().ok())?,
+                "cpus" => set(&mut l.cpus, value.parse().ok())?,
+                "root" => set(&mut args.root, Some(PathBuf::from(value)))?,
+                "task-dir" => set(&mut args.task_dir, Some(PathBuf::from(value)))?,
+                "stdin" => set(&mut args.stdin, Some(PathBuf::from(value)))?,
+                _ => return None,
+            }
+        }
+        args.command = rest[i..].to_vec();
+        (!args.command.is_empty()).then_some(args)
+    }
 }
 
 /// Runs a sandbox subcommand, returning the process exit code.
@@ -95,7 +176,8 @@ impl RunEvents for Quiet {
     fn output(&mut self, _stream: Stream, _data: &[u8]) {}
 }
 
-fn run_one(args: RunArgs) -> anyhow::Result<u8> {
+/// Runs `warren sandbox run` with arguments already parsed.
+pub fn run_one(args: RunArgs) -> anyhow::Result<u8> {
     let limits = args.limits.to_limits()?;
     let stdin = match &args.stdin {
         Some(path) => {
@@ -116,9 +198,11 @@ fn run_one(args: RunArgs) -> anyhow::Result<u8> {
         stdin,
         ..RunSpec::default()
     };
-    // One run: a warm pool would only prepare runs nobody takes.
+    // One run: a warm pool would only prepare runs nobody takes, and the host's housekeeping
+    // is done while the run's child assembles its root.
     let config = SandboxConfig {
         warm_runs: 0,
+        defer_host_setup: true,
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::new(config).context("preparing the sandbox")?;
@@ -158,5 +242,74 @@ impl StdinExt for std::io::Stdin {
     fn as_fd_owned(&self) -> Option<OwnedFd> {
         use std::os::fd::AsFd;
         self.as_fd().try_clone_to_owned().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(subcommand)]
+        top: Top,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Top {
+        #[command(subcommand)]
+        Sandbox(SandboxCommand),
+    }
+
+    fn by_clap(argv: &[std::ffi::OsString]) -> Option<RunArgs> {
+        match Probe::try_parse_from(argv).ok()?.top {
+            Top::Sandbox(SandboxCommand::Run(args)) => Some(*args),
+            Top::Sandbox(SandboxCommand::Check) => None,
+        }
+    }
+
+    #[test]
+    fn the_quick_parse_agrees_with_clap_or_leaves_it_to_clap() {
+        let lines = [
+            "sandbox run -- /bin/true",
+            "sandbox run --json -- sh -c 'echo'",
+            "sandbox run --wall-time 2s --memory 64M -- python3 -c x",
+            "sandbox run --wall-time=1500ms --cpu-time 2s --memory=1G --disk 64M --output 4 \
+             --pids 16 --cpus 500 --root /srv/r --task-dir /t --stdin /in --json -- a -- b",
+            "sandbox run --pids +5 -- x",
+            "sandbox run --output 10 -- --json",
+            "sandbox run -- --help",
+            "sandbox run --memory 64Q -- x",
+            "sandbox run --memory -- x",
+            "sandbox run --pids -1 -- x",
+            "sandbox run --memory 1M --memory 2M -- x",
+            "sandbox run --json --json -- x",
+            "sandbox run --json=true -- x",
+            "sandbox run --help",
+            "sandbox run -h -- x",
+            "sandbox run --root= -- x",
+            "sandbox run --root -x -- x",
+            "sandbox run --mem 1M -- x",
+            "sandbox run --",
+            "sandbox run /bin/true",
+            "sandbox run",
+            "sandbox check",
+            "sandbox run --wall-time 0 -- x",
+            "sandbox run --cpus 1 -- x",
+        ];
+        let mut quick = 0;
+        for line in lines {
+            let argv: Vec<std::ffi::OsString> = std::iter::once("warren")
+                .chain(line.split(' '))
+                .map(Into::into)
+                .collect();
+            if let Some(args) = RunArgs::from_argv(&argv) {
+                quick += 1;
+                assert_eq!(Some(args), by_clap(&argv), "{line}");
+            }
+        }
+        assert_eq!(quick, 9, "the common command lines take the quick path");
     }
 }

@@ -329,16 +329,30 @@ impl CgroupHost {
     /// Creates a run's groups, named `name` in every hierarchy; limits are applied later with
     /// [`RunCgroups::set_limits`].
     pub fn create(&self, name: &str) -> Result<RunCgroups, CgroupError> {
+        let mut run = self.create_clone_target(name)?;
+        self.create_rest(&mut run, name)?;
+        Ok(run)
+    }
+
+    /// Creates the part of a run's groups a process can be cloned straight into (the cgroup2
+    /// group; nothing on a pure v1 host). [`CgroupHost::create_rest`] makes the others, which
+    /// can wait until after the clone: the process is moved into them anyway.
+    pub fn create_clone_target(&self, name: &str) -> Result<RunCgroups, CgroupError> {
         let mut run = RunCgroups::default();
         if let Some(v2) = &self.v2 {
             run.groups.push(Box::new(v2.create(name)?));
         }
+        Ok(run)
+    }
+
+    /// Creates the v1 groups of a run begun with [`CgroupHost::create_clone_target`].
+    pub fn create_rest(&self, run: &mut RunCgroups, name: &str) -> Result<(), CgroupError> {
         for h in &self.v1 {
             if h.controller().needed(self.v2.is_some()) {
                 run.groups.push(Box::new(h.create(name)?));
             }
         }
-        Ok(run)
+        Ok(())
     }
 
     /// Kills and removes run groups left by runners that are no longer alive. `is_stale` gets a
@@ -350,9 +364,20 @@ impl CgroupHost {
         if let Some(v2) = &self.v2 {
             hierarchies.insert(0, v2);
         }
+        // The same runners' groups are found in every hierarchy: ask about each runner once.
+        let mut known: Vec<(String, bool)> = Vec::new();
+        let mut stale = |name: &str| {
+            let runner = name.rsplit_once('-').map_or(name, |(runner, _)| runner);
+            if let Some((_, gone)) = known.iter().find(|(r, _)| r == runner) {
+                return *gone;
+            }
+            let gone = is_stale(name);
+            known.push((runner.to_string(), gone));
+            gone
+        };
         for h in hierarchies {
             for name in h.children() {
-                if is_stale(&name) {
+                if stale(&name) {
                     if let Some(group) = h.open(&name) {
                         let _ = group.kill_all();
                         if remove_when_empty(group.as_ref()).is_ok() {

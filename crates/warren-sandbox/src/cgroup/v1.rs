@@ -75,18 +75,15 @@ pub struct Hierarchy {
 }
 
 impl Hierarchy {
-    /// Makes `mount/parent`.
+    /// The parent group `mount/parent`, made by the first run that needs it (its group's
+    /// creation finds it missing and makes it): these groups are only ever made after the
+    /// clone, while the child assembles its root, so that is where the parent's cost goes too.
     pub fn new(
         controller: Controller,
         mount: &Path,
         parent: &str,
     ) -> Result<Hierarchy, CgroupError> {
         let dir = child_path(mount, parent);
-        // Groups that only some runs need get their parent with their first run's group.
-        if controller.needed(false) {
-            make_dir(&dir)
-                .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
-        }
         Ok(Hierarchy {
             controller,
             parent: dir,

@@ -437,6 +437,7 @@ impl SeccompProgram {
     }
 
     /// The instructions.
+    #[cfg(test)]
     pub fn instructions(&self) -> &[libc::sock_filter] {
         &self.filters
     }

@@ -189,9 +189,20 @@ pub fn is_root() -> bool {
     effective_uid() == 0
 }
 
-/// The number of CPUs this process may run on.
+/// The number of CPUs this process may run on (its affinity mask; std's
+/// `available_parallelism` also reads cgroup quota files, which costs more than the answer is
+/// worth here: a CPU-time check scheduled for more parallelism only comes earlier).
 pub fn available_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: all-zero is a valid (empty) cpu_set_t.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed, for this process (0).
+    let ret = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if ret != 0 {
+        return std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+    // SAFETY: `set` was filled by the kernel above.
+    let count = unsafe { libc::CPU_COUNT(&set) };
+    usize::try_from(count).unwrap_or(1).max(1)
 }
 
 /// The highest capability number the kernel knows.
@@ -205,4 +216,13 @@ pub fn last_capability() -> u32 {
 /// The human text of an errno value.
 pub fn errno_text(errno: i32) -> String {
     io::Error::from_raw_os_error(errno).to_string()
+}
+
+/// Reads a whole `/proc` file with few large reads: these files report size 0, and a
+/// `read_to_string` that starts small makes the kernel render the file in many pieces.
+pub fn read_proc_file(path: &std::path::Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(16 << 10);
+    std::fs::File::open(path)?.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
