@@ -349,7 +349,12 @@ impl Sandbox {
         let host = &self.host;
         let limits = spec.limits.with_defaults(&Limits::sandbox_defaults());
         limits.validate()?;
-        host.check_enforceable(&limits)?;
+        // The block devices an IO limit applies to, read once for the check and the launch.
+        let disks = match limits.io {
+            Some(_) => crate::cgroup::block_devices(),
+            None => Vec::new(),
+        };
+        host.check_enforceable(&limits, &disks)?;
         let root = match &spec.root {
             Root::Host => PathBuf::from("/"),
             Root::Dir(dir) => existing_dir("root directory", dir)?,
@@ -424,6 +429,7 @@ impl Sandbox {
             prepared,
             &launch,
             &limits,
+            &disks,
             stdin_bytes,
             events,
             abort,
@@ -521,7 +527,9 @@ impl Host {
         }
     }
 
-    fn check_enforceable(&self, limits: &Limits) -> Result<(), SpecError> {
+    /// Whether this host can enforce `limits`; `disks` are the block devices an IO limit would
+    /// apply to.
+    fn check_enforceable(&self, limits: &Limits, disks: &[String]) -> Result<(), SpecError> {
         let need = |limit: LimitKind, ok: bool, reason: &str| {
             if ok {
                 Ok(())
@@ -561,7 +569,7 @@ impl Host {
             )?;
             need(
                 LimitKind::Io,
-                !crate::cgroup::block_devices().is_empty(),
+                !disks.is_empty(),
                 "this host has no block device (/sys/block) to limit",
             )?;
         }
@@ -785,6 +793,7 @@ impl Host {
         mut prepared: Prepared,
         launch: &Launch,
         limits: &Limits,
+        disks: &[String],
         stdin_bytes: Option<Vec<u8>>,
         events: &mut dyn RunEvents,
         abort: Option<&AbortHandle>,
@@ -797,25 +806,21 @@ impl Host {
             pids: limits.pids.map(|p| p + 1),
             ..limits.clone()
         };
-        let disks = match limits.io {
-            Some(_) => {
-                if let Some(group) = self
+        if limits.io.is_some() {
+            if let Some(group) = self
+                .cgroups
+                .create_io(&prepared.name)
+                .map_err(|e| e.to_string())?
+            {
+                prepared
                     .cgroups
-                    .create_io(&prepared.name)
-                    .map_err(|e| e.to_string())?
-                {
-                    prepared
-                        .cgroups
-                        .add(group, prepared.pid)
-                        .map_err(|e| e.to_string())?;
-                }
-                crate::cgroup::block_devices()
+                    .add(group, prepared.pid)
+                    .map_err(|e| e.to_string())?;
             }
-            None => Vec::new(),
-        };
+        }
         prepared
             .cgroups
-            .set_limits(&group_limits, &disks)
+            .set_limits(&group_limits, disks)
             .map_err(|e| e.to_string())?;
         let message = launch.encode();
         let started = Instant::now();
