@@ -1261,13 +1261,11 @@ impl Service {
         let view = view_of(&record, None);
         let mut fx = Effects::default();
         let mut state = self.lock();
-        {
-            let id = record.id;
-            state.tasks.insert(id, Active::new(record));
-            state.enqueue(id, now, &mut fx);
-            state.watch_satisfiable(id, now, self.config.invalid_after, &mut fx);
-            state.dispatch(now, &mut fx);
-        }
+        let id = record.id;
+        state.tasks.insert(id, Active::new(record));
+        state.enqueue(id, now, &mut fx);
+        state.watch_satisfiable(id, now, self.config.invalid_after, &mut fx);
+        state.dispatch(now, &mut fx);
         self.apply(state, fx);
         Ok((view, true))
     }
@@ -1589,32 +1587,30 @@ impl Service {
         let now = self.now();
         let mut fx = Effects::default();
         let mut state = self.lock();
-        {
-            state.refresh_worker_states();
-            let w = state
-                .workers
-                .get(id)
-                .ok_or_else(|| ServiceError::NoWorker(id.to_string()))?;
-            worker_state::transition(Some(w.view.state), &WorkerEvent::Deregister)
-                .map_err(|e| ServiceError::Conflict(format!("worker `{id}`: {e}")))?;
-            if !w.running.is_empty() {
-                return Err(ServiceError::Conflict(format!(
-                    "worker `{id}` still has {} task(s) assigned: wait for them to be re-queued",
-                    w.running.len()
-                )));
-            }
-            if let Some(w) = state.workers.remove(id) {
-                if let Some(conn) = w.conn {
-                    conn.tx.send(Message::Refused {
-                        reason: "deregistered by an operator".into(),
-                    });
-                }
-            }
-            state.awaiting.remove(id);
-            state.touch(id);
-            fx.writes.push(Write::RemoveWorker(id.to_string()));
-            state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
+        state.refresh_worker_states();
+        let w = state
+            .workers
+            .get(id)
+            .ok_or_else(|| ServiceError::NoWorker(id.to_string()))?;
+        worker_state::transition(Some(w.view.state), &WorkerEvent::Deregister)
+            .map_err(|e| ServiceError::Conflict(format!("worker `{id}`: {e}")))?;
+        if !w.running.is_empty() {
+            return Err(ServiceError::Conflict(format!(
+                "worker `{id}` still has {} task(s) assigned: wait for them to be re-queued",
+                w.running.len()
+            )));
         }
+        if let Some(w) = state.workers.remove(id) {
+            if let Some(conn) = w.conn {
+                conn.tx.send(Message::Refused {
+                    reason: "deregistered by an operator".into(),
+                });
+            }
+        }
+        state.awaiting.remove(id);
+        state.touch(id);
+        fx.writes.push(Write::RemoveWorker(id.to_string()));
+        state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
         self.apply(state, fx);
         Ok(())
     }
@@ -1707,44 +1703,42 @@ impl Service {
         let now = self.now();
         let mut fx = Effects::default();
         let mut state = self.lock();
-        {
-            while let Some((t, timer)) = state.timers.first().cloned() {
-                if t > now {
-                    break;
-                }
-                state.timers.pop_first();
-                match timer {
-                    Timer::Task(id) => {
-                        let expired = state.tasks.get(&id).is_some_and(|task| {
-                            task.record.state == TaskState::Waiting
-                                && task.record.spec.deadline.is_some_and(|d| d < now)
-                        });
-                        if expired {
-                            let reason = "its deadline passed while it was waiting".to_string();
-                            state.finish(id, TaskState::Timeout, None, Some(reason), now, &mut fx);
-                        }
-                    }
-                    Timer::Unsatisfiable(id) => {
-                        if state.invalid_at.get(&id) != Some(&t) {
-                            continue; // a grace period that ended early: the task became runnable
-                        }
-                        state.invalid_at.remove(&id);
-                        state.sync_workers();
-                        let invalid = state
-                            .tasks
-                            .get(&id)
-                            .filter(|t| t.record.state == TaskState::Waiting)
-                            .and_then(|t| state.unsatisfiable(&t.record.spec));
-                        if let Some(reason) = invalid {
-                            state.finish(id, TaskState::Invalid, None, Some(reason), now, &mut fx);
-                        }
-                    }
-                    Timer::Drain(worker) => state.drain(&worker, t, now, &mut fx),
-                    Timer::Hold => {}
-                }
+        while let Some((t, timer)) = state.timers.first().cloned() {
+            if t > now {
+                break;
             }
-            state.dispatch(now, &mut fx);
+            state.timers.pop_first();
+            match timer {
+                Timer::Task(id) => {
+                    let expired = state.tasks.get(&id).is_some_and(|task| {
+                        task.record.state == TaskState::Waiting
+                            && task.record.spec.deadline.is_some_and(|d| d < now)
+                    });
+                    if expired {
+                        let reason = "its deadline passed while it was waiting".to_string();
+                        state.finish(id, TaskState::Timeout, None, Some(reason), now, &mut fx);
+                    }
+                }
+                Timer::Unsatisfiable(id) => {
+                    if state.invalid_at.get(&id) != Some(&t) {
+                        continue; // a grace period that ended early: the task became runnable
+                    }
+                    state.invalid_at.remove(&id);
+                    state.sync_workers();
+                    let invalid = state
+                        .tasks
+                        .get(&id)
+                        .filter(|t| t.record.state == TaskState::Waiting)
+                        .and_then(|t| state.unsatisfiable(&t.record.spec));
+                    if let Some(reason) = invalid {
+                        state.finish(id, TaskState::Invalid, None, Some(reason), now, &mut fx);
+                    }
+                }
+                Timer::Drain(worker) => state.drain(&worker, t, now, &mut fx),
+                Timer::Hold => {}
+            }
         }
+        state.dispatch(now, &mut fx);
         self.apply(state, fx);
     }
 
@@ -1753,37 +1747,35 @@ impl Service {
         let now = self.now();
         let mut fx = Effects::default();
         let mut state = self.lock();
-        {
-            let orphans: Vec<TaskId> = state
-                .workers
-                .values()
-                .filter(|w| w.conn.is_none())
-                .flat_map(|w| w.running.iter().copied())
-                .collect();
-            for id in orphans {
-                state.lose_task(
-                    id,
-                    "did not reconnect after the coordinator restarted",
-                    self.config.max_attempts,
-                    now,
-                    &mut fx,
-                );
-            }
-            let absent: Vec<String> = state
-                .workers
-                .values()
-                .filter(|w| {
-                    w.conn.is_none()
-                        && !matches!(w.view.state, WorkerState::Failed | WorkerState::Maintenance)
-                })
-                .map(|w| w.view.id.clone())
-                .collect();
-            for id in absent {
-                let reason = "did not reconnect after the coordinator restarted".to_string();
-                state.fail_worker(&id, reason, self.config.max_attempts, now, &mut fx);
-            }
-            state.dispatch(now, &mut fx);
+        let orphans: Vec<TaskId> = state
+            .workers
+            .values()
+            .filter(|w| w.conn.is_none())
+            .flat_map(|w| w.running.iter().copied())
+            .collect();
+        for id in orphans {
+            state.lose_task(
+                id,
+                "did not reconnect after the coordinator restarted",
+                self.config.max_attempts,
+                now,
+                &mut fx,
+            );
         }
+        let absent: Vec<String> = state
+            .workers
+            .values()
+            .filter(|w| {
+                w.conn.is_none()
+                    && !matches!(w.view.state, WorkerState::Failed | WorkerState::Maintenance)
+            })
+            .map(|w| w.view.id.clone())
+            .collect();
+        for id in absent {
+            let reason = "did not reconnect after the coordinator restarted".to_string();
+            state.fail_worker(&id, reason, self.config.max_attempts, now, &mut fx);
+        }
+        state.dispatch(now, &mut fx);
         self.apply(state, fx);
     }
 
@@ -1806,168 +1798,163 @@ impl Service {
     ) -> String {
         let now = self.now();
         let mut fx = Effects::default();
-        let id;
         let mut state = self.lock();
-        {
-            let (view, warren, hooks, idle, running, finished) = match hello {
-                Hello::Warren(reg) => {
-                    let view = WorkerView {
-                        id: reg.id.clone(),
-                        state: WorkerState::Idle,
-                        capacity: reg.capacity,
-                        running: 0,
-                        memory_bytes: reg.memory_bytes,
-                        milli_cpus: reg.milli_cpus,
-                        caps: reg.caps,
-                        environments: reg.environments,
-                        address: Some(addr.to_string()),
-                        connected_at: Some(now),
-                        last_seen: Some(now),
-                        reason: None,
-                        groups: Vec::new(),
-                        hooks: BTreeMap::new(),
-                    };
-                    (view, true, reg.hooks, reg.idle, reg.running, reg.finished)
-                }
-                Hello::Pool { capacity } => {
-                    let mut view = offline_view(&format!("pool-{conn_id}"));
-                    view.state = WorkerState::Idle;
-                    view.capacity = capacity;
-                    view.address = Some(addr.to_string());
-                    view.connected_at = Some(now);
-                    view.last_seen = Some(now);
-                    (view, false, false, true, Vec::new(), Vec::new())
-                }
-            };
-            id = view.id.clone();
-            state.awaiting.remove(&id);
-            let mut view = view;
-            let previous = state.workers.get(&id).filter(|w| !w.stand_in).map(|w| {
-                // What the coordinator decided about it outlives its connections.
-                view.groups = w.view.groups.clone();
-                view.hooks = w.view.hooks.clone();
-                view.reason = w.view.reason.clone();
-                view.state = w.view.state;
-                (
-                    w.view.state,
-                    w.view.caps != view.caps,
-                    w.maintenance_note.clone(),
-                )
-            });
-            let entry = state
-                .workers
-                .entry(id.clone())
-                .or_insert_with(|| WorkerEntry::new(view.clone()));
-            entry.view = view;
-            entry.stand_in = false;
-            entry.conn = Some(WorkerConn {
-                conn_id,
-                tx: tx.clone(),
-                warren,
-                hooks,
-            });
-            // Reconcile what it says it runs with what the queue thinks it runs.
-            let claimed: HashSet<TaskId> = running
-                .iter()
-                .chain(finished.iter())
-                .filter_map(|s| parse_id(s))
-                .collect();
-            // Aborted runs it no longer has will never report.
-            entry.drained.retain(|t| claimed.contains(t));
-            let assigned: Vec<TaskId> = entry.running.iter().copied().collect();
-            for task in assigned {
-                if !claimed.contains(&task) {
-                    state.lose_task(
-                        task,
-                        "it reconnected without the task",
-                        self.config.max_attempts,
-                        now,
-                        &mut fx,
-                    );
-                }
-            }
-            for raw in running.iter().chain(finished.iter()) {
-                let Some(task_id) = parse_id(raw) else {
-                    continue;
+        let (view, warren, hooks, idle, running, finished) = match hello {
+            Hello::Warren(reg) => {
+                let view = WorkerView {
+                    id: reg.id.clone(),
+                    state: WorkerState::Idle,
+                    capacity: reg.capacity,
+                    running: 0,
+                    memory_bytes: reg.memory_bytes,
+                    milli_cpus: reg.milli_cpus,
+                    caps: reg.caps,
+                    environments: reg.environments,
+                    address: Some(addr.to_string()),
+                    connected_at: Some(now),
+                    last_seen: Some(now),
+                    reason: None,
+                    groups: Vec::new(),
+                    hooks: BTreeMap::new(),
                 };
-                let known = state
-                    .tasks
-                    .get(&task_id)
-                    .map(|t| (t.record.state, t.record.worker.clone()));
-                let drained = state
-                    .workers
-                    .get(&id)
-                    .is_some_and(|w| w.drained.contains(&task_id));
-                match known {
-                    Some((TaskState::Waiting, _)) if drained => {
-                        // Aborted there by a drain: that copy is to stop.
-                        tx.send(Message::Abort { id: raw.clone() });
-                    }
-                    Some((TaskState::Waiting, _)) => {
-                        // Re-queued while it was away, but still running there: take it back.
-                        state.dequeue(task_id);
-                        if let Some(t) = state.tasks.get_mut(&task_id) {
-                            t.record.state = TaskState::InProgress;
-                            t.record.worker = Some(id.clone());
-                            t.record.attempts = t.record.attempts.max(1);
-                            fx.writes.push(Write::Dispatch {
-                                id: task_id,
-                                worker: id.clone(),
-                                attempts: t.record.attempts,
-                                started_at: t.record.started_at.unwrap_or(now),
-                            });
-                        }
-                        if let Some(w) = state.workers.get_mut(&id) {
-                            w.running.insert(task_id);
-                        }
-                    }
-                    Some((TaskState::InProgress, Some(w))) if w == id => {
-                        if let Some(w) = state.workers.get_mut(&id) {
-                            w.running.insert(task_id);
-                        }
-                    }
-                    Some((TaskState::InProgress, _)) | None if running.contains(raw) => {
-                        // Running elsewhere now, or already ended: stop this copy.
-                        tx.send(Message::Abort { id: raw.clone() });
-                    }
-                    _ => {}
-                }
+                (view, true, reg.hooks, reg.idle, reg.running, reg.finished)
             }
-            let register = WorkerEvent::Register {
-                caps_changed: previous.as_ref().is_some_and(|p| p.1),
-                // A plain pool (a new id on every connection) cannot wait for an operator.
-                straight_to_idle: idle || !warren,
-            };
-            let previous_state = previous.as_ref().map(|p| p.0);
-            let note = match &previous {
-                Some((_, true, _)) => Some("its capabilities changed".to_string()),
-                Some((_, false, note)) => note.clone(),
-                None => None,
-            };
-            // The rule is applied to the state it had before this registration.
-            if let (Some(w), None) = (state.workers.get_mut(&id), previous_state) {
-                w.view.state = WorkerState::Maintenance;
-                w.view.reason = Some("new: waiting for an operator to set it IDLE".into());
+            Hello::Pool { capacity } => {
+                let mut view = offline_view(&format!("pool-{conn_id}"));
+                view.state = WorkerState::Idle;
+                view.capacity = capacity;
+                view.address = Some(addr.to_string());
+                view.connected_at = Some(now);
+                view.last_seen = Some(now);
+                (view, false, false, true, Vec::new(), Vec::new())
             }
-            let result = match previous_state {
-                None => worker_state::transition(None, &register),
-                Some(_) => Ok(WorkerTransition::Unchanged),
-            };
-            match result {
-                Ok(WorkerTransition::Enter(WorkerState::Prepare)) => {
-                    state.begin_prepare(&id, &mut fx)
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(worker = id, "registration: {e}"),
+        };
+        let id = view.id.clone();
+        state.awaiting.remove(&id);
+        let mut view = view;
+        let previous = state.workers.get(&id).filter(|w| !w.stand_in).map(|w| {
+            // What the coordinator decided about it outlives its connections.
+            view.groups = w.view.groups.clone();
+            view.hooks = w.view.hooks.clone();
+            view.reason = w.view.reason.clone();
+            view.state = w.view.state;
+            (
+                w.view.state,
+                w.view.caps != view.caps,
+                w.maintenance_note.clone(),
+            )
+        });
+        let entry = state
+            .workers
+            .entry(id.clone())
+            .or_insert_with(|| WorkerEntry::new(view.clone()));
+        entry.view = view;
+        entry.stand_in = false;
+        entry.conn = Some(WorkerConn {
+            conn_id,
+            tx: tx.clone(),
+            warren,
+            hooks,
+        });
+        // Reconcile what it says it runs with what the queue thinks it runs.
+        let claimed: HashSet<TaskId> = running
+            .iter()
+            .chain(finished.iter())
+            .filter_map(|s| parse_id(s))
+            .collect();
+        // Aborted runs it no longer has will never report.
+        entry.drained.retain(|t| claimed.contains(t));
+        let assigned: Vec<TaskId> = entry.running.iter().copied().collect();
+        for task in assigned {
+            if !claimed.contains(&task) {
+                state.lose_task(
+                    task,
+                    "it reconnected without the task",
+                    self.config.max_attempts,
+                    now,
+                    &mut fx,
+                );
             }
-            if previous_state.is_some() {
-                let _ = state.worker_event(&id, register, note, &self.config, now, &mut fx);
-            }
-            state.refresh_worker_states();
-            state.persist_worker(&id, &mut fx);
-            state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
-            state.dispatch(now, &mut fx);
         }
+        for raw in running.iter().chain(finished.iter()) {
+            let Some(task_id) = parse_id(raw) else {
+                continue;
+            };
+            let known = state
+                .tasks
+                .get(&task_id)
+                .map(|t| (t.record.state, t.record.worker.clone()));
+            let drained = state
+                .workers
+                .get(&id)
+                .is_some_and(|w| w.drained.contains(&task_id));
+            match known {
+                Some((TaskState::Waiting, _)) if drained => {
+                    // Aborted there by a drain: that copy is to stop.
+                    tx.send(Message::Abort { id: raw.clone() });
+                }
+                Some((TaskState::Waiting, _)) => {
+                    // Re-queued while it was away, but still running there: take it back.
+                    state.dequeue(task_id);
+                    if let Some(t) = state.tasks.get_mut(&task_id) {
+                        t.record.state = TaskState::InProgress;
+                        t.record.worker = Some(id.clone());
+                        t.record.attempts = t.record.attempts.max(1);
+                        fx.writes.push(Write::Dispatch {
+                            id: task_id,
+                            worker: id.clone(),
+                            attempts: t.record.attempts,
+                            started_at: t.record.started_at.unwrap_or(now),
+                        });
+                    }
+                    if let Some(w) = state.workers.get_mut(&id) {
+                        w.running.insert(task_id);
+                    }
+                }
+                Some((TaskState::InProgress, Some(w))) if w == id => {
+                    if let Some(w) = state.workers.get_mut(&id) {
+                        w.running.insert(task_id);
+                    }
+                }
+                Some((TaskState::InProgress, _)) | None if running.contains(raw) => {
+                    // Running elsewhere now, or already ended: stop this copy.
+                    tx.send(Message::Abort { id: raw.clone() });
+                }
+                _ => {}
+            }
+        }
+        let register = WorkerEvent::Register {
+            caps_changed: previous.as_ref().is_some_and(|p| p.1),
+            // A plain pool (a new id on every connection) cannot wait for an operator.
+            straight_to_idle: idle || !warren,
+        };
+        let previous_state = previous.as_ref().map(|p| p.0);
+        let note = match &previous {
+            Some((_, true, _)) => Some("its capabilities changed".to_string()),
+            Some((_, false, note)) => note.clone(),
+            None => None,
+        };
+        // The rule is applied to the state it had before this registration.
+        if let (Some(w), None) = (state.workers.get_mut(&id), previous_state) {
+            w.view.state = WorkerState::Maintenance;
+            w.view.reason = Some("new: waiting for an operator to set it IDLE".into());
+        }
+        let result = match previous_state {
+            None => worker_state::transition(None, &register),
+            Some(_) => Ok(WorkerTransition::Unchanged),
+        };
+        match result {
+            Ok(WorkerTransition::Enter(WorkerState::Prepare)) => state.begin_prepare(&id, &mut fx),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(worker = id, "registration: {e}"),
+        }
+        if previous_state.is_some() {
+            let _ = state.worker_event(&id, register, note, &self.config, now, &mut fx);
+        }
+        state.refresh_worker_states();
+        state.persist_worker(&id, &mut fx);
+        state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
+        state.dispatch(now, &mut fx);
         self.apply(state, fx);
         id
     }
@@ -1977,47 +1964,45 @@ impl Service {
         let now = self.now();
         let mut fx = Effects::default();
         let mut state = self.lock();
-        {
-            let Some(entry) = state.workers.get_mut(worker) else {
-                return;
-            };
-            let Some(conn) = entry.conn.as_ref().filter(|c| c.conn_id == conn_id) else {
-                return;
-            };
-            let tx = conn.tx.clone();
-            entry.view.last_seen = Some(now);
-            match message {
-                Message::Done(done) => {
-                    let result = done.to_result();
-                    state.complete(worker, &done.id, result, tx, now, &mut fx);
-                }
-                Message::Finished { id, result } => {
-                    state.complete(worker, &id, result, tx, now, &mut fx)
-                }
-                Message::Output(out) => {
-                    if let Some(task) = parse_id(&out.id).and_then(|id| state.tasks.get(&id)) {
-                        task.hub.push(HubEvent::Output(out.stream, out.data.into()));
-                    }
-                }
-                Message::Stats { id, sample } => {
-                    if let Some(task) = parse_id(&id).and_then(|id| state.tasks.get(&id)) {
-                        push_stats(&task.hub, sample);
-                    }
-                }
-                Message::KeepAlive => return, // `last_seen` is all it changes
-                Message::Hook(report) => state.hook_ran(worker, report, &self.config, now, &mut fx),
-                Message::Failure { reason } => {
-                    let event = WorkerEvent::ReportedFailure { reason };
-                    let _ = state.worker_event(worker, event, None, &self.config, now, &mut fx);
-                }
-                other => tracing::debug!(
-                    worker,
-                    kind = other.kind(),
-                    "ignoring message from a worker"
-                ),
+        let Some(entry) = state.workers.get_mut(worker) else {
+            return;
+        };
+        let Some(conn) = entry.conn.as_ref().filter(|c| c.conn_id == conn_id) else {
+            return;
+        };
+        let tx = conn.tx.clone();
+        entry.view.last_seen = Some(now);
+        match message {
+            Message::Done(done) => {
+                let result = done.to_result();
+                state.complete(worker, &done.id, result, tx, now, &mut fx);
             }
-            state.dispatch(now, &mut fx);
+            Message::Finished { id, result } => {
+                state.complete(worker, &id, result, tx, now, &mut fx)
+            }
+            Message::Output(out) => {
+                if let Some(task) = parse_id(&out.id).and_then(|id| state.tasks.get(&id)) {
+                    task.hub.push(HubEvent::Output(out.stream, out.data.into()));
+                }
+            }
+            Message::Stats { id, sample } => {
+                if let Some(task) = parse_id(&id).and_then(|id| state.tasks.get(&id)) {
+                    push_stats(&task.hub, sample);
+                }
+            }
+            Message::KeepAlive => return, // `last_seen` is all it changes
+            Message::Hook(report) => state.hook_ran(worker, report, &self.config, now, &mut fx),
+            Message::Failure { reason } => {
+                let event = WorkerEvent::ReportedFailure { reason };
+                let _ = state.worker_event(worker, event, None, &self.config, now, &mut fx);
+            }
+            other => tracing::debug!(
+                worker,
+                kind = other.kind(),
+                "ignoring message from a worker"
+            ),
         }
+        state.dispatch(now, &mut fx);
         self.apply(state, fx);
     }
 
@@ -2026,45 +2011,43 @@ impl Service {
         let now = self.now();
         let mut fx = Effects::default();
         let mut state = self.lock();
-        {
-            let Some(entry) = state.workers.get_mut(worker) else {
-                return;
-            };
-            if entry.conn.as_ref().is_none_or(|c| c.conn_id != conn_id) {
-                return; // an older connection of a worker that has already reconnected
-            }
-            let warren = entry.conn.as_ref().is_some_and(|c| c.warren);
-            entry.conn = None;
-            // One in MAINTENANCE stays there (an operator's decision); any other is FAILED.
-            let reason = Some(format!("heartbeats missed: {why}"));
-            let _ = state.worker_event(
-                worker,
-                WorkerEvent::HeartbeatsMissed,
-                reason,
-                &self.config,
-                now,
-                &mut fx,
-            );
-            // Whatever state it is in, what it ran is lost with the connection.
-            let running: Vec<TaskId> = state
-                .workers
-                .get(worker)
-                .map(|w| w.running.iter().copied().collect())
-                .unwrap_or_default();
-            for id in running {
-                state.lose_task(id, why, self.config.max_attempts, now, &mut fx);
-            }
-            if warren {
-                state.persist_worker(worker, &mut fx);
-            } else {
-                state.workers.remove(worker);
-                state.touch(worker);
-                state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
-            }
-            state.dispatch(now, &mut fx);
+        let Some(entry) = state.workers.get_mut(worker) else {
+            return;
+        };
+        if entry.conn.as_ref().is_none_or(|c| c.conn_id != conn_id) {
+            return; // an older connection of a worker that has already reconnected
         }
-        tracing::warn!(worker, "worker lost: {why}");
+        let warren = entry.conn.as_ref().is_some_and(|c| c.warren);
+        entry.conn = None;
+        // One in MAINTENANCE stays there (an operator's decision); any other is FAILED.
+        let reason = Some(format!("heartbeats missed: {why}"));
+        let _ = state.worker_event(
+            worker,
+            WorkerEvent::HeartbeatsMissed,
+            reason,
+            &self.config,
+            now,
+            &mut fx,
+        );
+        // Whatever state it is in, what it ran is lost with the connection.
+        let running: Vec<TaskId> = state
+            .workers
+            .get(worker)
+            .map(|w| w.running.iter().copied().collect())
+            .unwrap_or_default();
+        for id in running {
+            state.lose_task(id, why, self.config.max_attempts, now, &mut fx);
+        }
+        if warren {
+            state.persist_worker(worker, &mut fx);
+        } else {
+            state.workers.remove(worker);
+            state.touch(worker);
+            state.watch_all_satisfiable(now, self.config.invalid_after, &mut fx);
+        }
+        state.dispatch(now, &mut fx);
         self.apply(state, fx);
+        tracing::warn!(worker, "worker lost: {why}");
     }
 
     // ---- the queue port: Pythia frontends ----------------------------------------------------
@@ -2085,80 +2068,76 @@ impl Service {
         let now = self.now();
         let mut fx = Effects::default();
         let mut state = self.lock();
-        {
-            let waiting = state.waiting();
-            let next_id = state.next_id;
-            let Some(fe) = state.frontends.get_mut(&conn_id) else {
-                return;
-            };
-            let refuse = |status: PythiaStatus, output: &str| {
-                Message::Done(Done {
-                    id: launch.id.clone(),
-                    status: status.name().into(),
-                    output: output.into(),
-                })
-            };
-            if fe.ids.contains_key(&launch.id) {
-                fe.tx
-                    .send(refuse(PythiaStatus::Fatal, "Job already launched"));
-                return;
-            }
-            if waiting >= self.config.max_waiting {
-                fe.tx.send(refuse(PythiaStatus::Error, "Queue full"));
-                return;
-            }
-            let mut spec = launch.task.to_spec(&launch.input);
-            spec.limits = spec.limits.with_defaults(&self.config.default_limits);
-            if let Err(e) = spec.validate() {
-                fe.tx.send(refuse(PythiaStatus::Fatal, &e.to_string()));
-                return;
-            }
-            if let Some(problem) = environment_not_offered(&state, &spec) {
-                if let Some(fe) = state.frontends.get(&conn_id) {
-                    fe.tx.send(refuse(PythiaStatus::Fatal, &problem));
-                }
-                return;
-            }
-            let Some(fe) = state.frontends.get_mut(&conn_id) else {
-                return;
-            };
-            fe.ids.insert(launch.id.clone(), next_id);
-            state.next_id += 1;
-            if next_id > state.ids_durable {
-                tracing::warn!(
-                    "task {next_id} of a Pythia frontend starts before its id is reserved"
-                );
-            }
-            self.reserve_ids_ahead(&mut state);
-            let record = TaskRecord {
-                id: next_id,
-                state: TaskState::Waiting,
-                priority: spec.effective_priority(),
-                owner: format!("pythia-frontend-{conn_id}"),
-                spec,
-                queue_order: next_id as i64,
-                worker: None,
-                attempts: 0,
-                created_at: now,
-                started_at: None,
-                finished_at: None,
-                reason: None,
-                result: None,
-                origin: Origin::Frontend,
-                idempotency_key: None,
-            };
-            fx.writes.push(Write::Insert(Box::new(record.clone())));
-            state.tasks.insert(
-                next_id,
-                Active {
-                    record,
-                    hub: Arc::new(Hub::default()),
-                    frontend: Some((conn_id, launch.id)),
-                },
-            );
-            state.enqueue(next_id, now, &mut fx);
-            state.dispatch(now, &mut fx);
+        let waiting = state.waiting();
+        let next_id = state.next_id;
+        let Some(fe) = state.frontends.get_mut(&conn_id) else {
+            return;
+        };
+        let refuse = |status: PythiaStatus, output: &str| {
+            Message::Done(Done {
+                id: launch.id.clone(),
+                status: status.name().into(),
+                output: output.into(),
+            })
+        };
+        if fe.ids.contains_key(&launch.id) {
+            fe.tx
+                .send(refuse(PythiaStatus::Fatal, "Job already launched"));
+            return;
         }
+        if waiting >= self.config.max_waiting {
+            fe.tx.send(refuse(PythiaStatus::Error, "Queue full"));
+            return;
+        }
+        let mut spec = launch.task.to_spec(&launch.input);
+        spec.limits = spec.limits.with_defaults(&self.config.default_limits);
+        if let Err(e) = spec.validate() {
+            fe.tx.send(refuse(PythiaStatus::Fatal, &e.to_string()));
+            return;
+        }
+        if let Some(problem) = environment_not_offered(&state, &spec) {
+            if let Some(fe) = state.frontends.get(&conn_id) {
+                fe.tx.send(refuse(PythiaStatus::Fatal, &problem));
+            }
+            return;
+        }
+        let Some(fe) = state.frontends.get_mut(&conn_id) else {
+            return;
+        };
+        fe.ids.insert(launch.id.clone(), next_id);
+        state.next_id += 1;
+        if next_id > state.ids_durable {
+            tracing::warn!("task {next_id} of a Pythia frontend starts before its id is reserved");
+        }
+        self.reserve_ids_ahead(&mut state);
+        let record = TaskRecord {
+            id: next_id,
+            state: TaskState::Waiting,
+            priority: spec.effective_priority(),
+            owner: format!("pythia-frontend-{conn_id}"),
+            spec,
+            queue_order: next_id as i64,
+            worker: None,
+            attempts: 0,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            reason: None,
+            result: None,
+            origin: Origin::Frontend,
+            idempotency_key: None,
+        };
+        fx.writes.push(Write::Insert(Box::new(record.clone())));
+        state.tasks.insert(
+            next_id,
+            Active {
+                record,
+                hub: Arc::new(Hub::default()),
+                frontend: Some((conn_id, launch.id)),
+            },
+        );
+        state.enqueue(next_id, now, &mut fx);
+        state.dispatch(now, &mut fx);
         self.apply(state, fx);
     }
 
@@ -2167,17 +2146,15 @@ impl Service {
         let now = self.now();
         let mut fx = Effects::default();
         let mut state = self.lock();
-        {
-            let Some(id) = state
-                .frontends
-                .get(&conn_id)
-                .and_then(|fe| fe.ids.get(their_id))
-                .copied()
-            else {
-                return;
-            };
-            let _ = state.cancel(id, now, &mut fx);
-        }
+        let Some(id) = state
+            .frontends
+            .get(&conn_id)
+            .and_then(|fe| fe.ids.get(their_id))
+            .copied()
+        else {
+            return;
+        };
+        let _ = state.cancel(id, now, &mut fx);
         self.apply(state, fx);
     }
 
@@ -2186,13 +2163,11 @@ impl Service {
         let now = self.now();
         let mut fx = Effects::default();
         let mut state = self.lock();
-        {
-            let Some(fe) = state.frontends.remove(&conn_id) else {
-                return;
-            };
-            for id in fe.ids.values().copied() {
-                let _ = state.cancel(id, now, &mut fx);
-            }
+        let Some(fe) = state.frontends.remove(&conn_id) else {
+            return;
+        };
+        for id in fe.ids.values().copied() {
+            let _ = state.cancel(id, now, &mut fx);
         }
         self.apply(state, fx);
     }
