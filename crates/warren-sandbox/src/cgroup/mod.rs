@@ -306,21 +306,21 @@ impl CgroupHost {
         self.v2
             .as_ref()
             .is_some_and(|h| h.controllers().iter().any(|c| c == "io"))
-            || self
-                .v1
-                .iter()
-                .any(|h| h.controller() == v1::Controller::Blkio)
+            || self.blkio().is_some()
+    }
+
+    /// The v1 `blkio` hierarchy, if the host has one.
+    fn blkio(&self) -> Option<&v1::Hierarchy> {
+        self.v1
+            .iter()
+            .find(|h| h.controller() == v1::Controller::Blkio)
     }
 
     /// The group a run with an IO limit needs beyond those [`CgroupHost::create`] made: on v1,
     /// its group in the `blkio` hierarchy (made only for such runs, since each group costs the
     /// run a process migration). `None` where the cgroup2 tree limits IO itself.
     pub fn create_io(&self, name: &str) -> Result<Option<Box<dyn Group>>, CgroupError> {
-        match self
-            .v1
-            .iter()
-            .find(|h| h.controller() == v1::Controller::Blkio)
-        {
+        match self.blkio() {
             Some(h) => Ok(Some(Box::new(h.create(name)?))),
             None => Ok(None),
         }
@@ -424,7 +424,6 @@ pub(crate) fn list_dirs(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Reads a whole small file as a trimmed string.
 /// The host's block devices in use (`MAJ:MIN` of every entry of `/sys/block` with a size: disks,
 /// attached loop devices), which an IO limit applies to.
 pub fn block_devices() -> Vec<String> {
@@ -446,6 +445,7 @@ pub fn block_devices() -> Vec<String> {
     devices
 }
 
+/// Reads a whole small file as a trimmed string.
 pub(crate) fn read_text(path: &Path) -> io::Result<String> {
     read_small(path).map(|s| s.trim().to_string())
 }
