@@ -117,6 +117,7 @@ impl RunArgs {
                 "output" => set(&mut l.output, parse_size(value).ok())?,
                 "pids" => set(&mut l.pids, value.parse().ok())?,
                 "cpus" => set(&mut l.cpus, value.parse().ok())?,
+                "io" => set(&mut l.io, parse_size(value).ok())?,
                 "root" => set(&mut args.root, Some(PathBuf::from(value)))?,
                 "task-dir" => set(&mut args.task_dir, Some(PathBuf::from(value)))?,
                 "stdin" => set(&mut args.stdin, Some(PathBuf::from(value)))?,
@@ -277,7 +278,7 @@ mod tests {
             "sandbox run --json -- sh -c 'echo'",
             "sandbox run --wall-time 2s --memory 64M -- python3 -c x",
             "sandbox run --wall-time=1500ms --cpu-time 2s --memory=1G --disk 64M --output 4 \
-             --pids 16 --cpus 500 --root /srv/r --task-dir /t --stdin /in --json -- a -- b",
+             --pids 16 --cpus 500 --io 8M --root /srv/r --task-dir /t --stdin /in --json -- a -- b",
             "sandbox run --pids +5 -- x",
             "sandbox run --output 10 -- --json",
             "sandbox run -- --help",
@@ -298,6 +299,7 @@ mod tests {
             "sandbox check",
             "sandbox run --wall-time 0 -- x",
             "sandbox run --cpus 1 -- x",
+            "sandbox run --io 1 -- x",
         ];
         let mut quick = 0;
         for line in lines {
@@ -310,6 +312,6 @@ mod tests {
                 assert_eq!(Some(args), by_clap(&argv), "{line}");
             }
         }
-        assert_eq!(quick, 9, "the common command lines take the quick path");
+        assert_eq!(quick, 10, "the common command lines take the quick path");
     }
 }
