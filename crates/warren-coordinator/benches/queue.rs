@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use warren_coordinator::{Config, Coordinator, Durability};
 use warren_core::task::TaskSpec;
-use warren_sandbox::{CollectOutput, RunSpec, Sandbox, SandboxConfig};
+use warren_sandbox::{CollectOutput, RunSpec, Sandbox, SandboxConfig, Spawner};
 use warren_worker::{Executor, InstantExecutorForBenchmarks, SandboxExecutor, Worker};
 
 fn config(dir: &std::path::Path, durability: Durability) -> Config {
@@ -278,6 +278,16 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` lists benchmarks
     }
+    // The sandboxes clone their runs from spawner processes forked now, while this process is
+    // small and has one thread, as `warren up` and `warren worker` do: one for the worker's
+    // sandbox, one for the library baseline.
+    // BENCH_NO_SPAWNER=1 clones from this process instead, for comparison.
+    let spawner = || {
+        std::env::var_os("BENCH_NO_SPAWNER")
+            .is_none()
+            .then(|| Spawner::start().unwrap())
+    };
+    let (worker_spawner, baseline_spawner) = (spawner(), spawner());
     let tasks: usize = std::env::var("BENCH_TASKS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -312,7 +322,11 @@ fn main() {
     } else {
         Durability::Full
     };
-    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        spawner: baseline_spawner,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = rt
         .block_on(Coordinator::start(config(dir.path(), e2e_durability)))
@@ -320,8 +334,12 @@ fn main() {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
-    let executor =
-        SandboxExecutor::new(Sandbox::new(SandboxConfig::default()).unwrap(), None, None);
+    let worker_sandbox = Sandbox::new(SandboxConfig {
+        spawner: worker_spawner,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let executor = SandboxExecutor::new(worker_sandbox, None, None);
     let _worker = start_worker(
         &rt,
         coordinator.queue_addr,

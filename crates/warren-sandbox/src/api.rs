@@ -128,6 +128,11 @@ pub struct SandboxConfig {
     /// and exits (`warren sandbox run`), so that work is off the run's path. Anything that needs
     /// it earlier (an image, a session) does it first.
     pub defer_host_setup: bool,
+    /// A spawner process to clone runs from ([`crate::Spawner::start`], called early): for a
+    /// runner that is a large multi-threaded process, so cloning a run does not copy its page
+    /// tables nor make its memory copy-on-write. `None` clones from this process, which suits
+    /// a small one (`warren sandbox run`). A spawner that stopped answering is passed over.
+    pub spawner: Option<crate::Spawner>,
 }
 
 impl Default for SandboxConfig {
@@ -142,6 +147,7 @@ impl Default for SandboxConfig {
             max_stat_points: 100,
             warm_runs: 2,
             defer_host_setup: false,
+            spawner: None,
         }
     }
 }

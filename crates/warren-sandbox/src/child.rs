@@ -70,11 +70,13 @@ fn remount_read_only(target: &std::ffi::CStr) -> sys::Res {
 /// The child's entry point: never returns.
 pub fn child_main(plan: &ChildPlan) -> ! {
     let stage = |s: Stage| s as u32;
-    // Die with the thread that supervises us. A parent that died before this took effect is
+    // Die with the thread that created us (or, for a run cloned by the spawner, with the
+    // runner's thread that started the spawner). A parent that died before this took effect is
     // noticed at the go pipe, which then reads end of file.
     if let Err(e) = sys::kill_with_parent() {
         fail(plan, stage(Stage::Handover), e);
     }
+    sys::set_name(c"warren-init");
     let keep = [
         plan.stdio[0],
         plan.stdio[1],
@@ -102,7 +104,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     if let Err(e) = pivot {
         fail(plan, stage(Stage::PivotRoot), e);
     }
-    if let Err(e) = sys::sethostname(plan.hostname).and_then(|()| sys::loopback_up()) {
+    if let Err(e) = sys::sethostname(&plan.hostname).and_then(|()| sys::loopback_up()) {
         fail(plan, stage(Stage::Network), e);
     }
 

@@ -23,6 +23,7 @@ mod pool;
 mod run;
 mod seccomp;
 mod session;
+mod spawner;
 mod supervise;
 mod sys;
 mod uids;
@@ -32,6 +33,7 @@ pub use check::HostReport;
 pub use mounts::MountedImage;
 pub use run::{AbortHandle, Sandbox, SandboxError, SpecError};
 pub use session::{Session, StepUser};
+pub use spawner::Spawner;
 pub use warren_core::result::RunResult;
 
 /// Sends SIGKILL to every process of the process group `pgid` (for commands Warren starts on

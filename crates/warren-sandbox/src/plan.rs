@@ -141,7 +141,7 @@ pub struct ChildPlan {
     /// Filesystem steps, applied in order.
     pub steps: Vec<Step>,
     /// Host name inside the run.
-    pub hostname: &'static [u8],
+    pub hostname: Vec<u8>,
     /// Read end of the go pipe: one byte once the parent has placed the process in its
     /// cgroups, then the launch message once it knows what to run.
     pub go_fd: RawFd,

@@ -18,6 +18,7 @@ use crate::launch::{Launch, LaunchFile};
 use crate::mounts::HostMounts;
 use crate::plan::{self, ChildPlan, RootEntry, Stage, Step};
 use crate::pool::Pool;
+use crate::spawner::SpawnError;
 use crate::supervise::{supervise, Supervision};
 use crate::sys::child::SeccompProgram;
 use crate::sys::{self, process::WaitStatus};
@@ -644,7 +645,7 @@ impl Host {
         let child_plan = ChildPlan {
             new_root: self.new_root.clone(),
             steps,
-            hostname: b"warren",
+            hostname: b"warren".to_vec(),
             go_fd: go_r.as_raw_fd(),
             error_fd: error_w.as_raw_fd(),
             stdio: match &null {
@@ -666,9 +667,26 @@ impl Host {
             last_capability: self.last_capability,
             seccomp: self.seccomp.clone(),
         };
-        let spawned =
-            sys::process::spawn(NAMESPACES, cgroups.clone_target(), child_main, &child_plan)
-                .map_err(io("creating the sandboxed process"))?;
+        let through_spawner = self
+            .config
+            .spawner
+            .as_ref()
+            .map(|spawner| spawner.spawn(NAMESPACES, cgroups.clone_target(), &child_plan));
+        let spawned = match through_spawner {
+            Some(Ok(spawned)) => spawned,
+            Some(Err(SpawnError::Refused(e))) => {
+                return Err(format!("creating the sandboxed process: {e}"))
+            }
+            // No spawner, or one that is gone: clone from here.
+            None | Some(Err(SpawnError::Unreachable)) => sys::process::spawn(
+                NAMESPACES,
+                cgroups.clone_target(),
+                false,
+                child_main,
+                &child_plan,
+            )
+            .map_err(io("creating the sandboxed process"))?,
+        };
         drop((stdout_w, stderr_w, error_w, stdin_child, go_r, null));
         let mut prepared = Prepared {
             shape: shape.clone(),

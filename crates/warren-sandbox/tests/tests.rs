@@ -2,6 +2,7 @@
 //! cases, and bad input.
 
 mod session;
+mod spawner;
 mod util;
 
 use std::io::Read;

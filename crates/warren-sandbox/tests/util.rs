@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use warren_sandbox::{CollectOutput, RunResult, RunSpec, Sandbox, SandboxConfig, Stdin};
+use warren_sandbox::{CollectOutput, RunResult, RunSpec, Sandbox, SandboxConfig, Spawner, Stdin};
 
 /// A sandbox for one test; when dropped, it checks that nothing of its runs is left in any
 /// cgroup hierarchy (its warm pool, if any, is shut down first).
@@ -46,14 +46,33 @@ pub fn cold_sandbox() -> Option<TestSandbox> {
 /// A sandbox without a warm pool whose state (mount points, uid leases) is under `state_dir`,
 /// so that what a test leaves there on purpose is not reclaimed by another runner first.
 pub fn cold_sandbox_in(state_dir: &Path) -> Option<TestSandbox> {
-    sandbox_config(0, Some(state_dir))
+    sandbox_config(0, Some(state_dir), None)
 }
 
 fn sandbox_with(warm_runs: usize) -> Option<TestSandbox> {
-    sandbox_config(warm_runs, None)
+    sandbox_config(warm_runs, None, None)
 }
 
-fn sandbox_config(warm_runs: usize, state_dir: Option<&Path>) -> Option<TestSandbox> {
+/// A sandbox whose runs are cloned by a spawner process of its own, with or without a warm
+/// pool.
+pub fn sandbox_with_spawner(warm: bool) -> Option<TestSandbox> {
+    let spawner = match Spawner::start() {
+        Ok(spawner) => spawner,
+        Err(e) => panic!("forking the spawner: {e}"),
+    };
+    let warm_runs = if warm {
+        SandboxConfig::default().warm_runs
+    } else {
+        0
+    };
+    sandbox_config(warm_runs, None, Some(spawner))
+}
+
+fn sandbox_config(
+    warm_runs: usize,
+    state_dir: Option<&Path>,
+    spawner: Option<Spawner>,
+) -> Option<TestSandbox> {
     let test = std::thread::current()
         .name()
         .unwrap_or("main")
@@ -64,6 +83,7 @@ fn sandbox_config(warm_runs: usize, state_dir: Option<&Path>) -> Option<TestSand
         cgroup_parent: parent.clone(),
         warm_runs,
         state_dir: state_dir.map_or(defaults.state_dir.clone(), Path::to_path_buf),
+        spawner,
         ..defaults
     };
     match Sandbox::new(config) {

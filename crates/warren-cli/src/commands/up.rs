@@ -5,7 +5,7 @@ use clap::Args;
 use warren_coordinator::Coordinator;
 
 use super::server::{init_logging, runtime, ServerArgs};
-use super::worker::{sandbox_worker, stop, WorkerCommon, RUNTIME_GRACE};
+use super::worker::{sandbox_worker, start_spawner, stop, WorkerCommon, RUNTIME_GRACE};
 
 /// Flags of `warren up`.
 #[derive(Debug, Args)]
@@ -22,6 +22,7 @@ pub struct UpArgs {
 /// Runs `warren up` until Ctrl-C or SIGTERM; then stops the worker cleanly (runs aborted, shared
 /// images unmounted) before exiting.
 pub fn run(args: UpArgs) -> anyhow::Result<u8> {
+    let spawner = start_spawner()?;
     init_logging();
     let config = args.server.config()?;
     let runtime = runtime()?;
@@ -46,7 +47,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         if worker_config.token.is_none() {
             worker_config.token = Some(coordinator.join_token.clone());
         }
-        let worker = sandbox_worker(worker_config)?;
+        let worker = sandbox_worker(worker_config, spawner)?;
         let url = format!("http://{}", coordinator.http_addr);
         println!("Warren is up: {url}");
         println!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use warren_sandbox::{Sandbox, SandboxConfig};
+use warren_sandbox::{Sandbox, SandboxConfig, Spawner};
 use warren_worker::{Config, Hooks, SandboxExecutor, Stopper, Worker};
 
 use super::server::{default_data_dir, init_logging, runtime};
@@ -188,9 +188,19 @@ impl WorkerCommon {
     }
 }
 
-/// Builds a worker that runs tasks in the sandbox.
-pub fn sandbox_worker(config: Config) -> anyhow::Result<Worker> {
-    let sandbox = Sandbox::new(SandboxConfig::default()).context("setting up the sandbox")?;
+/// Starts the process that clones the worker's runs. Called first thing, while this process is
+/// small and has one thread: see [`Spawner`].
+pub fn start_spawner() -> anyhow::Result<Spawner> {
+    Spawner::start().context("starting the sandbox's spawner process")
+}
+
+/// Builds a worker that runs tasks in the sandbox, its runs cloned by `spawner`.
+pub fn sandbox_worker(config: Config, spawner: Spawner) -> anyhow::Result<Worker> {
+    let sandbox = Sandbox::new(SandboxConfig {
+        spawner: Some(spawner),
+        ..SandboxConfig::default()
+    })
+    .context("setting up the sandbox")?;
     let executor = SandboxExecutor::new(
         sandbox,
         config.environments_dir.clone(),
@@ -216,6 +226,7 @@ pub async fn stop(stopper: Stopper) {
 
 /// Runs `warren worker` until Ctrl-C.
 pub fn run(args: WorkerArgs) -> anyhow::Result<u8> {
+    let spawner = start_spawner()?;
     init_logging();
     let mut config = args.common.config(
         args.connect.clone(),
@@ -229,7 +240,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<u8> {
     }
     config.idle = args.idle;
     config.hooks = args.hooks.hooks()?;
-    let worker = sandbox_worker(config)?;
+    let worker = sandbox_worker(config, spawner)?;
     println!(
         "Warren worker {} connecting to {}",
         worker.id(),

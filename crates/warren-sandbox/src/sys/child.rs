@@ -349,6 +349,13 @@ pub fn set_no_new_privs() -> Res {
     check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long)
 }
 
+/// Names the calling thread (what `ps` and `/proc/PID/comm` show), cut to 15 bytes.
+pub fn set_name(name: &CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which the kernel
+    // copies; `name` outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
 /// Asks for SIGKILL when the thread that created this process exits.
 pub fn kill_with_parent() -> Res {
     // SAFETY: integer arguments only.
@@ -437,7 +444,6 @@ impl SeccompProgram {
     }
 
     /// The instructions.
-    #[cfg(test)]
     pub fn instructions(&self) -> &[libc::sock_filter] {
         &self.filters
     }
