@@ -205,11 +205,18 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         }
     }
 
+    // Changing credentials clears the parent-death signal, so it is asked for again. The
+    // parent holds the go pipe's write end until the run has ended: if it died before the new
+    // request took effect, the pipe has no writer left, and the run ends here.
     let privileges = sys::become_user(plan.uid, gid, plan.extra_gid)
         .and_then(|()| sys::clear_capabilities())
+        .and_then(|()| sys::kill_with_parent())
         .and_then(|()| sys::cloexec_from(3));
     if let Err(e) = privileges {
         fail(plan, stage(Stage::Privileges), e);
+    }
+    if sys::writers_gone(plan.go_fd) {
+        sys::exit(SETUP_FAILED);
     }
     let program = match launch.program() {
         Ok(p) => p,

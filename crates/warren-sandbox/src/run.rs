@@ -843,7 +843,9 @@ impl Host {
         let message = launch.encode();
         let started = Instant::now();
         prepared.launched = true;
-        if let Some(go) = prepared.go_w.take() {
+        // The go pipe's write end stays open until the run has ended: the run's init, once it
+        // has changed its uid, checks it to know that this process did not die meanwhile.
+        if let Some(go) = &prepared.go_w {
             let mut framed = (message.len() as u64).to_ne_bytes().to_vec();
             framed.extend_from_slice(&message);
             // A child that died in its setup closes the pipe; its report says why, below.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::leftovers::{descendants, leftovers, mount_points};
+use super::leftovers::{clean_up, descendants, leftovers, mount_points, start_time};
 
 use super::pythia::{self, expect, limits, slowdown, Frontend, Up};
 use super::sandbox::root;
@@ -138,17 +138,8 @@ fn sigterm_unmounts_the_shared_images_and_leaves_nothing() {
     );
 }
 
-#[test]
-fn sigterm_with_a_long_task_running_exits_promptly_leaving_no_processes() {
-    if !root() {
-        return;
-    }
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(e) => panic!("tempdir: {e}"),
-    };
-    let mut up = Up::start(dir);
-    let pid = up.child.id();
+/// Submits `sh -c 'sleep 600'` to `up` and waits until it runs; every process below `up` then.
+fn run_a_long_task(up: &Up) -> BTreeMap<u32, (String, String)> {
     let submitted = match Command::new(env!("CARGO_BIN_EXE_warren"))
         .args([
             "submit",
@@ -171,7 +162,37 @@ fn sigterm_with_a_long_task_running_exits_promptly_leaving_no_processes() {
         "warren submit: {}",
         String::from_utf8_lossy(&submitted.stderr)
     );
-    let had = wait_for_process(&up, "sleep 600", Duration::from_secs(30));
+    wait_for_process(up, "sleep 600", Duration::from_secs(30))
+}
+
+/// Waits up to `limit` until none of `had` is alive; those still alive then.
+fn still_alive_after(had: &BTreeMap<u32, (String, String)>, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let alive: Vec<String> = had
+            .iter()
+            .filter(|(&p, (start, _))| start_time(p).as_ref() == Some(start))
+            .map(|(p, (_, cmd))| format!("{p} `{cmd}`"))
+            .collect();
+        if alive.is_empty() || Instant::now() >= deadline {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_with_a_long_task_running_exits_promptly_leaving_no_processes() {
+    if !root() {
+        return;
+    }
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let mut up = Up::start(dir);
+    let pid = up.child.id();
+    let had = run_a_long_task(&up);
 
     let took = terminate(&mut up, Duration::from_secs(20) * slowdown());
     assert!(
@@ -182,5 +203,75 @@ fn sigterm_with_a_long_task_running_exits_promptly_leaving_no_processes() {
         leftovers(pid, up.dir.path(), &had),
         Vec::<String>::new(),
         "left behind"
+    );
+}
+
+/// A runner that is killed outright cannot clean up, but its runs must not outlive it: every
+/// run's init asks for SIGKILL when the runner goes, and asks again after its uid change (which
+/// clears that request). Its cgroups are left for the next runner to reclaim.
+#[test]
+fn sigkill_takes_the_running_tasks_and_the_spawner_with_it() {
+    if !root() {
+        return;
+    }
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let mut up = Up::start(dir);
+    let pid = up.child.id();
+    let had = run_a_long_task(&up);
+    assert!(
+        had.values().any(|(_, cmd)| cmd.contains("warren up")),
+        "the spawner and the runs' inits are copies of warren up: {had:?}"
+    );
+    let _ = up.child.kill();
+    let _ = up.child.wait();
+    let alive = still_alive_after(&had, Duration::from_secs(5) * slowdown());
+    clean_up(pid, &had);
+    assert_eq!(
+        alive,
+        Vec::<String>::new(),
+        "alive after warren up was killed"
+    );
+}
+
+/// The same for `warren sandbox run`, whose run is cloned by the command itself.
+#[test]
+fn a_killed_sandbox_run_command_takes_its_run_with_it() {
+    if !root() {
+        return;
+    }
+    let mut command = match Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["sandbox", "run", "--wall-time", "10m", "--", "sleep", "599"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!("running warren sandbox run: {e}"),
+    };
+    let pid = command.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let had = loop {
+        let below = descendants(pid);
+        if below.values().any(|(_, cmd)| cmd == "sleep 599") {
+            break below;
+        }
+        if Instant::now() > deadline {
+            let _ = command.kill();
+            let _ = command.wait();
+            panic!("no `sleep 599` below warren sandbox run: {below:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = command.kill();
+    let _ = command.wait();
+    let alive = still_alive_after(&had, Duration::from_secs(5) * slowdown());
+    clean_up(pid, &had);
+    assert_eq!(
+        alive,
+        Vec::<String>::new(),
+        "alive after the command was killed"
     );
 }

@@ -356,6 +356,18 @@ pub fn set_name(name: &CStr) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
 }
 
+/// Whether the pipe whose read end is `fd` has no writer left (poll reports a hang-up).
+pub fn writers_gone(fd: RawFd) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pollfd` is one valid pollfd for the call; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    ready > 0 && pollfd.revents & libc::POLLHUP != 0
+}
+
 /// Asks for SIGKILL when the thread that created this process exits.
 pub fn kill_with_parent() -> Res {
     // SAFETY: integer arguments only.
