@@ -234,16 +234,25 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         Err(e) => fail(plan, stage(Stage::Exec), e),
     };
     report(plan, Stage::Executed, 0);
-    loop {
+    // The program has its own copies of the streams; without these the pipes reach end of
+    // file as soon as the program's processes are gone.
+    sys::close_stdio();
+    let status = loop {
         match sys::wait_any() {
-            Ok((child, status)) if child == pid => {
-                report(plan, Stage::ProgramExit, status);
-                sys::exit(0)
-            }
+            Ok((child, status)) if child == pid => break status,
             Ok(_) | Err(libc::EINTR) => {}
             Err(_) => sys::exit(SETUP_FAILED),
         }
-    }
+    };
+    // The rest of the tree goes before the end is reported, so the report means the run is
+    // over: every other process of the namespace killed and reaped (orphans are this
+    // process's children). A process that forks meanwhile has SIGKILL pending, and the kernel
+    // refuses its fork.
+    sys::kill_all_others();
+    // Until ECHILD: nothing left.
+    while let Ok(_) | Err(libc::EINTR) = sys::wait_any() {}
+    report(plan, Stage::ProgramExit, status);
+    sys::exit(0)
 }
 
 /// Stack for the program's process between clone and exec.

@@ -92,7 +92,8 @@ pub enum Stage {
     SetupTimeout,
     /// Not a failure: the program was executed (time limits start).
     Executed,
-    /// Not a failure: the program ended, with this raw wait status.
+    /// Not a failure: the program ended, with this raw wait status, and every other process
+    /// of the run has been killed and reaped; only the init is left, and it exits next.
     ProgramExit,
 }
 

@@ -1,14 +1,43 @@
 //! The warm pool: runs prepared ahead of time by a background thread, so that a run with the
 //! common shape (host root, no task files) only has its per-run work left when it is asked for.
-//! The same thread removes finished runs' cgroups, off the path that returns their results.
+//! The same thread finishes ended runs off the path that returns their results: it waits for
+//! the run's init to exit, removes the run's cgroups and frees its uid.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use crate::cgroup::RunCgroups;
 use crate::run::{Host, Prepared, Shape};
+use crate::sys;
+use crate::uids::UidLease;
+
+/// What is left of a run whose result has been returned.
+#[derive(Debug)]
+pub struct Retired {
+    /// A pidfd of the run's init when it may still be exiting (it reported the program's end,
+    /// with every other process of the run already gone); `None` once it has been reaped.
+    pub init: Option<OwnedFd>,
+    /// The run's groups, removed once the init is gone.
+    pub cgroups: RunCgroups,
+    /// The run's uid, free for another run once the init is gone.
+    pub lease: Option<UidLease>,
+}
+
+impl Retired {
+    /// Reaps the init, removes the groups (a group that cannot be removed is left for the next
+    /// runner's reclaim: its name says which runner made it) and frees the uid.
+    fn finish(mut self) {
+        if let Some(init) = self.init.take() {
+            let _ = sys::process::wait_pidfd(init.as_fd());
+        }
+        let _ = self.cgroups.remove();
+        drop(self.lease.take());
+    }
+}
 
 /// Keeps up to `want` prepared runs of [`Shape::default_host`].
 #[derive(Debug)]
@@ -28,7 +57,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     ready: Vec<Prepared>,
-    retired: Vec<RunCgroups>,
+    retired: Vec<Retired>,
 }
 
 /// Pause after a failed preparation (no uid free, a cgroup refused) before trying again.
@@ -76,9 +105,9 @@ impl Pool {
         found
     }
 
-    /// Hands a finished run's cgroups over for removal in the background.
-    pub fn retire(&self, cgroups: RunCgroups) {
-        self.shared.lock().retired.push(cgroups);
+    /// Hands an ended run over to be finished in the background.
+    pub fn retire(&self, retired: Retired) {
+        self.shared.lock().retired.push(retired);
         self.shared.changed.notify_all();
     }
 
@@ -139,11 +168,10 @@ fn refill(host: &Host, shared: &Shared) {
     }
 }
 
-/// Removes finished runs' groups. A group that cannot be removed is left for the next runner's
-/// reclaim (its name says which runner made it).
-fn remove_all(retired: Vec<RunCgroups>) {
-    for mut cgroups in retired {
-        let _ = cgroups.remove();
+/// Finishes ended runs.
+fn remove_all(retired: Vec<Retired>) {
+    for run in retired {
+        run.finish();
     }
 }
 

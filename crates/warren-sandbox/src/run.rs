@@ -17,7 +17,7 @@ use crate::child::child_main;
 use crate::launch::{Launch, LaunchFile};
 use crate::mounts::HostMounts;
 use crate::plan::{self, ChildPlan, RootEntry, Stage, Step};
-use crate::pool::Pool;
+use crate::pool::{Pool, Retired};
 use crate::spawner::SpawnError;
 use crate::supervise::{supervise, Supervision};
 use crate::sys::child::SeccompProgram;
@@ -881,8 +881,15 @@ impl Host {
             events,
             &requested,
         );
-        let status = sys::process::wait_pidfd(prepared.pidfd.as_fd())
-            .map_err(|e| format!("waiting for the run: {e}"))?;
+        // Once the init has reported the program's end, nothing of the run is left but the init
+        // itself, exiting: the pool's thread waits for it, off this path, when there is one.
+        let init_status = match (supervised.program_status, pool) {
+            (Some(_), Some(_)) => None,
+            _ => Some(
+                sys::process::wait_pidfd(prepared.pidfd.as_fd())
+                    .map_err(|e| format!("waiting for the run: {e}"))?,
+            ),
+        };
         let ended = supervised.ended.unwrap_or_else(Instant::now);
         let executed = supervised.executed.unwrap_or(started);
         let setup_failure = supervised.setup_failure;
@@ -902,25 +909,45 @@ impl Host {
             output_bytes: supervised.output_bytes,
         };
         let oom_kills = prepared.cgroups.oom_kills();
-        // Every process is gone: the groups only need removing, which the pool's thread does
-        // off this path when there is one.
+        // Every process but perhaps the exiting init is gone: the groups only need removing
+        // once it has exited, and the uid freeing, which the pool's thread does off this path
+        // when there is one.
         let mut cgroups = std::mem::take(&mut prepared.cgroups);
+        let lease = prepared.lease.take();
         let removal = match pool {
             Some(pool) => {
-                pool.retire(cgroups);
+                let init = match init_status {
+                    Some(_) => None,
+                    None => Some(
+                        prepared
+                            .pidfd
+                            .try_clone()
+                            .map_err(|e| format!("keeping the run's pidfd: {e}"))?,
+                    ),
+                };
+                pool.retire(Retired {
+                    init,
+                    cgroups,
+                    lease,
+                });
                 Ok(())
             }
-            None => cgroups.remove(),
+            None => {
+                drop(lease);
+                cgroups.remove()
+            }
         };
-        prepared.lease = None;
 
         // The program's own ending, as its init saw it; the init's when the init was killed
         // first (a limit, an abort), which is a SIGKILL for the whole tree.
-        let exit = match (supervised.program_status, status) {
+        let exit = match (supervised.program_status, init_status) {
             (Some(raw), _) if libc::WIFEXITED(raw) => Exit::Code(libc::WEXITSTATUS(raw)),
             (Some(raw), _) if libc::WIFSIGNALED(raw) => Exit::Signal(libc::WTERMSIG(raw)),
-            (_, WaitStatus::Exited(code)) => Exit::Code(code),
-            (_, WaitStatus::Signaled(signal)) => Exit::Signal(signal),
+            (_, Some(WaitStatus::Exited(code))) => Exit::Code(code),
+            (_, Some(WaitStatus::Signaled(signal))) => Exit::Signal(signal),
+            // Not reached: the init is waited for unless it reported the program's end, and
+            // waiting without WUNTRACED reports only exits and deaths by a signal.
+            (_, None) => Exit::Signal(libc::SIGKILL),
         };
         let mut message = None;
         let mut crash = None;

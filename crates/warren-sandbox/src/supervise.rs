@@ -58,7 +58,7 @@ pub struct Supervised {
     pub stats: Vec<StatSample>,
     /// Most processes seen in a sample.
     pub sampled_peak_pids: u64,
-    /// When the tree was seen gone.
+    /// When the tree was seen gone (the program's end reported, or the init's exit).
     pub ended: Option<Instant>,
     /// When the program was executed (time limits count from here).
     pub executed: Option<Instant>,
@@ -78,7 +78,9 @@ const MIN_CPU_CHECK: Duration = Duration::from_millis(1);
 /// Samples kept before decimating in place, to bound memory on long runs.
 const SAMPLE_BUFFER: usize = 10_000;
 
-/// Runs the loop until the tree is gone and every output pipe is drained.
+/// Runs the loop until the tree is gone and every output pipe is drained. The run's init may
+/// still be exiting when this returns after it reported the program's end: the caller waits for
+/// it (or has it waited for) before removing the cgroups.
 pub fn supervise(
     mut s: Supervision<'_>,
     events: &mut dyn RunEvents,
@@ -114,7 +116,10 @@ pub fn supervise(
     };
 
     loop {
-        if exited && !open[0] && !open[1] && !report_open {
+        // The tree is gone when the init has exited, or when it has reported the program's end
+        // (it kills and reaps everything else first, and exits right after).
+        let over = exited || out.program_status.is_some();
+        if over && !open[0] && !open[1] && (!report_open || out.program_status.is_some()) {
             break;
         }
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(5);
@@ -127,7 +132,7 @@ pub fn supervise(
             });
             roles.push(role);
         };
-        if !exited {
+        if !over {
             watch(s.pidfd, libc::POLLIN, Role::Exit);
         }
         for (i, fd) in s.outputs.iter().enumerate() {
@@ -138,7 +143,7 @@ pub fn supervise(
         if let Some((fd, _)) = &s.stdin {
             watch(fd.as_fd(), libc::POLLOUT, Role::Stdin);
         }
-        if report_open {
+        if report_open && out.program_status.is_none() {
             watch(s.report, libc::POLLIN, Role::Report);
         }
         if out.first_kill.is_none() {
@@ -147,7 +152,7 @@ pub fn supervise(
             }
         }
         let now = Instant::now();
-        let nearest = if exited {
+        let nearest = if over {
             None
         } else {
             [wall_deadline, next_cpu_check, next_sample]
@@ -157,7 +162,7 @@ pub fn supervise(
         };
         let timeout = nearest.map(|d| d.saturating_duration_since(now));
         // An abort handle without an eventfd is checked at least every 20 ms.
-        let timeout = if s.abort.is_none() && out.first_kill.is_none() && !exited {
+        let timeout = if s.abort.is_none() && out.first_kill.is_none() && !over {
             Some(timeout.map_or(Duration::from_millis(20), |t| {
                 t.min(Duration::from_millis(20))
             }))
@@ -242,6 +247,7 @@ pub fn supervise(
                                     wall_deadline = s.limits.wall_time.map(|t| now + t);
                                 } else if stage == Stage::ProgramExit as u32 {
                                     out.program_status = Some(value);
+                                    out.ended.get_or_insert_with(Instant::now);
                                 } else {
                                     out.setup_failure = Some((stage, value));
                                 }
@@ -253,7 +259,7 @@ pub fn supervise(
                 }
             }
         }
-        if exited {
+        if exited || out.program_status.is_some() {
             continue;
         }
         if s.abort.is_none() && out.first_kill.is_none() && abort_requested() {

@@ -569,6 +569,21 @@ pub fn wait_any() -> Result<(libc::pid_t, i32), Errno> {
     }
 }
 
+/// Closes descriptors 0, 1 and 2.
+pub fn close_stdio() {
+    for fd in 0..3 {
+        // SAFETY: close takes no pointers; a descriptor that is not open gives EBADF.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// `kill(-1, SIGKILL)`: every process this one may signal but itself; for a PID namespace's
+/// init, every other process of the namespace.
+pub fn kill_all_others() {
+    // SAFETY: kill takes no pointers.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+}
+
 /// Ends the process at once, without running destructors or atexit handlers.
 pub fn exit(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no user-space state.
