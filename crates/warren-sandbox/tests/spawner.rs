@@ -36,6 +36,15 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// The spawner `sandbox_with_spawner` gave the sandbox.
+fn spawner_of(sandbox: &warren_sandbox::Sandbox) -> Spawner {
+    sandbox
+        .config()
+        .spawner
+        .clone()
+        .expect("the helper sets a spawner")
+}
+
 #[test]
 fn runs_through_a_spawner_give_the_same_results_as_runs_cloned_here() {
     for warm in [true, false] {
@@ -78,11 +87,7 @@ fn a_spawned_run_is_a_child_of_the_runner_not_of_the_spawner() {
     let Some(sb) = sandbox_with_spawner(false) else {
         return;
     };
-    let spawner = sb
-        .config()
-        .spawner
-        .clone()
-        .expect("the helper sets a spawner");
+    let spawner = spawner_of(&sb);
     let abort = AbortHandle::new();
     let during = std::thread::scope(|scope| {
         let run = scope.spawn(|| {
@@ -127,11 +132,7 @@ fn a_killed_spawner_is_passed_over_and_runs_go_on() {
     let Some(sb) = sandbox_with_spawner(false) else {
         return;
     };
-    let spawner = sb
-        .config()
-        .spawner
-        .clone()
-        .expect("the helper sets a spawner");
+    let spawner = spawner_of(&sb);
     assert_eq!(out(&sh(&sb, "echo one", Limits::default())), "one\n");
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &spawner.pid().to_string()])
@@ -154,7 +155,7 @@ fn the_spawner_ends_with_its_last_handle() {
     let Some(sb) = sandbox_with_spawner(true) else {
         return;
     };
-    let pid = sb.config().spawner.as_ref().expect("a spawner").pid();
+    let pid = spawner_of(&sb).pid();
     assert_eq!(out(&sh(&sb, "echo one", Limits::default())), "one\n");
     assert_eq!(
         parent_and_name(pid),

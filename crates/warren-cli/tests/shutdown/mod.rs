@@ -138,6 +138,19 @@ fn sigterm_unmounts_the_shared_images_and_leaves_nothing() {
     );
 }
 
+/// `warren up` in a fresh directory with `sleep 600` running as a task: it, its pid, and every
+/// process below it then.
+fn up_with_a_long_task() -> (Up, u32, BTreeMap<u32, (String, String)>) {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let up = Up::start(dir);
+    let pid = up.child.id();
+    let had = run_a_long_task(&up);
+    (up, pid, had)
+}
+
 /// Submits `sh -c 'sleep 600'` to `up` and waits until it runs; every process below `up` then.
 fn run_a_long_task(up: &Up) -> BTreeMap<u32, (String, String)> {
     let submitted = match Command::new(env!("CARGO_BIN_EXE_warren"))
@@ -186,13 +199,7 @@ fn sigterm_with_a_long_task_running_exits_promptly_leaving_no_processes() {
     if !root() {
         return;
     }
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(e) => panic!("tempdir: {e}"),
-    };
-    let mut up = Up::start(dir);
-    let pid = up.child.id();
-    let had = run_a_long_task(&up);
+    let (mut up, pid, had) = up_with_a_long_task();
 
     let took = terminate(&mut up, Duration::from_secs(20) * slowdown());
     assert!(
@@ -214,13 +221,7 @@ fn sigkill_takes_the_running_tasks_and_the_spawner_with_it() {
     if !root() {
         return;
     }
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(e) => panic!("tempdir: {e}"),
-    };
-    let mut up = Up::start(dir);
-    let pid = up.child.id();
-    let had = run_a_long_task(&up);
+    let (mut up, pid, had) = up_with_a_long_task();
     assert!(
         had.values().any(|(_, cmd)| cmd.contains("warren up")),
         "the spawner and the runs' inits are copies of warren up: {had:?}"
