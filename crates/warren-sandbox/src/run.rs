@@ -881,15 +881,6 @@ impl Host {
             events,
             &requested,
         );
-        // Once the init has reported the program's end, nothing of the run is left but the init
-        // itself, exiting: the pool's thread waits for it, off this path, when there is one.
-        let init_status = match (supervised.program_status, pool) {
-            (Some(_), Some(_)) => None,
-            _ => Some(
-                sys::process::wait_pidfd(prepared.pidfd.as_fd())
-                    .map_err(|e| format!("waiting for the run: {e}"))?,
-            ),
-        };
         let ended = supervised.ended.unwrap_or_else(Instant::now);
         let executed = supervised.executed.unwrap_or(started);
         let setup_failure = supervised.setup_failure;
@@ -909,6 +900,16 @@ impl Host {
             output_bytes: supervised.output_bytes,
         };
         let oom_kills = prepared.cgroups.oom_kills();
+        // Once the init has reported the program's end, nothing of the run is left but the init
+        // itself, exiting (so the usage above is final, and was read while the kernel tore the
+        // namespaces down): the pool's thread waits for it, off this path, when there is one.
+        let init_status = match (supervised.program_status, pool) {
+            (Some(_), Some(_)) => None,
+            _ => Some(
+                sys::process::wait_pidfd(prepared.pidfd.as_fd())
+                    .map_err(|e| format!("waiting for the run: {e}"))?,
+            ),
+        };
         // Every process but perhaps the exiting init is gone: the groups only need removing
         // once it has exited, and the uid freeing, which the pool's thread does off this path
         // when there is one.
