@@ -1232,22 +1232,10 @@ impl Service {
             }
             let id = state.next_id;
             state.next_id += 1;
+            let owner = spec.owner.clone().unwrap_or_default();
             TaskRecord {
-                id,
-                state: TaskState::Waiting,
-                priority: spec.effective_priority(),
-                owner: spec.owner.clone().unwrap_or_default(),
-                spec,
-                queue_order: id as i64,
-                worker: None,
-                attempts: 0,
-                created_at: now,
-                started_at: None,
-                finished_at: None,
-                reason: None,
-                result: None,
-                origin: Origin::Api,
                 idempotency_key: key.clone(),
+                ..TaskRecord::accepted(id, spec, owner, Origin::Api, now)
             }
         };
         let committed = self
@@ -2110,23 +2098,13 @@ impl Service {
             tracing::warn!("task {next_id} of a Pythia frontend starts before its id is reserved");
         }
         self.reserve_ids_ahead(&mut state);
-        let record = TaskRecord {
-            id: next_id,
-            state: TaskState::Waiting,
-            priority: spec.effective_priority(),
-            owner: format!("pythia-frontend-{conn_id}"),
+        let record = TaskRecord::accepted(
+            next_id,
             spec,
-            queue_order: next_id as i64,
-            worker: None,
-            attempts: 0,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            reason: None,
-            result: None,
-            origin: Origin::Frontend,
-            idempotency_key: None,
-        };
+            format!("pythia-frontend-{conn_id}"),
+            Origin::Frontend,
+            now,
+        );
         fx.writes.push(Write::Insert(Box::new(record.clone())));
         state.tasks.insert(
             next_id,

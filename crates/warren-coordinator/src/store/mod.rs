@@ -77,6 +77,35 @@ pub struct TaskRecord {
     pub idempotency_key: Option<String>,
 }
 
+impl TaskRecord {
+    /// A task just accepted: WAITING, in the queue in the order of its id, never run.
+    pub fn accepted(
+        id: TaskId,
+        spec: TaskSpec,
+        owner: String,
+        origin: Origin,
+        created_at: Timestamp,
+    ) -> TaskRecord {
+        TaskRecord {
+            id,
+            state: TaskState::Waiting,
+            priority: spec.effective_priority(),
+            owner,
+            spec,
+            queue_order: id as i64,
+            worker: None,
+            attempts: 0,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            reason: None,
+            result: None,
+            origin,
+            idempotency_key: None,
+        }
+    }
+}
+
 /// One change to the store.
 #[derive(Debug, Clone)]
 pub enum Write {
