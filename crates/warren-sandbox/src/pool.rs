@@ -3,12 +3,11 @@
 //! The same thread finishes ended runs off the path that returns their results: it waits for
 //! the run's init to exit, removes the run's cgroups and frees its uid.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-use std::os::fd::{AsFd, OwnedFd};
 
 use crate::cgroup::RunCgroups;
 use crate::run::{Host, Prepared, Shape};
@@ -149,7 +148,7 @@ fn refill(host: &Host, shared: &Shared) {
             std::mem::take(&mut state.retired)
         };
         if shared.stop.load(Ordering::SeqCst) {
-            remove_all(retired);
+            finish_all(retired);
             return;
         }
         let wanted = shared.lock().ready.len() < shared.want;
@@ -163,13 +162,13 @@ fn refill(host: &Host, shared: &Shared) {
             }
         }
         // After the refill, which the next run may be waiting for.
-        remove_all(retired);
+        finish_all(retired);
         shared.changed.notify_all();
     }
 }
 
 /// Finishes ended runs.
-fn remove_all(retired: Vec<Retired>) {
+fn finish_all(retired: Vec<Retired>) {
     for run in retired {
         run.finish();
     }
@@ -185,6 +184,6 @@ impl Drop for Pool {
         // Dropping the prepared runs kills their children and removes their cgroups.
         let mut state = self.shared.lock();
         state.ready.clear();
-        remove_all(std::mem::take(&mut state.retired));
+        finish_all(std::mem::take(&mut state.retired));
     }
 }

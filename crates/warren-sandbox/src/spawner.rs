@@ -76,7 +76,7 @@ impl Spawner {
     /// SIGKILL when that thread exits), so call it from the main thread.
     pub fn start() -> io::Result<Spawner> {
         let (ours, theirs) = sys::process::seqpacket_pair()?;
-        let runner = sys::process::own_pid();
+        let runner = std::process::id();
         match sys::process::fork()? {
             None => {
                 drop(ours);
@@ -128,7 +128,7 @@ impl Spawner {
         let mut fds: Vec<RawFd> = vec![plan.go_fd, plan.error_fd];
         fds.extend_from_slice(&plan.stdio);
         fds.extend(cgroup.map(|fd| fd.as_raw_fd()));
-        let unreachable = |_| {
+        let unreachable = || {
             self.inner.gone.store(true, Ordering::Relaxed);
             SpawnError::Unreachable
         };
@@ -137,14 +137,14 @@ impl Spawner {
             .socket
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let socket = guard.as_ref().ok_or_else(|| unreachable(()))?;
-        sys::process::send_with_fds(socket.as_fd(), &message, &fds).map_err(|_| unreachable(()))?;
+        let socket = guard.as_ref().ok_or_else(unreachable)?;
+        sys::process::send_with_fds(socket.as_fd(), &message, &fds).map_err(|_| unreachable())?;
         let mut reply = [0u8; REPLY_LEN];
         let (len, mut passed) =
-            sys::process::recv_with_fds(socket.as_fd(), &mut reply).map_err(|_| unreachable(()))?;
+            sys::process::recv_with_fds(socket.as_fd(), &mut reply).map_err(|_| unreachable())?;
         drop(guard);
         if len == 0 {
-            return Err(unreachable(())); // the spawner ended
+            return Err(unreachable()); // the spawner ended
         }
         match decode_reply(&reply[..len]) {
             Some(Reply::Refused(errno)) => {
@@ -158,7 +158,7 @@ impl Spawner {
                     in_cgroup,
                 })
             }
-            _ => Err(unreachable(())), // an answer that makes no sense
+            _ => Err(unreachable()), // an answer that makes no sense
         }
     }
 }
@@ -177,9 +177,9 @@ impl Drop for Inner {
 }
 
 /// The spawner's loop: one request, one clone, one answer, until the runner closes the socket.
-fn serve(socket: OwnedFd, runner: libc::pid_t) -> ! {
+fn serve(socket: OwnedFd, runner: u32) -> ! {
     // Die with the runner's thread; a runner gone before this took effect is noticed here.
-    if sys::child::kill_with_parent().is_err() || sys::process::parent_pid() != runner {
+    if sys::child::kill_with_parent().is_err() || std::os::unix::process::parent_id() != runner {
         sys::child::exit(1);
     }
     // Terminal and stop signals are the runner's to handle; the spawner ends with it.

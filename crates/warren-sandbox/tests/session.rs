@@ -19,12 +19,8 @@ fn step(session: &Session<'_>, user: StepUser, script: &str) -> warren_sandbox::
 
 /// Host processes running as `uid`.
 fn processes_of(uid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    host_pids()
+        .into_iter()
         .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid))
         .collect()
 }

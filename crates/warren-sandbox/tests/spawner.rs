@@ -23,12 +23,8 @@ fn parent_and_name(pid: u32) -> Option<(u32, String)> {
 
 /// Pids of the processes whose parent is `parent`.
 fn children_of(parent: u32) -> Vec<(u32, String)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    host_pids()
+        .into_iter()
         .filter_map(|pid| {
             let (ppid, name) = parent_and_name(pid)?;
             (ppid == parent).then_some((pid, name))

@@ -155,14 +155,21 @@ pub fn assert_no_leftovers(parent: &str) {
     }
 }
 
-/// Processes on the host whose command line contains `marker`.
-pub fn host_processes_with(marker: &str) -> Vec<u32> {
+/// The pids of every process on the host now.
+pub fn host_pids() -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
+}
+
+/// Processes on the host whose command line contains `marker`.
+pub fn host_processes_with(marker: &str) -> Vec<u32> {
+    host_pids()
+        .into_iter()
         .filter(|pid| *pid != std::process::id())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))

@@ -190,18 +190,6 @@ pub fn fork() -> io::Result<Option<libc::pid_t>> {
     Ok((pid != 0).then_some(pid as libc::pid_t))
 }
 
-/// The pid of this process's parent.
-pub fn parent_pid() -> libc::pid_t {
-    // SAFETY: getppid cannot fail and takes no arguments.
-    unsafe { libc::getppid() }
-}
-
-/// The pid of this process.
-pub fn own_pid() -> libc::pid_t {
-    // SAFETY: getpid cannot fail and takes no arguments.
-    unsafe { libc::getpid() }
-}
-
 /// Reaps the child `pid` (blocks until it has exited).
 pub fn wait_pid(pid: libc::pid_t) -> io::Result<()> {
     loop {
