@@ -17,7 +17,7 @@ mod pythia;
 /// Longest any one `warren` command may take before the test fails (instead of hanging).
 const COMMAND_LIMIT: Duration = Duration::from_secs(120);
 
-/// A coordinator process, killed when dropped.
+/// A coordinator process, stopped when dropped.
 struct Coordinator {
     child: Child,
     url: String,
@@ -131,8 +131,12 @@ impl Coordinator {
 
 impl Drop for Coordinator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SIGTERM: `warren up` then aborts its runs and removes their cgroups and mounts; one
+        // that does not stop is killed and what it left removed.
+        crate::leftovers::terminate(&mut self.child, Duration::from_secs(20));
     }
 }
 

@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// A process's start time (`/proc/PID/stat` field 22), so a recycled pid is not taken for it.
 pub fn start_time(pid: u32) -> Option<String> {
@@ -122,6 +123,28 @@ pub fn leftovers(pid: u32, dir: &Path, had: &BTreeMap<u32, (String, String)>) ->
     left
 }
 
+/// Stops `child` (a `warren` process) with SIGTERM and waits up to `limit` for it to exit; its
+/// status, or `None` when it did not exit in time: then it is killed, and what it left is
+/// cleaned up ([`clean_up`]).
+pub fn terminate(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let pid = child.id();
+    let had = descendants(pid);
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    clean_up(pid, &had);
+    None
+}
+
 /// After `pid` was killed: kills what it had below it (`had`, taken while it ran) and is still
 /// there, then unmounts and removes its mount points and removes its run cgroups.
 pub fn clean_up(pid: u32, had: &BTreeMap<u32, (String, String)>) {
@@ -133,13 +156,13 @@ pub fn clean_up(pid: u32, had: &BTreeMap<u32, (String, String)>) {
         }
     }
     // A killed run's init takes its namespace down; give the kernel a moment to empty it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::time::Instant::now() < deadline
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
         && had
             .iter()
             .any(|(&p, (start, _))| start_time(p).as_ref() == Some(start))
     {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let prefix = format!("run-{pid}.");
     let mut dirs = Vec::new();

@@ -122,22 +122,7 @@ impl Up {
     /// Sends SIGTERM and waits up to `limit` for the process to exit; its status, or `None`
     /// when it did not exit in time: then it is killed, and what it left is cleaned up.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let pid = self.child.id();
-        let had = leftovers::descendants(pid);
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        leftovers::clean_up(pid, &had);
-        None
+        leftovers::terminate(&mut self.child, limit)
     }
 }
 
