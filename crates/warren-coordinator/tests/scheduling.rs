@@ -27,11 +27,7 @@ fn task_ids(page: &Value) -> Vec<u64> {
 async fn priorities_on_a_single_slot_worker_start_in_borutas_order() {
     let c = start(|_| {}).await;
     // In MAINTENANCE until set IDLE, so the whole queue is there before anything starts.
-    let mut w = hand_worker(c.queue(), "one-slot", 1, &[], false, false).await;
-    worker_until(c.http(), "one-slot", "MAINTENANCE", |v| {
-        v["state"] == "MAINTENANCE"
-    })
-    .await;
+    let mut w = maintenance_worker(&c, "one-slot", 1, &[]).await;
     let mut submitted = Vec::new();
     for priority in [7, 1, 2, 12, 3, 3] {
         submitted.push(submit(c.http(), json!({"command": ["true"], "priority": priority})).await);
@@ -406,11 +402,7 @@ async fn a_grace_period_starts_over_when_the_task_was_runnable_meanwhile() {
     const GRACE_MS: i64 = 1200;
     let c = start(|c| c.queue_config.invalid_after = Duration::from_millis(GRACE_MS as u64)).await;
     // A worker is known, so "no worker could run it" can be decided.
-    let _other = hand_worker(c.queue(), "plain", 1, &[], false, false).await;
-    worker_until(c.http(), "plain", "MAINTENANCE", |v| {
-        v["state"] == "MAINTENANCE"
-    })
-    .await;
+    let _other = maintenance_worker(&c, "plain", 1, &[]).await;
     let id = submit(
         c.http(),
         json!({"command": ["true"], "caps": {"gpu": "a100"}}),
@@ -418,11 +410,7 @@ async fn a_grace_period_starts_over_when_the_task_was_runnable_meanwhile() {
     .await;
     // A worker that could run it registers (and stays in MAINTENANCE, so nothing starts) ...
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let gpu = hand_worker(c.queue(), "gpu", 1, &[("gpu", "a100")], false, false).await;
-    worker_until(c.http(), "gpu", "MAINTENANCE", |v| {
-        v["state"] == "MAINTENANCE"
-    })
-    .await;
+    let gpu = maintenance_worker(&c, "gpu", 1, &[("gpu", "a100")]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // ... and goes again: the task is unrunnable again from here.
     let (status, body) = call(c.http(), "DELETE", "/v1/workers/gpu", None).await;
@@ -442,11 +430,7 @@ async fn a_grace_period_starts_over_when_the_task_was_runnable_meanwhile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_a_changed_worker_no_longer_offers_become_invalid() {
     let c = start(|c| c.queue_config.invalid_after = Duration::from_millis(300)).await;
-    let first = hand_worker(c.queue(), "w", 1, &[("disk", "ssd")], false, false).await;
-    worker_until(c.http(), "w", "MAINTENANCE", |v| {
-        v["state"] == "MAINTENANCE"
-    })
-    .await;
+    let first = maintenance_worker(&c, "w", 1, &[("disk", "ssd")]).await;
     let id = submit(
         c.http(),
         json!({"command": ["true"], "caps": {"disk": "ssd"}}),

@@ -410,6 +410,19 @@ pub async fn worker_until(
     }
 }
 
+/// A hand worker (neither idle nor with hooks) registered and seen in MAINTENANCE, where it
+/// waits for an operator: known to the coordinator, running nothing.
+pub async fn maintenance_worker(
+    c: &TestCoordinator,
+    id: &str,
+    capacity: u32,
+    caps: &[(&str, &str)],
+) -> Peer {
+    let peer = hand_worker(c.queue(), id, capacity, caps, false, false).await;
+    worker_until(c.http(), id, "MAINTENANCE", |v| v["state"] == "MAINTENANCE").await;
+    peer
+}
+
 /// A hand-driven Warren worker: registers `id` with `caps`, `capacity` slots, asking to go IDLE
 /// at once or not, answering hooks itself or not.
 pub async fn hand_worker(
