@@ -116,10 +116,12 @@ pub fn supervise(
     };
 
     loop {
-        // The tree is gone when the init has exited, or when it has reported the program's end
-        // (it kills and reaps everything else first, and exits right after).
+        // The tree is gone when the init has reported the program's end (it kills and reaps
+        // everything else first, and exits right after), or when it has exited and its last
+        // reports are read.
         let over = exited || out.program_status.is_some();
-        if over && !open[0] && !open[1] && (!report_open || out.program_status.is_some()) {
+        let reports_done = out.program_status.is_some() || !report_open;
+        if over && reports_done && !open[0] && !open[1] {
             break;
         }
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(5);
