@@ -18,6 +18,12 @@ pub struct Options {
     pub warren: PathBuf,
     /// Runs for each throughput figure.
     pub rate_runs: usize,
+    /// Runs of each external variant one at a time, each after `pause` idle: the latency of
+    /// a command typed now and then, which back-to-back runs hide (kernel work deferred to
+    /// the next RCU grace period is still pending between them, for one).
+    pub paused_runs: usize,
+    /// The idle time before each of those runs.
+    pub pause: Duration,
 }
 
 /// One external command variant: name, program, arguments.
@@ -132,7 +138,6 @@ pub fn run(options: &Options) -> Result<String, String> {
     let sandbox = Sandbox::new(SandboxConfig::default()).map_err(|e| e.to_string())?;
     let cold = Sandbox::new(SandboxConfig {
         warm_runs: 0,
-        cgroup_parent: "warren-cold".into(),
         ..SandboxConfig::default()
     })
     .map_err(|e| e.to_string())?;
@@ -200,12 +205,7 @@ pub fn run(options: &Options) -> Result<String, String> {
     for note in &left_out {
         report.push_str(&format!("\n{note}\n"));
     }
-    let find = |name: &str| {
-        samples
-            .iter()
-            .find(|s| s.name.starts_with(name))
-            .map(Samples::median)
-    };
+    let find = |name: &str| median_named(&samples, name);
     if let (Some(cli), Some(bwrap)) = (find("warren sandbox run"), find("bwrap")) {
         report.push_str(&format!(
             "\nCLI vs bwrap (medians): {:.2}x\n",
@@ -218,6 +218,9 @@ pub fn run(options: &Options) -> Result<String, String> {
             cli.as_secs_f64() / unshare.as_secs_f64()
         ));
     }
+    if options.paused_runs > 0 {
+        report.push_str(&paused(&externals, options)?);
+    }
     report.push_str(&format!(
         "\nSandboxed runs per second ({} runs each):\n\n| parallel | runs/s |\n|---:|---:|\n",
         options.rate_runs
@@ -225,6 +228,45 @@ pub fn run(options: &Options) -> Result<String, String> {
     for parallel in [1, 2, 8] {
         let rate = rate(&sandbox, &spec, parallel, options.rate_runs)?;
         report.push_str(&format!("| {parallel} | {rate:.0} |\n"));
+    }
+    Ok(report)
+}
+
+/// The median of the variant whose name starts with `prefix`.
+fn median_named(samples: &[Samples], prefix: &str) -> Option<Duration> {
+    samples
+        .iter()
+        .find(|s| s.name.starts_with(prefix))
+        .map(Samples::median)
+}
+
+/// The external variants one run at a time, each after an idle pause, interleaved.
+fn paused(externals: &[External], options: &Options) -> Result<String, String> {
+    let mut samples: Vec<Samples> = externals
+        .iter()
+        .map(|e| Samples {
+            name: e.name.clone(),
+            durations: Vec::new(),
+        })
+        .collect();
+    for _ in 0..options.paused_runs {
+        for (e, s) in externals.iter().zip(&mut samples) {
+            std::thread::sleep(options.pause);
+            s.durations.push(time_external(&e.argv)?);
+        }
+    }
+    let mut report = format!(
+        "\nOne run at a time, each after {} ms idle, {} runs each, interleaved:\n\n",
+        options.pause.as_millis(),
+        options.paused_runs
+    );
+    report.push_str(&latency_table(&samples, "plain /bin/true"));
+    let find = |name: &str| median_named(&samples, name);
+    if let (Some(cli), Some(bwrap)) = (find("warren sandbox run"), find("bwrap")) {
+        report.push_str(&format!(
+            "\nCLI vs bwrap after a pause (medians): {:.2}x\n",
+            cli.as_secs_f64() / bwrap.as_secs_f64()
+        ));
     }
     Ok(report)
 }

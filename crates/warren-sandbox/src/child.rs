@@ -11,7 +11,7 @@
 //! `sys::child`, which neither allocates nor locks.
 
 use crate::launch::{fill_pointers, Decoded};
-use crate::plan::{ChildPlan, Stage, Step};
+use crate::plan::{ChildPlan, Stage, Step, MAX_V1_JOINS};
 use crate::sys::child as sys;
 
 /// Exit code of a child whose setup failed (the parent reads the real reason from the pipe).
@@ -90,6 +90,14 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     let _ = sys::reset_signals();
     // Modes in the plan are meant exactly; the program gets the usual 022 back before exec.
     sys::set_umask(0);
+    // The v1 parent groups, while the host's paths are still reachable.
+    let mut v1_parents = [-1; MAX_V1_JOINS];
+    for (slot, parent) in v1_parents.iter_mut().zip(&plan.v1_parents) {
+        match sys::open_dir(parent) {
+            Ok(fd) => *slot = fd,
+            Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
+        }
+    }
 
     for (index, step) in plan.steps.iter().enumerate() {
         if let Err(e) = apply(step) {
@@ -108,14 +116,21 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         fail(plan, stage(Stage::Network), e);
     }
 
-    // Wait until the parent has placed this process in every cgroup, then take everything the
-    // program must never get back, while nothing of the run is known yet: that work is then
-    // done ahead of time for a warm run.
+    // Wait until the parent has made the run's cgroups, move into those of v1 hierarchies,
+    // then take everything the program must never get back, while nothing of the run is known
+    // yet: that work is then done ahead of time for a warm run.
     let mut placed = [0u8; 1];
     match sys::read_exact(plan.go_fd, &mut placed) {
         Ok(true) => {}
         Ok(false) => sys::exit(SETUP_FAILED),
         Err(e) => fail(plan, stage(Stage::Handover), e),
+    }
+    for parent in v1_parents.into_iter().filter(|fd| *fd >= 0) {
+        // "0": the writing thread itself, which is this whole process.
+        if let Err(e) = sys::write_at(parent, &plan.v1_tasks, b"0") {
+            fail(plan, stage(Stage::JoinCgroups), e);
+        }
+        sys::close(parent);
     }
     // Rooted at the run's own cgroup, now that the process is in it.
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {

@@ -76,6 +76,8 @@ pub enum Stage {
     Network,
     /// A cgroup namespace rooted at the run's cgroup.
     CgroupNamespace,
+    /// Moving into the run's groups of the v1 hierarchies.
+    JoinCgroups,
     /// Input files.
     InputFiles,
     /// Standard streams and working directory.
@@ -99,11 +101,12 @@ pub enum Stage {
 
 impl Stage {
     /// All stages, to map a number back.
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 12] = [
         Stage::PivotRoot,
         Stage::Handover,
         Stage::Network,
         Stage::CgroupNamespace,
+        Stage::JoinCgroups,
         Stage::InputFiles,
         Stage::Stdio,
         Stage::Rlimits,
@@ -120,6 +123,7 @@ impl Stage {
             Stage::Handover => "taking over from the parent (descriptors, launch message)",
             Stage::Network => "setting up loopback and host name",
             Stage::CgroupNamespace => "entering the cgroup namespace",
+            Stage::JoinCgroups => "moving into its cgroups",
             Stage::InputFiles => "setting up /tmp and the input files",
             Stage::Stdio => "setting up standard streams",
             Stage::Rlimits => "setting resource limits",
@@ -143,8 +147,9 @@ pub struct ChildPlan {
     pub steps: Vec<Step>,
     /// Host name inside the run.
     pub hostname: Vec<u8>,
-    /// Read end of the go pipe: one byte once the parent has placed the process in its
-    /// cgroups, then the launch message once it knows what to run.
+    /// Read end of the go pipe: one byte once the parent has made the run's cgroups (and
+    /// placed the process in those it must move it into itself), then the launch message once
+    /// it knows what to run.
     pub go_fd: RawFd,
     /// Write end of the close-on-exec pipe for failure reports.
     pub error_fd: RawFd,
@@ -163,7 +168,18 @@ pub struct ChildPlan {
     pub last_capability: u32,
     /// Seccomp programs, installed in order.
     pub seccomp: Vec<SeccompProgram>,
+    /// The v1 hierarchies' parent groups (at most [`MAX_V1_JOINS`]). The process opens them
+    /// before `pivot_root` and, once the parent has made the run's groups, moves itself into
+    /// `v1_tasks` below each: a thread moving itself skips the kernel's global lock for
+    /// migrations, whose first taking after a quiet moment waits for an RCU grace period
+    /// (10 to 20 ms here). The parent moving it would take that lock.
+    pub v1_parents: Vec<CString>,
+    /// The run group's `tasks` file, relative to each of `v1_parents`.
+    pub v1_tasks: CString,
 }
+
+/// Most v1 hierarchies a run joins by itself (memory, pids, cpu, cpuacct, blkio).
+pub const MAX_V1_JOINS: usize = 5;
 
 /// Makes a C string from a path or text; interior NULs are refused by the caller's validation.
 pub fn cstring(bytes: impl AsRef<[u8]>) -> Result<CString, String> {

@@ -149,6 +149,8 @@ pub(crate) struct Host {
     host_entries: Vec<RootEntry>,
     host_etc: Vec<RootEntry>,
     last_capability: u32,
+    /// The v1 parent groups runs move themselves into ([`ChildPlan::v1_parents`]).
+    v1_parents: Vec<CString>,
     cpus: usize,
     runner_id: String,
     /// Made when first asked for: a run does not need it.
@@ -490,6 +492,15 @@ impl Host {
                 what: "state directory".into(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
             })?;
+        let v1_parents = cgroups
+            .v1_parents()
+            .into_iter()
+            .map(|p| plan::cstring(p.as_os_str().as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SandboxError::Host {
+                what: "cgroup mount point".into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            })?;
         let mounts = HostMounts::new(&config.state_dir, &runner_id);
         if !config.defer_host_setup {
             mounts
@@ -505,6 +516,7 @@ impl Host {
             host_entries,
             host_etc,
             last_capability: sys::last_capability(),
+            v1_parents,
             cpus: sys::available_cpus(),
             runner_id,
             report: std::sync::OnceLock::new(),
@@ -666,6 +678,8 @@ impl Host {
             },
             last_capability: self.last_capability,
             seccomp: self.seccomp.clone(),
+            v1_parents: self.v1_parents.clone(),
+            v1_tasks: plan::cstring(format!("{name}/tasks"))?,
         };
         let through_spawner = self
             .config
@@ -702,9 +716,10 @@ impl Host {
             error_r,
             launched: false,
         };
-        // The child assembles its root meanwhile, then waits for this byte before it enters its
-        // cgroup namespace, and runs nothing of the user's before the launch message. On an
-        // error, dropping `prepared` kills the child and removes what was made.
+        // The child assembles its root meanwhile, then waits for this byte before it moves into
+        // its v1 groups and enters its cgroup namespace, and runs nothing of the user's before
+        // the launch message. On an error, dropping `prepared` kills the child and removes
+        // what was made.
         self.cgroups
             .create_rest(&mut prepared.cgroups, &name)
             .map_err(|e| e.to_string())?;

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::child::child_main;
-use crate::plan::{ChildPlan, Step};
+use crate::plan::{ChildPlan, Step, MAX_V1_JOINS};
 use crate::sys;
 use crate::sys::child::SeccompProgram;
 use crate::sys::process::Spawned;
@@ -359,6 +359,11 @@ fn encode_request(out: &mut Vec<u8>, namespaces: libc::c_int, cgroup: bool, plan
             w.u32(i.k);
         }
     }
+    w.u32(plan.v1_parents.len() as u32);
+    for parent in &plan.v1_parents {
+        w.bytes(parent.as_bytes());
+    }
+    w.bytes(plan.v1_tasks.as_bytes());
 }
 
 /// Decodes a request; the plan's descriptors are -1 until the caller sets them.
@@ -419,6 +424,15 @@ fn decode_request(bytes: &[u8]) -> Result<(libc::c_int, bool, ChildPlan), Malfor
         }
         seccomp.push(SeccompProgram::new(instructions));
     }
+    let joins = r.count(4)?;
+    if joins > MAX_V1_JOINS {
+        return Err(Malformed("too many cgroup hierarchies"));
+    }
+    let mut v1_parents = Vec::with_capacity(joins);
+    for _ in 0..joins {
+        v1_parents.push(r.cstring()?);
+    }
+    let v1_tasks = r.cstring()?;
     if !r.bytes.is_empty() {
         return Err(Malformed("bytes after the plan"));
     }
@@ -438,6 +452,8 @@ fn decode_request(bytes: &[u8]) -> Result<(libc::c_int, bool, ChildPlan), Malfor
             disk,
             last_capability,
             seccomp,
+            v1_parents,
+            v1_tasks,
         },
     ))
 }
@@ -586,6 +602,11 @@ mod tests {
                 ]),
                 SeccompProgram::new(Vec::new()),
             ],
+            v1_parents: vec![
+                c"/sys/fs/cgroup/memory/warren".to_owned(),
+                c"/sys/fs/cgroup/pids/warren".to_owned(),
+            ],
+            v1_tasks: c"run-1.2-3/tasks".to_owned(),
         }
     }
 
@@ -630,6 +651,18 @@ mod tests {
         assert_eq!(
             decode_request(&bytes).err(),
             Some(Malformed("count larger than the request"))
+        );
+    }
+
+    #[test]
+    fn more_hierarchies_than_a_run_can_join_are_refused() {
+        let mut sent = plan();
+        sent.v1_parents = vec![c"/x".to_owned(); MAX_V1_JOINS + 1];
+        let mut bytes = Vec::new();
+        encode_request(&mut bytes, 0, false, &sent);
+        assert_eq!(
+            decode_request(&bytes).err(),
+            Some(Malformed("too many cgroup hierarchies"))
         );
     }
 

@@ -14,6 +14,12 @@ pub enum BenchCommand {
         /// Runs for each runs-per-second figure.
         #[arg(long, default_value_t = 1000)]
         rate_runs: usize,
+        /// Runs of the CLI and its baselines one at a time after an idle pause (0: none).
+        #[arg(long, default_value_t = 100)]
+        paused_runs: usize,
+        /// The idle pause before each of those runs, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        pause_ms: u64,
     },
     /// Matcher decision latency: a slot frees, a task arrives, with a deep queue and many workers.
     Matcher {
@@ -35,12 +41,19 @@ pub enum BenchCommand {
 /// Runs a benchmark and prints its Markdown report.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
     match cmd {
-        BenchCommand::Sandbox { runs, rate_runs } => {
+        BenchCommand::Sandbox {
+            runs,
+            rate_runs,
+            paused_runs,
+            pause_ms,
+        } => {
             let warren = std::env::current_exe().context("finding the warren binary")?;
             let options = warren_bench::sandbox::Options {
                 runs,
                 warren,
                 rate_runs,
+                paused_runs,
+                pause: std::time::Duration::from_millis(pause_ms),
             };
             let report = warren_bench::sandbox::run(&options).map_err(anyhow::Error::msg)?;
             println!("{report}");

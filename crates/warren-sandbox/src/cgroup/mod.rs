@@ -116,12 +116,13 @@ impl RunCgroups {
         self.groups.iter().find_map(|g| g.clone_target())
     }
 
-    /// Moves `pid` into every group, except the clone target when the clone already put it there.
+    /// Moves `pid` into the cgroup2 group, unless the clone already put it there. The process
+    /// moves itself into its v1 groups (see [`CgroupHost::v1_parents`]).
     pub fn attach(&self, pid: libc::pid_t, cloned_into_target: bool) -> io::Result<()> {
-        for group in &self.groups {
-            if cloned_into_target && group.clone_target().is_some() {
-                continue;
-            }
+        if cloned_into_target {
+            return Ok(());
+        }
+        for group in self.groups.iter().filter(|g| g.clone_target().is_some()) {
             group.attach(pid).map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -221,7 +222,10 @@ fn remove_when_empty(group: &dyn Group) -> io::Result<()> {
     Ok(())
 }
 
-/// Where runs' cgroups are made on this host, and how.
+/// Where runs' cgroups are made on this host, and how. Runs' groups go under one parent group
+/// (`warren`) in each hierarchy. The parents are made on first use and stay, like the state
+/// directory: every run would otherwise pay for making and removing them too, each as costly
+/// as the run's own group. Only runs' groups are ever removed.
 #[derive(Debug)]
 pub struct CgroupHost {
     layout: Layout,
@@ -257,13 +261,26 @@ impl CgroupHost {
             }
             _ => None,
         };
-        let mut v1 = Vec::new();
+        // One hierarchy per mount point: controllers mounted together (`cpu,cpuacct`) share
+        // their groups.
+        let mut by_mount: Vec<(&Path, v1::Controllers)> = Vec::new();
         if layout != Layout::V2 {
             for (controller, mount) in &mounts.v1 {
-                if v1::Controller::WANTED.contains(controller) {
-                    v1.push(v1::Hierarchy::new(*controller, mount, parent)?);
+                match by_mount.iter_mut().find(|(m, _)| m == mount) {
+                    Some((_, controllers)) => controllers.insert(*controller),
+                    None => by_mount.push((mount, v1::Controllers::of(&[*controller]))),
                 }
             }
+        }
+        let v1: Vec<v1::Hierarchy> = by_mount
+            .into_iter()
+            .map(|(mount, controllers)| v1::Hierarchy::new(controllers, mount, parent))
+            .collect();
+        // Runs open the parents of the hierarchies they join before their groups are made.
+        for h in v1.iter().filter(|h| h.controllers().needed(v2.is_some())) {
+            make_dir(h.parent()).map_err(|e| {
+                CgroupError::new(format!("creating {}", h.parent().display()), e)
+            })?;
         }
         Ok(CgroupHost { layout, v2, v1 })
     }
@@ -278,7 +295,8 @@ impl CgroupHost {
         let mut names: Vec<String> = self
             .v1
             .iter()
-            .map(|h| format!("{} (v1)", h.controller().name()))
+            .flat_map(|h| h.controllers().iter())
+            .map(|c| format!("{} (v1)", c.name()))
             .collect();
         if let Some(v2) = &self.v2 {
             names.extend(v2.controllers().iter().map(|c| format!("{c} (v2)")));
@@ -288,7 +306,9 @@ impl CgroupHost {
 
     /// Whether a controller for `resource` ("memory", "pids", "cpu", "io") is available.
     pub fn has_controller(&self, resource: &str) -> bool {
-        self.v1.iter().any(|h| h.controller().name() == resource)
+        self.v1
+            .iter()
+            .any(|h| h.controllers().iter().any(|c| c.name() == resource))
             || self
                 .v2
                 .as_ref()
@@ -313,7 +333,7 @@ impl CgroupHost {
     fn blkio(&self) -> Option<&v1::Hierarchy> {
         self.v1
             .iter()
-            .find(|h| h.controller() == v1::Controller::Blkio)
+            .find(|h| h.controllers().has(v1::Controller::Blkio))
     }
 
     /// The group a run with an IO limit needs beyond those [`CgroupHost::create`] made: on v1,
@@ -321,6 +341,8 @@ impl CgroupHost {
     /// run a process migration). `None` where the cgroup2 tree limits IO itself.
     pub fn create_io(&self, name: &str) -> Result<Option<Box<dyn Group>>, CgroupError> {
         match self.blkio() {
+            // Mounted together with a controller every run has a group for: already made.
+            Some(h) if h.controllers().needed(self.v2.is_some()) => Ok(None),
             Some(h) => Ok(Some(Box::new(h.create(name)?))),
             None => Ok(None),
         }
@@ -348,11 +370,21 @@ impl CgroupHost {
     /// Creates the v1 groups of a run begun with [`CgroupHost::create_clone_target`].
     pub fn create_rest(&self, run: &mut RunCgroups, name: &str) -> Result<(), CgroupError> {
         for h in &self.v1 {
-            if h.controller().needed(self.v2.is_some()) {
+            if h.controllers().needed(self.v2.is_some()) {
                 run.groups.push(Box::new(h.create(name)?));
             }
         }
         Ok(())
+    }
+
+    /// The parent groups of the v1 hierarchies a run moves itself into, in the order of the
+    /// groups [`CgroupHost::create_rest`] makes.
+    pub fn v1_parents(&self) -> Vec<&Path> {
+        self.v1
+            .iter()
+            .filter(|h| h.controllers().needed(self.v2.is_some()))
+            .map(v1::Hierarchy::parent)
+            .collect()
     }
 
     /// Kills and removes run groups left by runners that are no longer alive. `is_stale` gets a
@@ -388,19 +420,6 @@ impl CgroupHost {
             }
         }
         reclaimed
-    }
-}
-
-impl Drop for CgroupHost {
-    /// Removes the parent groups when no run of any runner is left in them (rmdir fails with
-    /// EBUSY otherwise, which is the wanted outcome while another runner is alive).
-    fn drop(&mut self) {
-        if let Some(v2) = &self.v2 {
-            v2.remove_parent();
-        }
-        for h in &self.v1 {
-            h.remove_parent();
-        }
     }
 }
 
@@ -543,5 +562,38 @@ mod tests {
             keyed_value("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"),
             Some(3)
         );
+    }
+
+    #[test]
+    fn controllers_mounted_together_get_one_group_a_run() {
+        let Ok(tmp) = tempfile::tempdir() else { return };
+        let together = tmp.path().join("cpu,cpuacct");
+        let memory = tmp.path().join("memory");
+        for dir in [&together, &memory] {
+            std::fs::create_dir_all(dir).ok();
+        }
+        let mounts = CgroupMounts {
+            v2: None,
+            v1: [
+                (v1::Controller::Cpu, together.clone()),
+                (v1::Controller::Cpuacct, together.clone()),
+                (v1::Controller::Memory, memory.clone()),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let Ok(host) = CgroupHost::new(&mounts, "warren") else {
+            panic!("host")
+        };
+        assert!(host.has_controller("cpuacct") && host.has_controller("cpu"));
+        let Ok(mut run) = host.create("run-1") else {
+            panic!("a run's groups, made once in the shared hierarchy")
+        };
+        assert_eq!(run.groups.len(), 2);
+        assert!(together.join("warren/run-1").is_dir());
+        assert!(run.remove().is_ok());
+        assert!(!together.join("warren/run-1").exists());
+        // The parents stay for the next run.
+        assert!(together.join("warren").is_dir() && memory.join("warren").is_dir());
     }
 }

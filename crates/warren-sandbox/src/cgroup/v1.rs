@@ -37,6 +37,10 @@ impl Controller {
         Controller::Blkio,
     ];
 
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     /// The kernel's name.
     pub fn name(self) -> &'static str {
         match self {
@@ -67,37 +71,63 @@ impl Controller {
     }
 }
 
+/// Controllers mounted together in one v1 hierarchy (`cpu,cpuacct` on many hosts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Controllers(u8);
+
+impl Controllers {
+    /// The set of `controllers`.
+    pub fn of(controllers: &[Controller]) -> Controllers {
+        Controllers(controllers.iter().fold(0, |bits, c| bits | c.bit()))
+    }
+
+    /// Adds one.
+    pub fn insert(&mut self, controller: Controller) {
+        self.0 |= controller.bit();
+    }
+
+    /// Whether `controller` is in the set.
+    pub fn has(self, controller: Controller) -> bool {
+        self.0 & controller.bit() != 0
+    }
+
+    /// The members, in [`Controller::WANTED`] order.
+    pub fn iter(self) -> impl Iterator<Item = Controller> {
+        Controller::WANTED.into_iter().filter(move |c| self.has(*c))
+    }
+
+    /// Whether a run needs a group in a hierarchy with these controllers.
+    pub fn needed(self, has_v2: bool) -> bool {
+        self.iter().any(|c| c.needed(has_v2))
+    }
+}
+
 /// The parent group of runs in one v1 hierarchy.
 #[derive(Debug)]
 pub struct Hierarchy {
-    controller: Controller,
+    controllers: Controllers,
     parent: PathBuf,
 }
 
 impl Hierarchy {
-    /// The parent group `mount/parent`, made by the first run that needs it (its group's
-    /// creation finds it missing and makes it): these groups are only ever made after the
-    /// clone, while the child assembles its root, so that is where the parent's cost goes too.
-    pub fn new(
-        controller: Controller,
-        mount: &Path,
-        parent: &str,
-    ) -> Result<Hierarchy, CgroupError> {
-        let dir = child_path(mount, parent);
-        Ok(Hierarchy {
-            controller,
-            parent: dir,
-        })
+    /// The parent group `mount/parent` of a hierarchy with `controllers`. Once made, it stays,
+    /// like the state directory, so runs pay for their own group only. A run's group creation
+    /// makes it when it is missing.
+    pub fn new(controllers: Controllers, mount: &Path, parent: &str) -> Hierarchy {
+        Hierarchy {
+            controllers,
+            parent: child_path(mount, parent),
+        }
     }
 
-    /// The controller.
-    pub fn controller(&self) -> Controller {
-        self.controller
+    /// The controllers of this hierarchy.
+    pub fn controllers(&self) -> Controllers {
+        self.controllers
     }
 
-    /// Removes the parent group if it is empty.
-    pub fn remove_parent(&self) {
-        let _ = std::fs::remove_dir(&self.parent);
+    /// The parent group of runs.
+    pub fn parent(&self) -> &Path {
+        &self.parent
     }
 
     /// Makes a run's group.
@@ -106,7 +136,7 @@ impl Hierarchy {
         make_run_dir(&dir, &|| make_dir(&self.parent))
             .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
         Ok(V1Group {
-            controller: self.controller,
+            controllers: self.controllers,
             dir,
         })
     }
@@ -121,7 +151,7 @@ impl Reclaim for Hierarchy {
         let dir = child_path(&self.parent, name);
         dir.is_dir().then(|| {
             Box::new(V1Group {
-                controller: self.controller,
+                controllers: self.controllers,
                 dir,
             }) as Box<dyn Group>
         })
@@ -131,16 +161,22 @@ impl Reclaim for Hierarchy {
 /// A run's group in one v1 hierarchy.
 #[derive(Debug)]
 pub struct V1Group {
-    controller: Controller,
+    controllers: Controllers,
     dir: PathBuf,
 }
 
 /// CFS period used for CPU shares: 100 ms, the kernel's default.
 const CFS_PERIOD_US: u64 = 100_000;
 
-impl Group for V1Group {
-    fn set_limits(&self, limits: &Limits, disks: &[String]) -> io::Result<()> {
-        match self.controller {
+impl V1Group {
+    /// Writes the limits `controller` enforces.
+    fn set_controller_limits(
+        &self,
+        controller: Controller,
+        limits: &Limits,
+        disks: &[String],
+    ) -> io::Result<()> {
+        match controller {
             Controller::Memory => {
                 if let Some(memory) = limits.memory {
                     write_control(&self.dir.join("memory.limit_in_bytes"), &memory.to_string())?;
@@ -184,6 +220,15 @@ impl Group for V1Group {
             }
         }
     }
+}
+
+impl Group for V1Group {
+    fn set_limits(&self, limits: &Limits, disks: &[String]) -> io::Result<()> {
+        for controller in self.controllers.iter() {
+            self.set_controller_limits(controller, limits, disks)?;
+        }
+        Ok(())
+    }
 
     fn clone_target(&self) -> Option<BorrowedFd<'_>> {
         None
@@ -197,7 +242,7 @@ impl Group for V1Group {
     }
 
     fn cpu_usec(&self) -> Option<(u64, u64)> {
-        (self.controller == Controller::Cpuacct).then(|| {
+        self.controllers.has(Controller::Cpuacct).then(|| {
             let user = read_u64(&self.dir.join("cpuacct.usage_user"))?;
             let sys = read_u64(&self.dir.join("cpuacct.usage_sys"))?;
             Some((user / 1000, sys / 1000))
@@ -205,30 +250,30 @@ impl Group for V1Group {
     }
 
     fn memory_current(&self) -> Option<u64> {
-        (self.controller == Controller::Memory)
+        self.controllers.has(Controller::Memory)
             .then(|| read_u64(&self.dir.join("memory.usage_in_bytes")))?
     }
 
     fn memory_peak(&self) -> Option<u64> {
-        (self.controller == Controller::Memory)
+        self.controllers.has(Controller::Memory)
             .then(|| read_u64(&self.dir.join("memory.max_usage_in_bytes")))?
     }
 
     fn oom_kills(&self) -> Option<u64> {
-        (self.controller == Controller::Memory)
+        self.controllers.has(Controller::Memory)
             .then(|| read_keyed(&self.dir.join("memory.oom_control"), "oom_kill"))?
     }
 
     fn pids_current(&self) -> Option<u64> {
-        (self.controller == Controller::Pids).then(|| read_u64(&self.dir.join("pids.current")))?
+        self.controllers.has(Controller::Pids).then(|| read_u64(&self.dir.join("pids.current")))?
     }
 
     fn pids_peak(&self) -> Option<u64> {
-        (self.controller == Controller::Pids).then(|| read_u64(&self.dir.join("pids.peak")))?
+        self.controllers.has(Controller::Pids).then(|| read_u64(&self.dir.join("pids.peak")))?
     }
 
     fn io_bytes(&self) -> Option<(u64, u64)> {
-        if self.controller != Controller::Blkio {
+        if !self.controllers.has(Controller::Blkio) {
             return None;
         }
         let text =
@@ -304,8 +349,12 @@ mod tests {
         for dir in ["memory", "cpu"] {
             std::fs::create_dir_all(tmp.path().join(dir)).ok();
         }
-        let mem = Hierarchy::new(Controller::Memory, &tmp.path().join("memory"), "warren")
-            .and_then(|h| h.create("run-1"));
+        let mem = Hierarchy::new(
+            Controllers::of(&[Controller::Memory]),
+            &tmp.path().join("memory"),
+            "warren",
+        )
+        .create("run-1");
         let Ok(mem) = mem else { panic!("create") };
         std::fs::write(mem.dir.join("memory.memsw.limit_in_bytes"), "").ok();
         assert!(mem.set_limits(&limits, &[]).is_ok());
@@ -318,8 +367,12 @@ mod tests {
             read(&mem.dir.join("memory.memsw.limit_in_bytes")),
             (64u64 << 20).to_string()
         );
-        let cpu = Hierarchy::new(Controller::Cpu, &tmp.path().join("cpu"), "warren")
-            .and_then(|h| h.create("run-1"));
+        let cpu = Hierarchy::new(
+            Controllers::of(&[Controller::Cpu]),
+            &tmp.path().join("cpu"),
+            "warren",
+        )
+        .create("run-1");
         let Ok(cpu) = cpu else { panic!("create") };
         assert!(cpu.set_limits(&limits, &[]).is_ok());
         assert_eq!(read(&cpu.dir.join("cpu.cfs_quota_us")), "50000");
@@ -337,9 +390,7 @@ mod tests {
         let Ok(tmp) = tempfile::tempdir() else { return };
         let mount = tmp.path().join("blkio");
         std::fs::create_dir_all(&mount).ok();
-        let Ok(h) = Hierarchy::new(Controller::Blkio, &mount, "warren") else {
-            panic!("hierarchy")
-        };
+        let h = Hierarchy::new(Controllers::of(&[Controller::Blkio]), &mount, "warren");
         assert!(
             !mount.join("warren").exists(),
             "made before any run needs it"
@@ -376,5 +427,36 @@ mod tests {
         assert!(!Controller::Cpuacct.needed(true));
         assert!(Controller::Cpuacct.needed(false));
         assert!(!Controller::Blkio.needed(false));
+        let cpuacct = Controllers::of(&[Controller::Cpuacct]);
+        assert!(!cpuacct.needed(true));
+        assert!(Controllers::of(&[Controller::Cpu, Controller::Cpuacct]).needed(true));
+    }
+
+    #[test]
+    fn controllers_mounted_together_share_one_group() {
+        let Ok(tmp) = tempfile::tempdir() else { return };
+        let mount = tmp.path().join("cpu,cpuacct");
+        std::fs::create_dir_all(&mount).ok();
+        let both = Controllers::of(&[Controller::Cpu, Controller::Cpuacct]);
+        assert_eq!(
+            both.iter().collect::<Vec<_>>(),
+            [Controller::Cpu, Controller::Cpuacct]
+        );
+        let Ok(g) = Hierarchy::new(both, &mount, "warren").create("run-1") else {
+            panic!("group")
+        };
+        let limits = Limits {
+            cpus: Some(250),
+            ..Default::default()
+        };
+        assert!(g.set_limits(&limits, &[]).is_ok());
+        assert_eq!(
+            std::fs::read_to_string(g.dir.join("cpu.cfs_quota_us")).ok().as_deref(),
+            Some("25000")
+        );
+        std::fs::write(g.dir.join("cpuacct.usage_user"), "3000000\n").ok();
+        std::fs::write(g.dir.join("cpuacct.usage_sys"), "1000000\n").ok();
+        assert_eq!(g.cpu_usec(), Some((3000, 1000)));
+        assert_eq!(g.memory_peak(), None);
     }
 }

@@ -16,28 +16,48 @@ use super::{
 /// Controllers Warren enables for its runs when the tree has them.
 const WANTED: [&str; 4] = ["memory", "pids", "cpu", "io"];
 
-/// Makes the parent group and enables the wanted controllers for its children; returns the
-/// controllers children get.
+/// Makes the parent group if it is missing and, when `enable` is set, hands the wanted
+/// controllers down to it; returns the controllers children get. The parent outlives runners,
+/// so usually this only reads that it is ready.
 fn prepare_parent(root: &Path, dir: &Path, enable: bool) -> Result<Vec<String>, CgroupError> {
-    make_dir(dir).map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+    let subtree = dir.join("cgroup.subtree_control");
+    let mut enabled = match read_text(&subtree) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            make_dir(dir)
+                .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
+            String::new()
+        }
+        Err(e) => return Err(CgroupError::new(format!("reading {}", subtree.display()), e)),
+    };
     if enable {
-        for level in [root, dir] {
-            let available = read_text(&level.join("cgroup.controllers")).unwrap_or_default();
-            for controller in WANTED
-                .iter()
-                .filter(|c| available.split_whitespace().any(|a| a == **c))
-            {
-                // A controller can be refused (e.g. a threaded subtree); the limits it would
-                // enforce are then reported as unavailable instead of failing every run.
-                let _ = write_control(
-                    &level.join("cgroup.subtree_control"),
-                    &format!("+{controller}"),
-                );
+        let offered = read_text(&root.join("cgroup.controllers")).unwrap_or_default();
+        let missing: Vec<&str> = WANTED
+            .iter()
+            .copied()
+            .filter(|c| has_word(&offered, c) && !has_word(&enabled, c))
+            .collect();
+        if !missing.is_empty() {
+            for level in [root, dir] {
+                for controller in &missing {
+                    // A controller can be refused (e.g. a threaded subtree); the limits it
+                    // would enforce are then reported as unavailable instead of failing every
+                    // run.
+                    let _ = write_control(
+                        &level.join("cgroup.subtree_control"),
+                        &format!("+{controller}"),
+                    );
+                }
             }
+            enabled = read_text(&subtree).unwrap_or_default();
         }
     }
-    let enabled = read_text(&dir.join("cgroup.subtree_control")).unwrap_or_default();
     Ok(enabled.split_whitespace().map(str::to_string).collect())
+}
+
+/// Whether the space-separated `list` has `word`.
+fn has_word(list: &str, word: &str) -> bool {
+    list.split_whitespace().any(|w| w == word)
 }
 
 /// The parent group of runs in the cgroup2 tree.
@@ -65,11 +85,6 @@ impl Hierarchy {
     /// Controllers runs get.
     pub fn controllers(&self) -> &[String] {
         &self.controllers
-    }
-
-    /// Removes the parent group if it is empty.
-    pub fn remove_parent(&self) {
-        let _ = std::fs::remove_dir(&self.parent);
     }
 
     /// Makes a run's group.
@@ -260,6 +275,28 @@ mod tests {
         let text = "8:0 rbytes=100 wbytes=20 rios=1 wios=1\n8:16 rbytes=5 wbytes=7 rios=1 wios=1\n";
         assert_eq!(parse_io_stat(text), (105, 27));
         assert_eq!(parse_io_stat(""), (0, 0));
+    }
+
+    #[test]
+    fn a_ready_parent_is_only_read() {
+        let Ok(tmp) = tempfile::tempdir() else { return };
+        let root = tmp.path();
+        let parent = root.join("warren");
+        std::fs::create_dir_all(&parent).ok();
+        std::fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids\n").ok();
+        std::fs::write(root.join("cgroup.subtree_control"), "").ok();
+        std::fs::write(parent.join("cgroup.subtree_control"), "cpu io memory pids\n").ok();
+        let Ok(h) = Hierarchy::new(root, "warren", true) else {
+            panic!("hierarchy")
+        };
+        assert_eq!(h.controllers(), ["cpu", "io", "memory", "pids"]);
+        let written = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert_eq!(written(&root.join("cgroup.subtree_control")), "");
+
+        // One controller missing below: every wanted one is handed down again.
+        std::fs::write(parent.join("cgroup.subtree_control"), "memory\n").ok();
+        assert!(Hierarchy::new(root, "warren", true).is_ok());
+        assert!(written(&root.join("cgroup.subtree_control")).starts_with('+'));
     }
 
     #[test]

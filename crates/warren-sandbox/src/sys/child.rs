@@ -159,6 +159,41 @@ pub fn write_file(path: &CStr, contents: &[u8], mode: libc::mode_t) -> Res {
     result
 }
 
+/// Opens the directory `path` as a handle for `*at` calls only (`O_PATH`).
+pub fn open_dir(path: &CStr) -> Result<RawFd, Errno> {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(fd)
+    }
+}
+
+/// Writes `contents` to the existing file `path` below the directory `dir`.
+pub fn write_at(dir: RawFd, path: &CStr, contents: &[u8]) -> Res {
+    // SAFETY: `path` is NUL-terminated; `dir` is a descriptor the caller owns.
+    let fd = unsafe { libc::openat(dir, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    let result = write_all(fd, contents);
+    // SAFETY: `fd` was opened above and is closed once.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// Closes `fd`.
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and does not use it again.
+    unsafe { libc::close(fd) };
+}
+
 /// Writes all of `data` to `fd`.
 pub fn write_all(fd: RawFd, mut data: &[u8]) -> Res {
     while !data.is_empty() {
