@@ -1,6 +1,7 @@
-//! The `warren` binary's integration tests: one binary, one module per area.
+//! The `warren` binaries' integration tests: one binary, one module per area.
 
 mod bench;
+mod binaries;
 mod client;
 mod env;
 mod leftovers;

@@ -249,9 +249,10 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         Err(e) => fail(plan, stage(Stage::Exec), e),
     };
     report(plan, Stage::Executed, 0);
-    // The program has its own copies of the streams; without these the pipes reach end of
-    // file as soon as the program's processes are gone.
-    sys::close_stdio();
+    // The program has its own copies of the streams; without these (and the descriptors they
+    // were copied from) the pipes reach end of file as soon as the program's processes are
+    // gone, so the parent is done with the output before this process has exited.
+    sys::close_stdio(&plan.stdio);
     let status = loop {
         match sys::wait_any() {
             Ok((child, status)) if child == pid => break status,

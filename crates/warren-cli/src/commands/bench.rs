@@ -47,7 +47,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
             paused_runs,
             pause_ms,
         } => {
-            let warren = std::env::current_exe().context("finding the warren binary")?;
+            // This runs in warren-service; the command line measured is `warren`, beside it.
+            let warren = std::env::current_exe()
+                .context("finding the warren binary")?
+                .with_file_name("warren");
             let options = warren_bench::sandbox::Options {
                 runs,
                 warren,

@@ -278,9 +278,8 @@ impl CgroupHost {
             .collect();
         // Runs open the parents of the hierarchies they join before their groups are made.
         for h in v1.iter().filter(|h| h.controllers().needed(v2.is_some())) {
-            make_dir(h.parent()).map_err(|e| {
-                CgroupError::new(format!("creating {}", h.parent().display()), e)
-            })?;
+            make_dir(h.parent())
+                .map_err(|e| CgroupError::new(format!("creating {}", h.parent().display()), e))?;
         }
         Ok(CgroupHost { layout, v2, v1 })
     }

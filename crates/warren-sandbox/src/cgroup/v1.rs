@@ -250,26 +250,33 @@ impl Group for V1Group {
     }
 
     fn memory_current(&self) -> Option<u64> {
-        self.controllers.has(Controller::Memory)
+        self.controllers
+            .has(Controller::Memory)
             .then(|| read_u64(&self.dir.join("memory.usage_in_bytes")))?
     }
 
     fn memory_peak(&self) -> Option<u64> {
-        self.controllers.has(Controller::Memory)
+        self.controllers
+            .has(Controller::Memory)
             .then(|| read_u64(&self.dir.join("memory.max_usage_in_bytes")))?
     }
 
     fn oom_kills(&self) -> Option<u64> {
-        self.controllers.has(Controller::Memory)
+        self.controllers
+            .has(Controller::Memory)
             .then(|| read_keyed(&self.dir.join("memory.oom_control"), "oom_kill"))?
     }
 
     fn pids_current(&self) -> Option<u64> {
-        self.controllers.has(Controller::Pids).then(|| read_u64(&self.dir.join("pids.current")))?
+        self.controllers
+            .has(Controller::Pids)
+            .then(|| read_u64(&self.dir.join("pids.current")))?
     }
 
     fn pids_peak(&self) -> Option<u64> {
-        self.controllers.has(Controller::Pids).then(|| read_u64(&self.dir.join("pids.peak")))?
+        self.controllers
+            .has(Controller::Pids)
+            .then(|| read_u64(&self.dir.join("pids.peak")))?
     }
 
     fn io_bytes(&self) -> Option<(u64, u64)> {
@@ -451,7 +458,9 @@ mod tests {
         };
         assert!(g.set_limits(&limits, &[]).is_ok());
         assert_eq!(
-            std::fs::read_to_string(g.dir.join("cpu.cfs_quota_us")).ok().as_deref(),
+            std::fs::read_to_string(g.dir.join("cpu.cfs_quota_us"))
+                .ok()
+                .as_deref(),
             Some("25000")
         );
         std::fs::write(g.dir.join("cpuacct.usage_user"), "3000000\n").ok();

@@ -28,7 +28,12 @@ fn prepare_parent(root: &Path, dir: &Path, enable: bool) -> Result<Vec<String>, 
                 .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
             String::new()
         }
-        Err(e) => return Err(CgroupError::new(format!("reading {}", subtree.display()), e)),
+        Err(e) => {
+            return Err(CgroupError::new(
+                format!("reading {}", subtree.display()),
+                e,
+            ))
+        }
     };
     if enable {
         let offered = read_text(&root.join("cgroup.controllers")).unwrap_or_default();
@@ -283,9 +288,17 @@ mod tests {
         let root = tmp.path();
         let parent = root.join("warren");
         std::fs::create_dir_all(&parent).ok();
-        std::fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids\n").ok();
+        std::fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .ok();
         std::fs::write(root.join("cgroup.subtree_control"), "").ok();
-        std::fs::write(parent.join("cgroup.subtree_control"), "cpu io memory pids\n").ok();
+        std::fs::write(
+            parent.join("cgroup.subtree_control"),
+            "cpu io memory pids\n",
+        )
+        .ok();
         let Ok(h) = Hierarchy::new(root, "warren", true) else {
             panic!("hierarchy")
         };

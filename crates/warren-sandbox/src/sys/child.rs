@@ -604,11 +604,11 @@ pub fn wait_any() -> Result<(libc::pid_t, i32), Errno> {
     }
 }
 
-/// Closes descriptors 0, 1 and 2.
-pub fn close_stdio() {
-    for fd in 0..3 {
-        // SAFETY: close takes no pointers; a descriptor that is not open gives EBADF.
-        unsafe { libc::close(fd) };
+/// Closes descriptors 0, 1 and 2 and `originals`, the ones they were copied from.
+pub fn close_stdio(originals: &[RawFd; 3]) {
+    for fd in [0, 1, 2].iter().chain(originals) {
+        // SAFETY: close takes no pointers; a descriptor already closed gives EBADF.
+        unsafe { libc::close(*fd) };
     }
 }
 
