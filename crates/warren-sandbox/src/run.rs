@@ -12,7 +12,7 @@ use warren_core::limits::{LimitError, LimitKind, Limits};
 use warren_core::result::{decide, exit_codes, Exit, Observations, RunResult, Status, Usage};
 
 use crate::api::{Root, RunEvents, RunSpec, SandboxConfig, Stdin};
-use crate::cgroup::{CgroupHost, CgroupMounts, Layout, RunCgroups};
+use crate::cgroup::{CgroupHost, Layout, RunCgroups};
 use crate::child::child_main;
 use crate::launch::{Launch, LaunchFile};
 use crate::mounts::HostMounts;
@@ -466,9 +466,8 @@ impl Host {
         };
         let runner_id =
             runner_id(std::process::id()).unwrap_or_else(|| std::process::id().to_string());
-        let mountinfo = sys::read_proc_file(Path::new("/proc/self/mountinfo"))
-            .map_err(host("reading /proc/self/mountinfo"))?;
-        let mounts = CgroupMounts::parse(&mountinfo, &config.cgroup_root);
+        let mounts = crate::cgroup::find_mounts(&config.cgroup_root)
+            .map_err(host("finding the cgroup mounts"))?;
         let cgroups = CgroupHost::new(&mounts, &config.cgroup_parent)?;
         let root_dir = config.state_dir.join("root");
         std::fs::create_dir_all(&root_dir)

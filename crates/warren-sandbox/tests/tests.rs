@@ -833,6 +833,19 @@ fn a_runner_that_defers_its_set_up_reclaims_before_its_run_executes() {
 }
 
 #[test]
+fn the_quick_cgroup_mount_lookup_agrees_with_mountinfo_here() {
+    // This host and the cgroup v2 VM mount their hierarchies in the usual places.
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let (Ok(quick), Ok(reference)) = (
+        warren_sandbox::cgroup::find_usual_mounts(root),
+        warren_sandbox::cgroup::mounts_from_mountinfo(root),
+    ) else {
+        panic!("reading /proc/self");
+    };
+    assert_eq!(quick, Some(reference));
+}
+
+#[test]
 fn sandbox_check_names_the_layout() {
     let Some(sb) = sandbox() else { return };
     let text = sb.report().to_string();

@@ -1,5 +1,6 @@
-//! Finding the cgroup hierarchies from `/proc/self/mountinfo` (a pure parser; the text is read
-//! by the caller so tests can give any host).
+//! Finding the cgroup hierarchies: from `/proc/self/cgroup` and a look at where they are usually
+//! mounted, or, when that does not account for every one, from `/proc/self/mountinfo` (pure
+//! parsers; the caller reads the files and looks at the filesystems, so tests can give any host).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,17 @@ impl Layout {
             Layout::None => "no cgroups",
         }
     }
+}
+
+/// What a directory is, for finding cgroup mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fs {
+    /// The root of a cgroup2 mount.
+    Cgroup2,
+    /// A cgroup v1 mount.
+    Cgroup1,
+    /// Anything else, or nothing.
+    Other,
 }
 
 /// The cgroup mounts found under the cgroup root.
@@ -83,6 +95,59 @@ impl CgroupMounts {
             }
         }
         mounts
+    }
+
+    /// Finds the mounts from `/proc/self/cgroup` (which hierarchies this process is in, with
+    /// their controllers) and `probe`, which says what filesystem a directory is: the cgroup2
+    /// tree at `cgroup_root` or `cgroup_root/unified`, each v1 hierarchy at `cgroup_root/`
+    /// followed by its controller list (`cpu,cpuacct`) or one of its controllers. A few
+    /// `statfs` calls instead of mountinfo, whose text grows with every mount of the host.
+    /// `None` when a hierarchy Warren would use is not found so: mountinfo decides then.
+    pub fn from_proc_cgroup(
+        proc_cgroup: &str,
+        cgroup_root: &Path,
+        probe: &dyn Fn(&Path) -> Fs,
+    ) -> Option<CgroupMounts> {
+        let mut mounts = CgroupMounts::default();
+        let mut has_v2 = false;
+        for line in proc_cgroup.lines() {
+            let mut fields = line.splitn(3, ':');
+            let (Some(_id), Some(controllers), Some(_path)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return None;
+            };
+            if controllers.is_empty() {
+                has_v2 = true;
+                continue;
+            }
+            let used: Vec<Controller> = controllers
+                .split(',')
+                .filter_map(Controller::from_name)
+                .collect();
+            // Named hierarchies (`name=systemd`) and controllers Warren does not use.
+            if used.is_empty() {
+                continue;
+            }
+            let mount = std::iter::once(controllers)
+                .chain(controllers.split(','))
+                .map(|name| cgroup_root.join(name))
+                .find(|dir| probe(dir) == Fs::Cgroup1)?;
+            for controller in used {
+                mounts.v1.insert(controller, mount.clone());
+            }
+        }
+        if has_v2 {
+            let unified = cgroup_root.join("unified");
+            mounts.v2 = Some(if probe(cgroup_root) == Fs::Cgroup2 {
+                cgroup_root.to_path_buf()
+            } else if probe(&unified) == Fs::Cgroup2 {
+                unified
+            } else {
+                return None;
+            });
+        }
+        Some(mounts)
     }
 
     /// Which layout these mounts make.
@@ -171,6 +236,69 @@ mod tests {
         assert_eq!(
             CgroupMounts::parse(V2, Path::new("/elsewhere")).layout(),
             Layout::None
+        );
+    }
+
+    /// A probe that knows the mounts of `mountinfo`.
+    fn probe_of(mountinfo: &'static str) -> impl Fn(&Path) -> Fs {
+        move |dir: &Path| {
+            let m = CgroupMounts::parse(mountinfo, Path::new("/"));
+            if m.v2.as_deref() == Some(dir) {
+                Fs::Cgroup2
+            } else if m.v1.values().any(|p| p == dir) {
+                Fs::Cgroup1
+            } else {
+                Fs::Other
+            }
+        }
+    }
+
+    #[test]
+    fn proc_cgroup_and_a_probe_find_what_mountinfo_finds() {
+        let hybrid = "12:pids:/user.slice\n7:memory:/user.slice\n4:cpuacct:/\n3:cpu:/\n\
+                      1:name=systemd:/init.scope\n0::/init.scope\n";
+        assert_eq!(
+            CgroupMounts::from_proc_cgroup(hybrid, root(), &probe_of(HYBRID)),
+            Some(CgroupMounts::parse(HYBRID, root()))
+        );
+        assert_eq!(
+            CgroupMounts::from_proc_cgroup(
+                "0::/user.slice/session-1.scope\n",
+                root(),
+                &probe_of(V2)
+            ),
+            Some(CgroupMounts::parse(V2, root()))
+        );
+        let combined = "3:memory:/\n2:cpu,cpuacct:/\n";
+        let found = CgroupMounts::from_proc_cgroup(combined, root(), &probe_of(V1_COMBINED));
+        assert_eq!(found, Some(CgroupMounts::parse(V1_COMBINED, root())));
+        assert_eq!(found.map(|m| m.layout()), Some(Layout::V1));
+    }
+
+    #[test]
+    fn a_hierarchy_not_where_expected_is_left_to_mountinfo() {
+        // memory is mounted somewhere else than /sys/fs/cgroup/memory.
+        let moved = "7:memory:/\n0::/\n";
+        let probe = |dir: &Path| match dir.to_str() {
+            Some("/sys/fs/cgroup/unified") => Fs::Cgroup2,
+            _ => Fs::Other,
+        };
+        assert_eq!(CgroupMounts::from_proc_cgroup(moved, root(), &probe), None);
+        // A cgroup2 tree that is neither at the root nor at unified.
+        assert_eq!(
+            CgroupMounts::from_proc_cgroup("0::/\n", root(), &|_: &Path| Fs::Other),
+            None
+        );
+        // Garbage.
+        assert_eq!(
+            CgroupMounts::from_proc_cgroup("nonsense\n", root(), &|_: &Path| Fs::Other),
+            None
+        );
+        // Controllers Warren does not use need no mount.
+        let unused = "5:devices:/\n1:name=systemd:/\n";
+        assert_eq!(
+            CgroupMounts::from_proc_cgroup(unused, root(), &|_: &Path| Fs::Other),
+            Some(CgroupMounts::default())
         );
     }
 

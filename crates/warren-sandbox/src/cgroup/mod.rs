@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use warren_core::limits::Limits;
 
-pub use detect::{CgroupMounts, Layout};
+pub use detect::{CgroupMounts, Fs, Layout};
 
 /// One hierarchy's cgroup for one run.
 pub trait Group: Send + Sync + Debug {
@@ -220,6 +220,36 @@ fn remove_when_empty(group: &dyn Group) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The host's cgroup mounts under `cgroup_root`: from `/proc/self/cgroup` and `statfs` where
+/// they are in the usual places ([`CgroupMounts::from_proc_cgroup`]), else from mountinfo.
+pub fn find_mounts(cgroup_root: &Path) -> io::Result<CgroupMounts> {
+    match find_usual_mounts(cgroup_root)? {
+        Some(mounts) => Ok(mounts),
+        None => mounts_from_mountinfo(cgroup_root),
+    }
+}
+
+/// The host's cgroup mounts when they are in the usual places under `cgroup_root`.
+pub fn find_usual_mounts(cgroup_root: &Path) -> io::Result<Option<CgroupMounts>> {
+    let probe = |dir: &Path| match crate::sys::filesystem_type(dir) {
+        Ok(libc::CGROUP2_SUPER_MAGIC) => Fs::Cgroup2,
+        Ok(libc::CGROUP_SUPER_MAGIC) => Fs::Cgroup1,
+        _ => Fs::Other,
+    };
+    let proc_cgroup = crate::sys::read_proc_file(Path::new("/proc/self/cgroup"))?;
+    Ok(CgroupMounts::from_proc_cgroup(
+        &proc_cgroup,
+        cgroup_root,
+        &probe,
+    ))
+}
+
+/// The host's cgroup mounts under `cgroup_root`, from `/proc/self/mountinfo`.
+pub fn mounts_from_mountinfo(cgroup_root: &Path) -> io::Result<CgroupMounts> {
+    let mountinfo = crate::sys::read_proc_file(Path::new("/proc/self/mountinfo"))?;
+    Ok(CgroupMounts::parse(&mountinfo, cgroup_root))
 }
 
 /// Where runs' cgroups are made on this host, and how. Runs' groups go under one parent group

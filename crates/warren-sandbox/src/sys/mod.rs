@@ -226,3 +226,18 @@ pub fn read_proc_file(path: &std::path::Path) -> io::Result<String> {
     std::fs::File::open(path)?.read_to_end(&mut buf)?;
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
+
+/// The filesystem type (`f_type` of statfs) of the filesystem `path` is on.
+pub fn filesystem_type(path: &std::path::Path) -> io::Result<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid place for the kernel to fill.
+    let ret = unsafe { libc::statfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs succeeded, so it filled `stat`.
+    Ok(unsafe { stat.assume_init() }.f_type)
+}
