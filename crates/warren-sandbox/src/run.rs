@@ -1148,7 +1148,7 @@ fn effective_env(given: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
 /// A runner process's identity: its pid and start time (`PID.START`), so a recycled pid is
 /// never taken for the runner that used it before.
 fn runner_id(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = sys::read_proc_file(Path::new(&format!("/proc/{pid}/stat"))).ok()?;
     // The command name may hold spaces and parentheses: fields count from the last ')'.
     let after_name = &stat[stat.rfind(')')? + 1..];
     let start_time = after_name.split_whitespace().nth(19)?;

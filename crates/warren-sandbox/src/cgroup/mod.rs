@@ -507,11 +507,12 @@ pub(crate) fn read_small(path: &Path) -> io::Result<String> {
     let mut len = 0;
     loop {
         let n = file.read(&mut buf[len..])?;
-        if n == 0 || len + n == buf.len() {
-            len += n;
+        len += n;
+        // A control file's text comes whole in one read when it fits, ending with a newline:
+        // no second read just to see the end of file.
+        if n == 0 || len == buf.len() || buf[..len].ends_with(b"\n") {
             break;
         }
-        len += n;
     }
     Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }

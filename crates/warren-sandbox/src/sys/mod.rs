@@ -205,12 +205,25 @@ pub fn available_cpus() -> usize {
     usize::try_from(count).unwrap_or(1).max(1)
 }
 
-/// The highest capability number the kernel knows.
+/// The highest capability number the kernel knows: the last one `PR_CAPBSET_READ` accepts
+/// (what `/proc/sys/kernel/cap_last_cap` says, without a file to open).
 pub fn last_capability() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+    // SAFETY: PR_CAPBSET_READ takes a number and no pointers.
+    let known = |cap: u32| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong) } >= 0;
+    // Capabilities are numbered densely from 0; 40 is CAP_CHECKPOINT_RESTORE (Linux 5.9).
+    let (mut low, mut high) = (0u32, 63u32);
+    if !known(low) {
+        return 40;
+    }
+    while low < high {
+        let mid = (low + high).div_ceil(2);
+        if known(mid) {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    low
 }
 
 /// The human text of an errno value.
@@ -240,4 +253,15 @@ pub fn filesystem_type(path: &std::path::Path) -> io::Result<i64> {
     }
     // SAFETY: statfs succeeded, so it filled `stat`.
     Ok(unsafe { stat.assume_init() }.f_type)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_last_capability_is_the_one_the_kernel_reports() {
+        let reported = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        assert_eq!(Some(super::last_capability()), reported);
+    }
 }
