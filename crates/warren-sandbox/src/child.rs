@@ -1,9 +1,9 @@
 //! The new process's life between clone and exec, in two phases:
 //!
 //! 1. **prepare** (may happen ahead of time, for a warm pool): walk the prepared filesystem steps,
-//!    `pivot_root`, host name and loopback; once placed in its cgroups, enter a cgroup
-//!    namespace, mount `/tmp`, empty the capability bounding set, set `no_new_privs`, install
-//!    seccomp; then wait on the go pipe;
+//!    `pivot_root`, host name and loopback; once the parent has made its cgroups, move into the
+//!    v1 ones, enter a cgroup namespace, bind `/tmp` writable, empty the capability bounding
+//!    set, set `no_new_privs`, install seccomp; then wait on the go pipe;
 //! 2. **launch**: read the launch message (argv, env, files, rlimits), write the files, set
 //!    stdio and rlimits, drop to the run's uid, start the program, stay as its init.
 //!
@@ -67,6 +67,14 @@ fn remount_read_only(target: &std::ffi::CStr) -> sys::Res {
     sys::mount(None, target, None, flags, None)
 }
 
+/// Makes the new root read-only and nosuid. Not nodev: `/dev` is a directory of it, holding the
+/// five device nodes made during set-up; a read-only root takes no new node, and every mount
+/// below it (binds, `/proc`, `/tmp`) is nodev itself.
+fn seal_root() -> sys::Res {
+    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID;
+    sys::mount(None, c"/", None, flags, None)
+}
+
 /// The child's entry point: never returns.
 pub fn child_main(plan: &ChildPlan) -> ! {
     let stage = |s: Stage| s as u32;
@@ -108,7 +116,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         .and_then(|()| sys::pivot_root(c".", c"."))
         .and_then(|()| sys::umount(c".", libc::MNT_DETACH))
         .and_then(|()| sys::chdir(c"/"))
-        .and_then(|()| remount_read_only(c"/"));
+        .and_then(|()| seal_root());
     if let Err(e) = pivot {
         fail(plan, stage(Stage::PivotRoot), e);
     }
@@ -137,7 +145,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         fail(plan, stage(Stage::CgroupNamespace), e);
     }
     if plan.disk > 0 {
-        if let Err(e) = mount_tmp(plan.disk) {
+        if let Err(e) = writable_tmp() {
             fail(plan, stage(Stage::InputFiles), e);
         }
     }
@@ -282,60 +290,10 @@ fn report(plan: &ChildPlan, what: Stage, value: i32) {
     let _ = sys::write_all(plan.error_fd, &record);
 }
 
-/// Mounts the run's writable `/tmp`: `disk` bytes, with inodes bounded too so a file-creation
-/// loop hits ENOSPC instead of kernel memory. The options are formatted without allocating.
-fn mount_tmp(disk: u64) -> sys::Res {
-    let inodes = (disk / 4096).clamp(1024, 1 << 20);
-    let mut options = [0u8; 96];
-    let mut len = 0;
-    for part in [
-        &b"size="[..],
-        &digits(disk).0[..digits(disk).1],
-        b",nr_inodes=",
-        &digits(inodes).0[..digits(inodes).1],
-        b",mode=1777\0",
-    ] {
-        options[len..len + part.len()].copy_from_slice(part);
-        len += part.len();
-    }
-    let data = std::ffi::CStr::from_bytes_until_nul(&options[..len]).map_err(|_| libc::EINVAL)?;
-    sys::mount(
-        Some(c"tmpfs"),
-        c"/tmp",
-        Some(c"tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some(data),
-    )
-}
-
-/// Decimal digits of `n`, left-aligned in a fixed buffer, and their count.
-fn digits(mut n: u64) -> ([u8; 20], usize) {
-    let mut reversed = [0u8; 20];
-    let mut count = 0;
-    loop {
-        reversed[count] = b'0' + (n % 10) as u8;
-        count += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut out = [0u8; 20];
-    for i in 0..count {
-        out[i] = reversed[count - 1 - i];
-    }
-    (out, count)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digits_without_allocation() {
-        for n in [0u64, 7, 10, 4096, u64::MAX] {
-            let (buf, len) = digits(n);
-            assert_eq!(&buf[..len], n.to_string().as_bytes());
-        }
-    }
+/// Makes the root's `/tmp` directory the run's writable `/tmp`: a mount of its own (bound onto
+/// itself), read-write, nosuid and nodev, in the root's tmpfs, whose size is the disk limit.
+fn writable_tmp() -> sys::Res {
+    sys::mount(Some(c"/tmp"), c"/tmp", None, libc::MS_BIND, None)?;
+    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV;
+    sys::mount(None, c"/tmp", None, flags, None)
 }

@@ -161,7 +161,8 @@ pub struct ChildPlan {
     pub extra_gid: u32,
     /// The program's umask.
     pub umask: libc::mode_t,
-    /// Size of the writable `/tmp` (the disk limit), in bytes; 0 when `/tmp` is a shared
+    /// Size of the writable `/tmp` (the disk limit, the size of the root's tmpfs, whose `/tmp`
+    /// directory the child binds writable), in bytes; 0 when `/tmp` is a shared
     /// directory bound by the filesystem steps instead of a tmpfs of the run's own.
     pub disk: u64,
     /// Highest capability number to drop from the bounding set.
@@ -356,15 +357,10 @@ pub fn system_mounts(root: &CStr, steps: &mut Vec<Step>) {
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         data: None,
     });
+    // A directory of the root, read-only with it once set up: no tmpfs of its own to make
+    // and tear down for five nodes and five links.
     let dev = under(root, "dev");
     steps.push(Step::Mkdir(dev.clone(), 0o755));
-    steps.push(Step::Mount {
-        source: s("tmpfs"),
-        target: dev.clone(),
-        fstype: s("tmpfs"),
-        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
-        data: s("size=64k,nr_inodes=64,mode=755"),
-    });
     for (name, minor) in [
         ("null", 3),
         ("zero", 5),
@@ -390,7 +386,7 @@ pub fn system_mounts(root: &CStr, steps: &mut Vec<Step>) {
             link: under(&dev, name),
         });
     }
-    // The writable /tmp is mounted at launch, when the disk limit is known.
+    // Bound writable once the root is sealed (or a scratch directory is bound there).
     steps.push(Step::Mkdir(under(root, "tmp"), 0o1777));
 }
 

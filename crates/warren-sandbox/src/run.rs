@@ -1041,12 +1041,23 @@ impl Host {
             flags: libc::MS_REC | libc::MS_PRIVATE,
             data: None,
         });
+        // One tmpfs for the root and the run's `/tmp` (a directory of it, bound writable when
+        // the root is sealed read-only): each filesystem made costs its set-up and, when the
+        // run ends, its teardown. Its size is the disk limit, of which the root's few small
+        // files take some pages. Device nodes allowed: `/dev` is part of it too (see
+        // `child::seal_root`).
+        let (size, inodes) = match shape.scratch {
+            Some(_) => (1 << 20, 4096),
+            None => (shape.disk, (shape.disk / 4096).clamp(1024, 1 << 20) + 256),
+        };
         steps.push(Step::Mount {
             source: Some(c"tmpfs".into()),
             target: root.clone(),
             fstype: Some(c"tmpfs".into()),
-            flags: libc::MS_NOSUID | libc::MS_NODEV,
-            data: Some(c"size=1m,nr_inodes=4096,mode=755".into()),
+            flags: libc::MS_NOSUID,
+            data: Some(plan::cstring(format!(
+                "size={size},nr_inodes={inodes},mode=755"
+            ))?),
         });
         if shape.root == Path::new("/") {
             plan::place_entries(root, &self.host_entries, steps)?;

@@ -367,10 +367,23 @@ fn secrets_are_absent_and_root_is_read_only() {
         let r = sh(&sb, &format!("ls {path}"), Limits::default());
         assert_eq!(r.status, Status::Failed, "{path} is visible");
     }
-    for target in ["/x", "/usr/x", "/etc/passwd", "/bin/sh", "/task"] {
+    for target in ["/x", "/usr/x", "/etc/passwd", "/bin/sh", "/task", "/dev/x"] {
         let r = sh(&sb, &format!("echo x > {target}"), Limits::default());
         assert_eq!(r.status, Status::Failed, "{target} is writable");
     }
+    // The minimal /dev: its five devices work, and nothing else is there.
+    let r = sh(
+        &sb,
+        "echo gone > /dev/null && head -c 3 /dev/zero | od -An -tx1 && \
+         head -c 8 /dev/urandom | wc -c && head -c 8 /dev/random | wc -c && \
+         ! echo x > /dev/full && ls /dev | tr '\\n' ' '",
+        Limits::default(),
+    );
+    assert_eq!(
+        out(&r),
+        " 00 00 00\n8\n8\nfd full null random shm stderr stdin stdout urandom zero ",
+        "{r:?}"
+    );
     let r = sh(
         &sb,
         "echo x > /tmp/ok && cat /tmp/ok && pwd",
