@@ -158,21 +158,9 @@ pub fn run(options: &Options) -> Result<String, String> {
         .collect::<Result<_, _>>()?;
     let warm_name = "library, warm pool: /bin/true, all isolation, 64M memory limit";
     let cold_name = "library, prepared on demand: same";
-    let mut samples: Vec<Samples> = externals
-        .iter()
-        .map(|e| Samples {
-            name: e.name.clone(),
-            durations: Vec::new(),
-        })
-        .collect();
-    samples.push(Samples {
-        name: cold_name.into(),
-        durations: Vec::new(),
-    });
-    samples.push(Samples {
-        name: warm_name.into(),
-        durations: Vec::new(),
-    });
+    let mut samples = samples_of(&externals);
+    samples.push(Samples::new(cold_name));
+    samples.push(Samples::new(warm_name));
     sandbox.wait_until_warm(Duration::from_secs(5));
     // Warm-up: page cache, cgroup parents, lazy kernel structures.
     for _ in 0..20 {
@@ -232,6 +220,11 @@ pub fn run(options: &Options) -> Result<String, String> {
     Ok(report)
 }
 
+/// One empty set of samples per external variant.
+fn samples_of(externals: &[External]) -> Vec<Samples> {
+    externals.iter().map(|e| Samples::new(&e.name)).collect()
+}
+
 /// The median of the variant whose name starts with `prefix`.
 fn median_named(samples: &[Samples], prefix: &str) -> Option<Duration> {
     samples
@@ -242,13 +235,7 @@ fn median_named(samples: &[Samples], prefix: &str) -> Option<Duration> {
 
 /// The external variants one run at a time, each after an idle pause, interleaved.
 fn paused(externals: &[External], options: &Options) -> Result<String, String> {
-    let mut samples: Vec<Samples> = externals
-        .iter()
-        .map(|e| Samples {
-            name: e.name.clone(),
-            durations: Vec::new(),
-        })
-        .collect();
+    let mut samples = samples_of(externals);
     for _ in 0..options.paused_runs {
         for (e, s) in externals.iter().zip(&mut samples) {
             std::thread::sleep(options.pause);

@@ -12,6 +12,14 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// No runs yet of what `name` says.
+    pub fn new(name: impl Into<String>) -> Samples {
+        Samples {
+            name: name.into(),
+            durations: Vec::new(),
+        }
+    }
+
     /// The `q` quantile (0..=1), nearest rank.
     pub fn quantile(&self, q: f64) -> Duration {
         let mut sorted = self.durations.clone();
