@@ -470,11 +470,17 @@ fn submit_status_logs_and_ctrl_c_through_a_real_worker() {
 #[test]
 fn an_operator_changes_groups_and_state_and_deregisters_a_worker() {
     let Some(coordinator) = up() else { return };
-    let id = coordinator.warren(&["workers", "--json"]).json()[0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(!id.is_empty(), "no worker listed");
+    // `warren up` prints its addresses before its own worker has registered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let listed = coordinator.warren(&["workers", "--json"]).json();
+        let id = listed[0]["id"].as_str().unwrap_or_default().to_string();
+        if !id.is_empty() {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no worker listed: {listed}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let show = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
