@@ -175,6 +175,9 @@ pub(crate) struct Shape {
     pub identity: Option<Identity>,
     /// Standard input, output and error are `/dev/null`.
     pub null_stdio: bool,
+    /// The run has an IO limit: on a host whose IO controller is v1 `blkio`, it gets a group
+    /// there too, joined with the others when it is prepared.
+    pub io_limited: bool,
 }
 
 /// A run's identity when its caller chooses it (the steps of a session).
@@ -198,6 +201,7 @@ impl Shape {
             scratch: None,
             identity: None,
             null_stdio: false,
+            io_limited: false,
         }
     }
 }
@@ -213,9 +217,6 @@ fn default_disk() -> u64 {
 pub(crate) struct Prepared {
     pub shape: Shape,
     pidfd: OwnedFd,
-    /// The run's process (its init), and the name of its groups.
-    pid: libc::pid_t,
-    name: String,
     cgroups: RunCgroups,
     lease: Option<UidLease>,
     stdout_r: Option<OwnedFd>,
@@ -405,6 +406,7 @@ impl Sandbox {
             scratch: step.map(|(_, scratch, _)| scratch.to_path_buf()),
             identity: step.map(|(identity, _, _)| identity),
             null_stdio: step.is_some_and(|(_, _, null)| null),
+            io_limited: limits.io.is_some(),
         };
         let stdin_fd = match &spec.stdin {
             Stdin::Fd(fd) => match fd.try_clone() {
@@ -677,7 +679,7 @@ impl Host {
             },
             last_capability: self.last_capability,
             seccomp: self.seccomp.clone(),
-            v1_parents: self.v1_parents.clone(),
+            v1_parents: self.v1_parents_for(shape)?,
             v1_tasks: plan::cstring(format!("{name}/tasks"))?,
         };
         let through_spawner = self
@@ -704,8 +706,6 @@ impl Host {
         let mut prepared = Prepared {
             shape: shape.clone(),
             pidfd: spawned.pidfd,
-            pid: spawned.pid,
-            name: name.clone(),
             cgroups,
             lease,
             stdout_r: Some(stdout_r),
@@ -722,6 +722,11 @@ impl Host {
         self.cgroups
             .create_rest(&mut prepared.cgroups, &name)
             .map_err(|e| e.to_string())?;
+        if shape.io_limited {
+            if let Some(group) = self.cgroups.create_io(&name).map_err(|e| e.to_string())? {
+                prepared.cgroups.push(group);
+            }
+        }
         prepared
             .cgroups
             .attach(spawned.pid, spawned.in_cgroup)
@@ -734,6 +739,18 @@ impl Host {
         // set-up, before anything of the run is executed.
         self.finish_setup();
         Ok(prepared)
+    }
+
+    /// The v1 parent groups a run of `shape` moves itself into: those of every run, and blkio's
+    /// for a run with an IO limit on a host that limits IO there.
+    fn v1_parents_for(&self, shape: &Shape) -> Result<Vec<CString>, String> {
+        let mut parents = self.v1_parents.clone();
+        if shape.io_limited {
+            if let Some(blkio) = self.cgroups.io_parent() {
+                parents.push(plan::cstring(blkio.as_os_str().as_bytes())?);
+            }
+        }
+        Ok(parents)
     }
 
     /// The launch message for `spec`.
@@ -838,18 +855,6 @@ impl Host {
             pids: limits.pids.map(|p| p + 1),
             ..limits.clone()
         };
-        if limits.io.is_some() {
-            if let Some(group) = self
-                .cgroups
-                .create_io(&prepared.name)
-                .map_err(|e| e.to_string())?
-            {
-                prepared
-                    .cgroups
-                    .add(group, prepared.pid)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
         prepared
             .cgroups
             .set_limits(&group_limits, disks)

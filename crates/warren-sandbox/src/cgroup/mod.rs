@@ -98,17 +98,9 @@ impl RunCgroups {
         Ok(())
     }
 
-    /// Adds a group made after the run's process was placed, moving `pid` into it.
-    pub fn add(&mut self, group: Box<dyn Group>, pid: libc::pid_t) -> io::Result<()> {
-        let attached = group.attach(pid).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("moving pid {pid} into {}: {e}", group.path().display()),
-            )
-        });
-        // Kept even when the move failed, so that it is removed with the others.
+    /// Adds a group the run's process moves itself into (see [`CgroupHost::v1_parents`]).
+    pub fn push(&mut self, group: Box<dyn Group>) {
         self.groups.push(group);
-        attached
     }
 
     /// The cgroup2 directory to clone into, if any.
@@ -306,8 +298,12 @@ impl CgroupHost {
             .into_iter()
             .map(|(mount, controllers)| v1::Hierarchy::new(controllers, mount, parent))
             .collect();
-        // Runs open the parents of the hierarchies they join before their groups are made.
-        for h in v1.iter().filter(|h| h.controllers().needed(v2.is_some())) {
+        // Runs open the parents of the hierarchies they join before their groups are made
+        // (blkio's too, for runs with an IO limit).
+        let joined = |h: &&v1::Hierarchy| {
+            h.controllers().needed(v2.is_some()) || h.controllers().has(v1::Controller::Blkio)
+        };
+        for h in v1.iter().filter(joined) {
             make_dir(h.parent())
                 .map_err(|e| CgroupError::new(format!("creating {}", h.parent().display()), e))?;
         }
@@ -367,7 +363,7 @@ impl CgroupHost {
 
     /// The group a run with an IO limit needs beyond those [`CgroupHost::create`] made: on v1,
     /// its group in the `blkio` hierarchy (made only for such runs, since each group costs the
-    /// run a process migration). `None` where the cgroup2 tree limits IO itself.
+    /// run a `mkdir`, a move and an `rmdir`). `None` where the cgroup2 tree limits IO itself.
     pub fn create_io(&self, name: &str) -> Result<Option<Box<dyn Group>>, CgroupError> {
         match self.blkio() {
             // Mounted together with a controller every run has a group for: already made.
@@ -404,6 +400,14 @@ impl CgroupHost {
             }
         }
         Ok(())
+    }
+
+    /// The parent group of the v1 `blkio` hierarchy, when a run with an IO limit needs a group
+    /// there besides those every run has ([`CgroupHost::create_io`]).
+    pub fn io_parent(&self) -> Option<&Path> {
+        self.blkio()
+            .filter(|h| !h.controllers().needed(self.v2.is_some()))
+            .map(v1::Hierarchy::parent)
     }
 
     /// The parent groups of the v1 hierarchies a run moves itself into, in the order of the
