@@ -1046,24 +1046,8 @@ impl Host {
             flags: libc::MS_REC | libc::MS_PRIVATE,
             data: None,
         });
-        // One tmpfs for the root and the run's `/tmp` (a directory of it, bound writable when
-        // the root is sealed read-only): each filesystem made costs its set-up and, when the
-        // run ends, its teardown. Its size is the disk limit, of which the root's few small
-        // files take some pages. Device nodes allowed: `/dev` is part of it too (see
-        // `child::seal_root`).
-        let (size, inodes) = match shape.scratch {
-            Some(_) => (1 << 20, 4096),
-            None => (shape.disk, (shape.disk / 4096).clamp(1024, 1 << 20) + 256),
-        };
-        steps.push(Step::Mount {
-            source: Some(c"tmpfs".into()),
-            target: root.clone(),
-            fstype: Some(c"tmpfs".into()),
-            flags: libc::MS_NOSUID,
-            data: Some(plan::cstring(format!(
-                "size={size},nr_inodes={inodes},mode=755"
-            ))?),
-        });
+        // The root's tmpfs is mounted first; its size depends on the files the rest writes.
+        let mount_at = steps.len();
         if shape.root == Path::new("/") {
             plan::place_entries(root, &self.host_entries, steps)?;
             let etc = plan::under(root, "etc");
@@ -1089,6 +1073,37 @@ impl Host {
             let entry = RootEntry::Dir("task".into(), dir.clone());
             plan::place_entries(root, std::slice::from_ref(&entry), steps)?;
         }
+        // One tmpfs for the root and the run's `/tmp` (a directory of it, bound writable when
+        // the root is sealed read-only): each filesystem made costs its set-up and, when the
+        // run ends, its teardown. Its size is the disk limit plus the pages of the files the
+        // steps write (the root's `/etc`), so `/tmp` has the disk limit free. Device nodes
+        // allowed: `/dev` is part of it too (see `child::seal_root`).
+        let written: u64 = steps[mount_at..]
+            .iter()
+            .map(|step| match step {
+                Step::File { contents, .. } => (contents.len() as u64).div_ceil(4096) * 4096,
+                _ => 0,
+            })
+            .sum();
+        let (size, inodes) = match shape.scratch {
+            Some(_) => (written + (1 << 20), 4096),
+            None => (
+                shape.disk + written,
+                (shape.disk / 4096).clamp(1024, 1 << 20) + 256,
+            ),
+        };
+        steps.insert(
+            mount_at,
+            Step::Mount {
+                source: Some(c"tmpfs".into()),
+                target: root.clone(),
+                fstype: Some(c"tmpfs".into()),
+                flags: libc::MS_NOSUID,
+                data: Some(plan::cstring(format!(
+                    "size={size},nr_inodes={inodes},mode=755"
+                ))?),
+            },
+        );
         Ok(())
     }
 }

@@ -931,23 +931,31 @@ fn warm_runs_are_fresh_each_time() {
 #[test]
 fn tmp_has_the_disk_size_whether_warm_or_not() {
     let Some(sb) = sandbox() else { return };
-    let size_kib = |r: &warren_sandbox::RunResult| out(r).trim().parse::<u64>().unwrap_or(0);
+    // What /tmp has free is the disk limit (the root's own files live in the same tmpfs).
+    let free_kib = |r: &warren_sandbox::RunResult| out(r).trim().parse::<u64>().unwrap_or(0);
+    let free = "df -k /tmp | tail -n 1 | awk '{print $4}'";
     // The default disk size comes from the warm pool, another size is prepared on demand.
+    let r = sh(&sb, free, Limits::default());
+    assert_eq!(free_kib(&r), 64 * 1024, "{r:?}");
     let r = sh(
         &sb,
-        "df -k /tmp | tail -n 1 | awk '{print $2}'",
-        Limits::default(),
-    );
-    assert_eq!(size_kib(&r), 64 * 1024, "{r:?}");
-    let r = sh(
-        &sb,
-        "df -k /tmp | tail -n 1 | awk '{print $2}'",
+        free,
         Limits {
             disk: Some(2 << 20),
             ..Default::default()
         },
     );
-    assert_eq!(size_kib(&r), 2 * 1024, "{r:?}");
+    assert_eq!(free_kib(&r), 2 * 1024, "{r:?}");
+    // The smallest disk limit, one page: the run starts, and one page is all it can write.
+    let r = sh(
+        &sb,
+        "head -c 4096 /dev/zero > /tmp/a && echo one; head -c 1 /dev/zero > /tmp/b || echo full",
+        Limits {
+            disk: Some(4096),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out(&r), "one\nfull\n", "{r:?}");
 }
 
 #[test]
