@@ -98,10 +98,10 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     let _ = sys::reset_signals();
     // Modes in the plan are meant exactly; the program gets the usual 022 back before exec.
     sys::set_umask(0);
-    // The v1 parent groups, while the host's paths are still reachable.
-    let mut v1_parents = [-1; MAX_V1_JOINS];
-    for (slot, parent) in v1_parents.iter_mut().zip(&plan.v1_parents) {
-        match sys::open_dir(parent) {
+    // The v1 hierarchies, while the host's paths are still reachable.
+    let mut v1_mounts = [-1; MAX_V1_JOINS];
+    for (slot, mount) in v1_mounts.iter_mut().zip(&plan.v1_mounts) {
+        match sys::open_dir(mount) {
             Ok(fd) => *slot = fd,
             Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
         }
@@ -133,12 +133,12 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         Ok(false) => sys::exit(SETUP_FAILED),
         Err(e) => fail(plan, stage(Stage::Handover), e),
     }
-    for parent in v1_parents.into_iter().filter(|fd| *fd >= 0) {
+    for mount in v1_mounts.into_iter().filter(|fd| *fd >= 0) {
         // "0": the writing thread itself, which is this whole process.
-        if let Err(e) = sys::write_at(parent, &plan.v1_tasks, b"0") {
+        if let Err(e) = sys::write_at(mount, &plan.v1_tasks, b"0") {
             fail(plan, stage(Stage::JoinCgroups), e);
         }
-        sys::close(parent);
+        sys::close(mount);
     }
     // Rooted at the run's own cgroup, now that the process is in it.
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {

@@ -169,13 +169,13 @@ pub struct ChildPlan {
     pub last_capability: u32,
     /// Seccomp programs, installed in order.
     pub seccomp: Vec<SeccompProgram>,
-    /// The v1 hierarchies' parent groups (at most [`MAX_V1_JOINS`]). The process opens them
-    /// before `pivot_root` and, once the parent has made the run's groups, moves itself into
-    /// `v1_tasks` below each: a thread moving itself skips the kernel's global lock for
-    /// migrations, whose first taking after a quiet moment waits for an RCU grace period
-    /// (10 to 20 ms here). The parent moving it would take that lock.
-    pub v1_parents: Vec<CString>,
-    /// The run group's `tasks` file, relative to each of `v1_parents`.
+    /// Where the v1 hierarchies the run has groups in are mounted (at most [`MAX_V1_JOINS`]).
+    /// The process opens them before `pivot_root` and, once the parent has made the run's
+    /// groups, moves itself into `v1_tasks` below each: a thread moving itself skips the
+    /// kernel's global lock for migrations, whose first taking after a quiet moment waits for
+    /// an RCU grace period (10 to 20 ms here). The parent moving it would take that lock.
+    pub v1_mounts: Vec<CString>,
+    /// The run group's `tasks` file, relative to each of `v1_mounts`.
     pub v1_tasks: CString,
 }
 

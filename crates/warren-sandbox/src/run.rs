@@ -149,8 +149,6 @@ pub(crate) struct Host {
     host_entries: Vec<RootEntry>,
     host_etc: Vec<RootEntry>,
     last_capability: u32,
-    /// The v1 parent groups runs move themselves into ([`ChildPlan::v1_parents`]).
-    v1_parents: Vec<CString>,
     cpus: usize,
     runner_id: String,
     /// Made when first asked for: a run does not need it.
@@ -493,15 +491,6 @@ impl Host {
                 what: "state directory".into(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
             })?;
-        let v1_parents = cgroups
-            .v1_parents()
-            .into_iter()
-            .map(|p| plan::cstring(p.as_os_str().as_bytes()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SandboxError::Host {
-                what: "cgroup mount point".into(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-            })?;
         let mounts = HostMounts::new(&config.state_dir, &runner_id);
         if !config.defer_host_setup {
             mounts
@@ -517,7 +506,6 @@ impl Host {
             host_entries,
             host_etc,
             last_capability: sys::last_capability(),
-            v1_parents,
             cpus: sys::available_cpus(),
             runner_id,
             report: std::sync::OnceLock::new(),
@@ -679,8 +667,13 @@ impl Host {
             },
             last_capability: self.last_capability,
             seccomp: self.seccomp.clone(),
-            v1_parents: self.v1_parents_for(shape)?,
-            v1_tasks: plan::cstring(format!("{name}/tasks"))?,
+            v1_mounts: self
+                .cgroups
+                .v1_mounts(shape.io_limited)
+                .into_iter()
+                .map(|mount| plan::cstring(mount.as_os_str().as_bytes()))
+                .collect::<Result<_, _>>()?,
+            v1_tasks: plan::cstring(self.cgroups.tasks_below_mount(&name).as_os_str().as_bytes())?,
         };
         let through_spawner = self
             .config
@@ -720,13 +713,8 @@ impl Host {
         // the launch message. On an error, dropping `prepared` kills the child and removes
         // what was made.
         self.cgroups
-            .create_rest(&mut prepared.cgroups, &name)
+            .create_rest(&mut prepared.cgroups, &name, shape.io_limited)
             .map_err(|e| e.to_string())?;
-        if shape.io_limited {
-            if let Some(group) = self.cgroups.create_io(&name).map_err(|e| e.to_string())? {
-                prepared.cgroups.push(group);
-            }
-        }
         prepared
             .cgroups
             .attach(spawned.pid, spawned.in_cgroup)
@@ -739,18 +727,6 @@ impl Host {
         // set-up, before anything of the run is executed.
         self.finish_setup();
         Ok(prepared)
-    }
-
-    /// The v1 parent groups a run of `shape` moves itself into: those of every run, and blkio's
-    /// for a run with an IO limit on a host that limits IO there.
-    fn v1_parents_for(&self, shape: &Shape) -> Result<Vec<CString>, String> {
-        let mut parents = self.v1_parents.clone();
-        if shape.io_limited {
-            if let Some(blkio) = self.cgroups.io_parent() {
-                parents.push(plan::cstring(blkio.as_os_str().as_bytes())?);
-            }
-        }
-        Ok(parents)
     }
 
     /// The launch message for `spec`.

@@ -359,9 +359,9 @@ fn encode_request(out: &mut Vec<u8>, namespaces: libc::c_int, cgroup: bool, plan
             w.u32(i.k);
         }
     }
-    w.u32(plan.v1_parents.len() as u32);
-    for parent in &plan.v1_parents {
-        w.bytes(parent.as_bytes());
+    w.u32(plan.v1_mounts.len() as u32);
+    for mount in &plan.v1_mounts {
+        w.bytes(mount.as_bytes());
     }
     w.bytes(plan.v1_tasks.as_bytes());
 }
@@ -428,9 +428,9 @@ fn decode_request(bytes: &[u8]) -> Result<(libc::c_int, bool, ChildPlan), Malfor
     if joins > MAX_V1_JOINS {
         return Err(Malformed("too many cgroup hierarchies"));
     }
-    let mut v1_parents = Vec::with_capacity(joins);
+    let mut v1_mounts = Vec::with_capacity(joins);
     for _ in 0..joins {
-        v1_parents.push(r.cstring()?);
+        v1_mounts.push(r.cstring()?);
     }
     let v1_tasks = r.cstring()?;
     if !r.bytes.is_empty() {
@@ -452,7 +452,7 @@ fn decode_request(bytes: &[u8]) -> Result<(libc::c_int, bool, ChildPlan), Malfor
             disk,
             last_capability,
             seccomp,
-            v1_parents,
+            v1_mounts,
             v1_tasks,
         },
     ))
@@ -602,11 +602,11 @@ mod tests {
                 ]),
                 SeccompProgram::new(Vec::new()),
             ],
-            v1_parents: vec![
-                c"/sys/fs/cgroup/memory/warren".to_owned(),
-                c"/sys/fs/cgroup/pids/warren".to_owned(),
+            v1_mounts: vec![
+                c"/sys/fs/cgroup/memory".to_owned(),
+                c"/sys/fs/cgroup/pids".to_owned(),
             ],
-            v1_tasks: c"run-1.2-3/tasks".to_owned(),
+            v1_tasks: c"warren/run-1.2-3/tasks".to_owned(),
         }
     }
 
@@ -657,7 +657,7 @@ mod tests {
     #[test]
     fn more_hierarchies_than_a_run_can_join_are_refused() {
         let mut sent = plan();
-        sent.v1_parents = vec![c"/x".to_owned(); MAX_V1_JOINS + 1];
+        sent.v1_mounts = vec![c"/x".to_owned(); MAX_V1_JOINS + 1];
         let mut bytes = Vec::new();
         encode_request(&mut bytes, 0, false, &sent);
         assert_eq!(

@@ -28,7 +28,6 @@ impl Drop for TestSandbox {
         if !std::thread::panicking() {
             assert_no_leftovers(&self.parent);
         }
-        remove_parent_groups(&self.parent);
     }
 }
 
@@ -132,32 +131,17 @@ pub fn ms(n: u64) -> Option<Duration> {
     Some(Duration::from_millis(n))
 }
 
-/// The directories `parent` has in every cgroup hierarchy (and the cgroup2 root) of the host.
-fn parent_dirs(parent: &str) -> Vec<std::path::PathBuf> {
+/// No run's cgroup is left under `parent`, in any hierarchy.
+pub fn assert_no_leftovers(parent: &str) {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return Vec::new();
+        return;
     };
     let mut dirs: Vec<std::path::PathBuf> = hierarchies
         .filter_map(Result::ok)
         .map(|e| e.path().join(parent))
         .collect();
     dirs.push(Path::new("/sys/fs/cgroup").join(parent));
-    dirs
-}
-
-/// Removes a test's parent groups. The sandbox leaves its parents in place for the next
-/// runner; a test's are named after it and used once.
-pub fn remove_parent_groups(parent: &str) {
-    for dir in parent_dirs(parent) {
-        // Absent in most hierarchies; a group still holding a run fails, and the check above
-        // has said so already.
-        let _ = std::fs::remove_dir(dir);
-    }
-}
-
-/// No run's cgroup is left under `parent`, in any hierarchy.
-pub fn assert_no_leftovers(parent: &str) {
-    for dir in parent_dirs(parent) {
+    for dir in dirs {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.filter_map(Result::ok) {
                 let name = entry.file_name().to_string_lossy().into_owned();

@@ -98,18 +98,13 @@ impl RunCgroups {
         Ok(())
     }
 
-    /// Adds a group the run's process moves itself into (see [`CgroupHost::v1_parents`]).
-    pub fn push(&mut self, group: Box<dyn Group>) {
-        self.groups.push(group);
-    }
-
     /// The cgroup2 directory to clone into, if any.
     pub fn clone_target(&self) -> Option<BorrowedFd<'_>> {
         self.groups.iter().find_map(|g| g.clone_target())
     }
 
     /// Moves `pid` into the cgroup2 group, unless the clone already put it there. The process
-    /// moves itself into its v1 groups (see [`CgroupHost::v1_parents`]).
+    /// moves itself into its v1 groups (see [`CgroupHost::v1_mounts`]).
     pub fn attach(&self, pid: libc::pid_t, cloned_into_target: bool) -> io::Result<()> {
         if cloned_into_target {
             return Ok(());
@@ -245,11 +240,12 @@ pub fn mounts_from_mountinfo(cgroup_root: &Path) -> io::Result<CgroupMounts> {
 }
 
 /// Where runs' cgroups are made on this host, and how. Runs' groups go under one parent group
-/// (`warren`) in each hierarchy. The parents are made on first use and stay, like the state
-/// directory: every run would otherwise pay for making and removing them too, each as costly
-/// as the run's own group. Only runs' groups are ever removed.
+/// (`warren`) in each hierarchy, made by the first run that needs it and removed by the last
+/// runner to leave it empty.
 #[derive(Debug)]
 pub struct CgroupHost {
+    /// The parent group's name, the same in every hierarchy.
+    parent: String,
     layout: Layout,
     v2: Option<v2::Hierarchy>,
     v1: Vec<v1::Hierarchy>,
@@ -294,20 +290,16 @@ impl CgroupHost {
                 }
             }
         }
-        let v1: Vec<v1::Hierarchy> = by_mount
+        let v1 = by_mount
             .into_iter()
             .map(|(mount, controllers)| v1::Hierarchy::new(controllers, mount, parent))
             .collect();
-        // Runs open the parents of the hierarchies they join before their groups are made
-        // (blkio's too, for runs with an IO limit).
-        let joined = |h: &&v1::Hierarchy| {
-            h.controllers().needed(v2.is_some()) || h.controllers().has(v1::Controller::Blkio)
-        };
-        for h in v1.iter().filter(joined) {
-            make_dir(h.parent())
-                .map_err(|e| CgroupError::new(format!("creating {}", h.parent().display()), e))?;
-        }
-        Ok(CgroupHost { layout, v2, v1 })
+        Ok(CgroupHost {
+            parent: parent.to_string(),
+            layout,
+            v2,
+            v1,
+        })
     }
 
     /// The layout found.
@@ -361,29 +353,29 @@ impl CgroupHost {
             .find(|h| h.controllers().has(v1::Controller::Blkio))
     }
 
-    /// The group a run with an IO limit needs beyond those [`CgroupHost::create`] made: on v1,
-    /// its group in the `blkio` hierarchy (made only for such runs, since each group costs the
-    /// run a `mkdir`, a move and an `rmdir`). `None` where the cgroup2 tree limits IO itself.
-    pub fn create_io(&self, name: &str) -> Result<Option<Box<dyn Group>>, CgroupError> {
-        match self.blkio() {
-            // Mounted together with a controller every run has a group for: already made.
-            Some(h) if h.controllers().needed(self.v2.is_some()) => Ok(None),
-            Some(h) => Ok(Some(Box::new(h.create(name)?))),
-            None => Ok(None),
-        }
+    /// The v1 hierarchies a run has a group in, each once: those [`v1::Controller::needed`]
+    /// names, and for a run with an IO limit (`io_limited`), `blkio`'s. A blkio group is made
+    /// only for such runs, since each group costs the run a `mkdir`, a move and an `rmdir`;
+    /// where the cgroup2 tree has the `io` controller, its one group limits IO instead.
+    fn joined(&self, io_limited: bool) -> impl Iterator<Item = &v1::Hierarchy> {
+        let has_v2 = self.v2.is_some();
+        self.v1.iter().filter(move |h| {
+            h.controllers().needed(has_v2)
+                || (io_limited && h.controllers().has(v1::Controller::Blkio))
+        })
     }
 
     /// Creates a run's groups, named `name` in every hierarchy; limits are applied later with
     /// [`RunCgroups::set_limits`].
-    pub fn create(&self, name: &str) -> Result<RunCgroups, CgroupError> {
+    pub fn create(&self, name: &str, io_limited: bool) -> Result<RunCgroups, CgroupError> {
         let mut run = self.create_clone_target(name)?;
-        self.create_rest(&mut run, name)?;
+        self.create_rest(&mut run, name, io_limited)?;
         Ok(run)
     }
 
     /// Creates the part of a run's groups a process can be cloned straight into (the cgroup2
     /// group; nothing on a pure v1 host). [`CgroupHost::create_rest`] makes the others, which
-    /// can wait until after the clone: the process is moved into them anyway.
+    /// can wait until after the clone: the process moves itself into them.
     pub fn create_clone_target(&self, name: &str) -> Result<RunCgroups, CgroupError> {
         let mut run = RunCgroups::default();
         if let Some(v2) = &self.v2 {
@@ -393,31 +385,29 @@ impl CgroupHost {
     }
 
     /// Creates the v1 groups of a run begun with [`CgroupHost::create_clone_target`].
-    pub fn create_rest(&self, run: &mut RunCgroups, name: &str) -> Result<(), CgroupError> {
-        for h in &self.v1 {
-            if h.controllers().needed(self.v2.is_some()) {
-                run.groups.push(Box::new(h.create(name)?));
-            }
+    pub fn create_rest(
+        &self,
+        run: &mut RunCgroups,
+        name: &str,
+        io_limited: bool,
+    ) -> Result<(), CgroupError> {
+        for h in self.joined(io_limited) {
+            run.groups.push(Box::new(h.create(name)?));
         }
         Ok(())
     }
 
-    /// The parent group of the v1 `blkio` hierarchy, when a run with an IO limit needs a group
-    /// there besides those every run has ([`CgroupHost::create_io`]).
-    pub fn io_parent(&self) -> Option<&Path> {
-        self.blkio()
-            .filter(|h| !h.controllers().needed(self.v2.is_some()))
-            .map(v1::Hierarchy::parent)
+    /// Where the v1 hierarchies a run has groups in are mounted, in the order of the groups
+    /// [`CgroupHost::create_rest`] makes. The run's process opens them before `pivot_root`, and
+    /// moves itself into its groups below them ([`CgroupHost::tasks_below_mount`]) once they
+    /// are made: the mount points are there before any run's group or parent group is.
+    pub fn v1_mounts(&self, io_limited: bool) -> Vec<&Path> {
+        self.joined(io_limited).map(v1::Hierarchy::mount).collect()
     }
 
-    /// The parent groups of the v1 hierarchies a run moves itself into, in the order of the
-    /// groups [`CgroupHost::create_rest`] makes.
-    pub fn v1_parents(&self) -> Vec<&Path> {
-        self.v1
-            .iter()
-            .filter(|h| h.controllers().needed(self.v2.is_some()))
-            .map(v1::Hierarchy::parent)
-            .collect()
+    /// The `tasks` file of the run's group `name`, relative to a v1 hierarchy's mount point.
+    pub fn tasks_below_mount(&self, name: &str) -> PathBuf {
+        Path::new(&self.parent).join(name).join("tasks")
     }
 
     /// Kills and removes run groups left by runners that are no longer alive. `is_stale` gets a
@@ -453,6 +443,19 @@ impl CgroupHost {
             }
         }
         reclaimed
+    }
+}
+
+impl Drop for CgroupHost {
+    /// Removes the parent groups when no run of any runner is left in them (rmdir fails with
+    /// EBUSY otherwise, which is the wanted outcome while another runner is alive).
+    fn drop(&mut self) {
+        if let Some(v2) = &self.v2 {
+            v2.remove_parent();
+        }
+        for h in &self.v1 {
+            h.remove_parent();
+        }
     }
 }
 
@@ -620,14 +623,20 @@ mod tests {
             panic!("host")
         };
         assert!(host.has_controller("cpuacct") && host.has_controller("cpu"));
-        let Ok(mut run) = host.create("run-1") else {
+        let Ok(mut run) = host.create("run-1", false) else {
             panic!("a run's groups, made once in the shared hierarchy")
         };
         assert_eq!(run.groups.len(), 2);
         assert!(together.join("warren/run-1").is_dir());
+        assert_eq!(host.v1_mounts(false).len(), 2);
+        assert_eq!(
+            host.tasks_below_mount("run-1"),
+            Path::new("warren/run-1/tasks")
+        );
         assert!(run.remove().is_ok());
         assert!(!together.join("warren/run-1").exists());
-        // The parents stay for the next run.
-        assert!(together.join("warren").is_dir() && memory.join("warren").is_dir());
+        // The last runner out removes the parents.
+        drop(host);
+        assert!(!together.join("warren").exists() && !memory.join("warren").exists());
     }
 }

@@ -61,7 +61,7 @@ impl Controller {
     /// (about 0.35 ms, paid while the run is prepared), so none is made that would do nothing:
     /// CPU accounting only when no cgroup2 tree gives it. Every run gets its own CPU group even
     /// without a CPU share, so that a run with many processes competes for CPU as one. A blkio
-    /// group only for a run with an IO limit (see `CgroupHost::create_io`).
+    /// group only for a run with an IO limit (see `CgroupHost::joined`).
     pub fn needed(self, has_v2: bool) -> bool {
         match self {
             Controller::Memory | Controller::Pids | Controller::Cpu => true,
@@ -106,16 +106,19 @@ impl Controllers {
 #[derive(Debug)]
 pub struct Hierarchy {
     controllers: Controllers,
+    mount: PathBuf,
     parent: PathBuf,
 }
 
 impl Hierarchy {
-    /// The parent group `mount/parent` of a hierarchy with `controllers`. Once made, it stays,
-    /// like the state directory, so runs pay for their own group only. A run's group creation
-    /// makes it when it is missing.
+    /// The parent group `mount/parent` of a hierarchy with `controllers`, made by the first run
+    /// that needs it (its group's creation finds it missing and makes it): these groups are
+    /// only ever made after the clone, while the child assembles its root, so that is where
+    /// the parent's cost goes too.
     pub fn new(controllers: Controllers, mount: &Path, parent: &str) -> Hierarchy {
         Hierarchy {
             controllers,
+            mount: mount.to_path_buf(),
             parent: child_path(mount, parent),
         }
     }
@@ -125,9 +128,14 @@ impl Hierarchy {
         self.controllers
     }
 
-    /// The parent group of runs.
-    pub fn parent(&self) -> &Path {
-        &self.parent
+    /// Where the hierarchy is mounted.
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// Removes the parent group if it is empty.
+    pub fn remove_parent(&self) {
+        let _ = std::fs::remove_dir(&self.parent);
     }
 
     /// Makes a run's group.

@@ -17,8 +17,8 @@ use super::{
 const WANTED: [&str; 4] = ["memory", "pids", "cpu", "io"];
 
 /// Makes the parent group if it is missing and, when `enable` is set, hands the wanted
-/// controllers down to it; returns the controllers children get. The parent outlives runners,
-/// so usually this only reads that it is ready.
+/// controllers down to it; returns the controllers children get. While another runner is alive
+/// the parent is there already, and ready: then this only reads that.
 fn prepare_parent(root: &Path, dir: &Path, enable: bool) -> Result<Vec<String>, CgroupError> {
     let subtree = dir.join("cgroup.subtree_control");
     let mut enabled = match read_text(&subtree) {
@@ -90,6 +90,11 @@ impl Hierarchy {
     /// Controllers runs get.
     pub fn controllers(&self) -> &[String] {
         &self.controllers
+    }
+
+    /// Removes the parent group if it is empty.
+    pub fn remove_parent(&self) {
+        let _ = std::fs::remove_dir(&self.parent);
     }
 
     /// Makes a run's group.
