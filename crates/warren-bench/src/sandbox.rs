@@ -193,18 +193,11 @@ pub fn run(options: &Options) -> Result<String, String> {
     for note in &left_out {
         report.push_str(&format!("\n{note}\n"));
     }
-    let find = |name: &str| median_named(&samples, name);
-    if let (Some(cli), Some(bwrap)) = (find("warren sandbox run"), find("bwrap")) {
-        report.push_str(&format!(
-            "\nCLI vs bwrap (medians): {:.2}x\n",
-            cli.as_secs_f64() / bwrap.as_secs_f64()
-        ));
+    if let Some(ratio) = cli_ratio(&samples, "bwrap") {
+        report.push_str(&format!("\nCLI vs bwrap (medians): {ratio:.2}x\n"));
     }
-    if let (Some(cli), Some(unshare)) = (find("warren sandbox run"), find("unshare")) {
-        report.push_str(&format!(
-            "CLI vs unshare (medians): {:.2}x\n",
-            cli.as_secs_f64() / unshare.as_secs_f64()
-        ));
+    if let Some(ratio) = cli_ratio(&samples, "unshare") {
+        report.push_str(&format!("CLI vs unshare (medians): {ratio:.2}x\n"));
     }
     if options.paused_runs > 0 {
         report.push_str(&paused(&externals, options)?);
@@ -225,12 +218,15 @@ fn samples_of(externals: &[External]) -> Vec<Samples> {
     externals.iter().map(|e| Samples::new(&e.name)).collect()
 }
 
-/// The median of the variant whose name starts with `prefix`.
-fn median_named(samples: &[Samples], prefix: &str) -> Option<Duration> {
-    samples
-        .iter()
-        .find(|s| s.name.starts_with(prefix))
-        .map(Samples::median)
+/// The CLI's median over that of the variant whose name starts with `baseline`, when both ran.
+fn cli_ratio(samples: &[Samples], baseline: &str) -> Option<f64> {
+    let median = |prefix: &str| {
+        samples
+            .iter()
+            .find(|s| s.name.starts_with(prefix))
+            .map(|s| s.median().as_secs_f64())
+    };
+    Some(median("warren sandbox run")? / median(baseline)?)
 }
 
 /// The external variants one run at a time, each after an idle pause, interleaved.
@@ -248,11 +244,9 @@ fn paused(externals: &[External], options: &Options) -> Result<String, String> {
         options.paused_runs
     );
     report.push_str(&latency_table(&samples, "plain /bin/true"));
-    let find = |name: &str| median_named(&samples, name);
-    if let (Some(cli), Some(bwrap)) = (find("warren sandbox run"), find("bwrap")) {
+    if let Some(ratio) = cli_ratio(&samples, "bwrap") {
         report.push_str(&format!(
-            "\nCLI vs bwrap after a pause (medians): {:.2}x\n",
-            cli.as_secs_f64() / bwrap.as_secs_f64()
+            "\nCLI vs bwrap after a pause (medians): {ratio:.2}x\n"
         ));
     }
     Ok(report)

@@ -101,3 +101,21 @@ pub fn finish(outcome: anyhow::Result<u8>) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_service_command_is_a_subcommand_warren_hands_on() {
+        let tree = Cli::command();
+        for name in SERVICE_COMMANDS {
+            assert!(tree.find_subcommand(name).is_some(), "{name}");
+            let argv: Vec<OsString> = ["warren", name].map(OsString::from).to_vec();
+            assert!(is_service_command(&argv), "{name}");
+        }
+        let sandbox: Vec<OsString> = ["warren", "sandbox", "run"].map(OsString::from).to_vec();
+        assert!(!is_service_command(&sandbox));
+    }
+}
