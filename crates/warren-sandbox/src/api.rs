@@ -123,11 +123,19 @@ pub struct SandboxConfig {
     /// Runs kept prepared ahead of time (namespaces, cgroups and root ready) for runs with the
     /// host root and no task files; 0 prepares each run when it is asked for.
     pub warm_runs: usize,
-    /// Reclaim what crashed runners left and make the mount directories while the first run's
-    /// child assembles its root, instead of in `Sandbox::new`: for a runner that makes one run
+    /// Reclaim what crashed runners left and make the mount directories once the first run's
+    /// launch message is sent, while its child is still setting up, instead of in
+    /// `Sandbox::new`: for a runner that makes one run
     /// and exits (`warren sandbox run`), so that work is off the run's path. Anything that needs
     /// it earlier (an image, a session) does it first.
     pub defer_host_setup: bool,
+    /// Return from a run as soon as its init has reported the end (every process of the run
+    /// killed and reaped, its cgroups removed), without reaping the init, which is then
+    /// exiting: in that exit the kernel tears the run's namespaces down, which takes a few
+    /// tenths of a millisecond. For a runner that exits right after its run (`warren sandbox
+    /// run`): the exiting init is reaped by whoever inherits it. Without it (and without a warm
+    /// pool, whose thread reaps), the run waits for the init.
+    pub leave_exiting_inits: bool,
     /// A spawner process to clone runs from ([`crate::Spawner::start`], called early): for a
     /// runner that is a large multi-threaded process, so cloning a run does not copy its page
     /// tables nor make its memory copy-on-write. `None` clones from this process, which suits
@@ -147,6 +155,7 @@ impl Default for SandboxConfig {
             max_stat_points: 100,
             warm_runs: 2,
             defer_host_setup: false,
+            leave_exiting_inits: false,
             spawner: None,
         }
     }

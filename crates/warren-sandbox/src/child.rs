@@ -1,14 +1,23 @@
-//! The new process's life between clone and exec, in two phases:
+//! The sandbox's two processes of a run between clone and exec.
 //!
-//! 1. **prepare** (may happen ahead of time, for a warm pool): walk the prepared filesystem steps,
-//!    `pivot_root`, host name and loopback; once the parent has made its cgroups, move into the
-//!    v1 ones, enter a cgroup namespace, bind `/tmp` writable, empty the capability bounding
-//!    set, set `no_new_privs`, install seccomp; then wait on the go pipe;
+//! The **init** ([`child_main`]), cloned into the run's namespaces but not its cgroups: it walks
+//! the prepared filesystem steps, `pivot_root`s, sets the host name and loopback; once the
+//! parent has made the run's cgroups, it starts the run's process in them and stays as the
+//! PID namespace's init: it reaps, and reports the program's end once the rest of the tree is
+//! killed and reaped.
+//!
+//! The **run's process** ([`run_main`]), which becomes the program:
+//! 1. **prepare** (may happen ahead of time, for a warm pool): move into the v1 groups, enter a
+//!    cgroup namespace, bind `/tmp` writable, empty the capability bounding set, set
+//!    `no_new_privs`, install seccomp; then wait on the go pipe;
 //! 2. **launch**: read the launch message (argv, env, files, rlimits), write the files, set
-//!    stdio and rlimits, drop to the run's uid, start the program, stay as its init.
+//!    stdio and rlimits, drop to the run's uid, execute the program.
 //!
-//! Runs in a copy of a possibly multi-threaded parent, so it only makes system calls through
-//! `sys::child`, which neither allocates nor locks.
+//! Both run in a copy of a possibly multi-threaded parent, so they only make system calls
+//! through `sys::child`, which neither allocates nor locks.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::launch::{fill_pointers, Decoded};
 use crate::plan::{ChildPlan, Stage, Step, MAX_V1_JOINS};
@@ -75,7 +84,8 @@ fn seal_root() -> sys::Res {
     sys::mount(None, c"/", None, flags, None)
 }
 
-/// The child's entry point: never returns.
+/// The child's entry point: never returns. It becomes the run's init; the run's own process
+/// is its child ([`run_main`]).
 pub fn child_main(plan: &ChildPlan) -> ! {
     let stage = |s: Stage| s as u32;
     // Die with the thread that created us (or, for a run cloned by the spawner, with the
@@ -98,14 +108,25 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     let _ = sys::reset_signals();
     // Modes in the plan are meant exactly; the program gets the usual 022 back before exec.
     sys::set_umask(0);
-    // The v1 hierarchies, while the host's paths are still reachable.
-    let mut v1_mounts = [-1; MAX_V1_JOINS];
-    for (slot, mount) in v1_mounts.iter_mut().zip(&plan.v1_mounts) {
+    // The cgroup hierarchies, while the host's paths are still reachable.
+    let mut start = RunStart {
+        plan,
+        v1_mounts: [-1; MAX_V1_JOINS],
+        group: -1,
+        move_into_group: false,
+        failed: AtomicBool::new(false),
+    };
+    for (slot, mount) in start.v1_mounts.iter_mut().zip(&plan.v1_mounts) {
         match sys::open_dir(mount) {
             Ok(fd) => *slot = fd,
             Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
         }
     }
+    let v2_mount = match plan.v2_mount.as_deref().map(sys::open_dir) {
+        Some(Ok(fd)) => fd,
+        Some(Err(e)) => fail(plan, stage(Stage::JoinCgroups), e),
+        None => -1,
+    };
 
     for (index, step) in plan.steps.iter().enumerate() {
         if let Err(e) = apply(step) {
@@ -124,21 +145,118 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         fail(plan, stage(Stage::Network), e);
     }
 
-    // Wait until the parent has made the run's cgroups, move into those of v1 hierarchies,
-    // then take everything the program must never get back, while nothing of the run is known
-    // yet: that work is then done ahead of time for a warm run.
+    // Wait until the parent has made the run's cgroups, then start the run's process in them.
+    // This process stays out of them, so they are empty, and can be removed, as soon as the
+    // run's processes are gone, without waiting for this one's exit, in which the kernel tears
+    // the namespaces down.
     let mut placed = [0u8; 1];
     match sys::read_exact(plan.go_fd, &mut placed) {
         Ok(true) => {}
         Ok(false) => sys::exit(SETUP_FAILED),
         Err(e) => fail(plan, stage(Stage::Handover), e),
     }
-    for mount in v1_mounts.into_iter().filter(|fd| *fd >= 0) {
+    if v2_mount >= 0 {
+        match sys::open_dir_at(v2_mount, &plan.v2_group) {
+            Ok(fd) => start.group = fd,
+            Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
+        }
+        sys::close(v2_mount);
+    }
+    let stack = match sys::map_stack(RUN_STACK) {
+        Ok(s) => s,
+        Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
+    };
+    // With CLONE_VFORK this returns once the run's process has executed the program (or has
+    // given up): until then it prepares and waits for the launch message in this memory.
+    let group = (start.group >= 0).then_some(start.group);
+    let mut started = sys::vfork_into(stack, group, run_main, &mut start);
+    if let Err(e) = started {
+        if group.is_some() && sys::cannot_clone_into_cgroup(e) {
+            start.move_into_group = true;
+            started = sys::vfork_into(stack, None, run_main, &mut start);
+        }
+    }
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
+    };
+    for fd in start.v1_mounts.into_iter().chain([start.group]) {
+        if fd >= 0 {
+            sys::close(fd);
+        }
+    }
+    if start.failed.load(Ordering::SeqCst) {
+        // It reported why (or the run was given up); nothing was executed.
+        let _ = sys::wait_any();
+        sys::exit(SETUP_FAILED);
+    }
+    report(plan, Stage::Executed, 0);
+    // The program has its own copies of the streams; without these (and the descriptors they
+    // were copied from) the pipes reach end of file as soon as the program's processes are
+    // gone, so the parent is done with the output before this process has exited.
+    sys::close_stdio(&plan.stdio);
+    // What is left to do is waiting, reporting and one kill: CAP_KILL is the one capability
+    // that needs (the tree runs as another uid). Nothing of the program's can reach this
+    // process: other uid, no ptrace, and a namespace's init ignores signals from inside.
+    let _ = sys::keep_only_capability(CAP_KILL);
+    let _ = sys::set_not_dumpable();
+    let status = loop {
+        match sys::wait_any() {
+            Ok((child, status)) if child == pid => break status,
+            Ok(_) | Err(libc::EINTR) => {}
+            Err(_) => sys::exit(SETUP_FAILED),
+        }
+    };
+    // The rest of the tree goes before the end is reported, so the report means the run is
+    // over: every other process of the namespace killed and reaped (orphans are this
+    // process's children). A process that forks meanwhile has SIGKILL pending, and the kernel
+    // refuses its fork.
+    sys::kill_all_others();
+    // Until ECHILD: nothing left.
+    while let Ok(_) | Err(libc::EINTR) = sys::wait_any() {}
+    report(plan, Stage::ProgramExit, status);
+    sys::exit(0)
+}
+
+/// The capability to signal processes of other users.
+const CAP_KILL: u32 = 5;
+
+/// Stack for the run's process until it executes the program.
+const RUN_STACK: usize = 256 * 1024;
+
+/// What the init shares with the run's process, in their one memory (`CLONE_VM`).
+struct RunStart<'a> {
+    plan: &'a ChildPlan,
+    /// The v1 hierarchies' mount points (-1 for none).
+    v1_mounts: [RawFd; MAX_V1_JOINS],
+    /// The run's cgroup2 group (-1 for none).
+    group: RawFd,
+    /// The clone could not start the process in `group`: it moves itself there.
+    move_into_group: bool,
+    /// Set by the run's process before it exits without executing the program.
+    failed: AtomicBool,
+}
+
+/// The run's process: in the run's cgroups, it takes everything the program must never get
+/// back while nothing of the run is known yet (that work is then done ahead of time for a warm
+/// run), waits for the launch message, and executes the program. Runs while the init waits
+/// for it (`CLONE_VFORK`), on its own stack, in the init's memory.
+fn run_main(start: &mut RunStart<'_>) -> ! {
+    let plan = start.plan;
+    let stage = |s: Stage| s as u32;
+    // Every way out but a successful exec is a failure: set until just before exec.
+    mark_failed(start, true);
+    sys::set_name(c"warren-run");
+    for mount in start.v1_mounts.into_iter().filter(|fd| *fd >= 0) {
         // "0": the writing thread itself, which is this whole process.
         if let Err(e) = sys::write_at(mount, &plan.v1_tasks, b"0") {
             fail(plan, stage(Stage::JoinCgroups), e);
         }
-        sys::close(mount);
+    }
+    if start.move_into_group {
+        if let Err(e) = sys::write_at(start.group, c"cgroup.procs", b"0") {
+            fail(plan, stage(Stage::JoinCgroups), e);
+        }
     }
     // Rooted at the run's own cgroup, now that the process is in it.
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
@@ -227,60 +345,30 @@ pub fn child_main(plan: &ChildPlan) -> ! {
             fail(plan, stage(Stage::Rlimits), e);
         }
     }
-
-    // Changing credentials clears the parent-death signal, so it is asked for again. The
-    // parent holds the go pipe's write end until the run has ended: if it died before the new
-    // request took effect, the pipe has no writer left, and the run ends here.
+    // No parent-death signal is needed here: this process's parent is the init, and the
+    // init's death takes the whole PID namespace down.
     let privileges = sys::become_user(plan.uid, gid, plan.extra_gid)
         .and_then(|()| sys::clear_capabilities())
-        .and_then(|()| sys::kill_with_parent())
         .and_then(|()| sys::cloexec_from(3));
     if let Err(e) = privileges {
         fail(plan, stage(Stage::Privileges), e);
-    }
-    if sys::writers_gone(plan.go_fd) {
-        sys::exit(SETUP_FAILED);
     }
     let program = match launch.program() {
         Ok(p) => p,
         Err(e) => fail(plan, stage(Stage::Exec), e),
     };
-    // The program runs as this process's child; this process stays as the namespace's init.
-    // A program that is not init keeps the usual signal semantics (it can kill itself, abort()
-    // is SIGABRT), and orphans are reaped here.
-    let stack = match sys::map_anonymous(PROGRAM_STACK) {
-        Ok(s) => s,
-        Err(e) => fail(plan, stage(Stage::Exec), e),
-    };
-    let pid = match sys::start_program(stack, program, message, argv_at, envp_at, plan.error_fd) {
-        Ok(pid) => pid,
-        Err(e) => fail(plan, stage(Stage::Exec), e),
-    };
-    report(plan, Stage::Executed, 0);
-    // The program has its own copies of the streams; without these (and the descriptors they
-    // were copied from) the pipes reach end of file as soon as the program's processes are
-    // gone, so the parent is done with the output before this process has exited.
-    sys::close_stdio(&plan.stdio);
-    let status = loop {
-        match sys::wait_any() {
-            Ok((child, status)) if child == pid => break status,
-            Ok(_) | Err(libc::EINTR) => {}
-            Err(_) => sys::exit(SETUP_FAILED),
-        }
-    };
-    // The rest of the tree goes before the end is reported, so the report means the run is
-    // over: every other process of the namespace killed and reaped (orphans are this
-    // process's children). A process that forks meanwhile has SIGKILL pending, and the kernel
-    // refuses its fork.
-    sys::kill_all_others();
-    // Until ECHILD: nothing left.
-    while let Ok(_) | Err(libc::EINTR) = sys::wait_any() {}
-    report(plan, Stage::ProgramExit, status);
-    sys::exit(0)
+    mark_failed(start, false);
+    let e = sys::execute(program, message, argv_at, envp_at);
+    mark_failed(start, true);
+    fail(plan, stage(Stage::Exec), e)
 }
 
-/// Stack for the program's process between clone and exec.
-const PROGRAM_STACK: usize = 64 * 1024;
+/// Records in the memory shared with the init whether the run's process is leaving without
+/// having executed the program. Atomic: the init reads it once this process is gone, which the
+/// compiler cannot know, so a plain store could be dropped as never read.
+fn mark_failed(start: &RunStart<'_>, failed: bool) {
+    start.failed.store(failed, Ordering::SeqCst);
+}
 
 /// Sends one record to the parent on the report pipe.
 fn report(plan: &ChildPlan, what: Stage, value: i32) {

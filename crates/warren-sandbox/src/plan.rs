@@ -147,9 +147,8 @@ pub struct ChildPlan {
     pub steps: Vec<Step>,
     /// Host name inside the run.
     pub hostname: Vec<u8>,
-    /// Read end of the go pipe: one byte once the parent has made the run's cgroups (and
-    /// placed the process in those it must move it into itself), then the launch message once
-    /// it knows what to run.
+    /// Read end of the go pipe: one byte once the parent has made the run's cgroups, then the
+    /// launch message once it knows what to run.
     pub go_fd: RawFd,
     /// Write end of the close-on-exec pipe for failure reports.
     pub error_fd: RawFd,
@@ -170,13 +169,19 @@ pub struct ChildPlan {
     /// Seccomp programs, installed in order.
     pub seccomp: Vec<SeccompProgram>,
     /// Where the v1 hierarchies the run has groups in are mounted (at most [`MAX_V1_JOINS`]).
-    /// The process opens them before `pivot_root` and, once the parent has made the run's
-    /// groups, moves itself into `v1_tasks` below each: a thread moving itself skips the
-    /// kernel's global lock for migrations, whose first taking after a quiet moment waits for
-    /// an RCU grace period (10 to 20 ms here). The parent moving it would take that lock.
+    /// The init opens them before `pivot_root`; the run's process moves itself into
+    /// `v1_tasks` below each: a thread moving itself skips the kernel's global lock for
+    /// migrations, whose first taking after a quiet moment waits for an RCU grace period (10
+    /// to 20 ms here). The parent moving it would take that lock.
     pub v1_mounts: Vec<CString>,
     /// The run group's `tasks` file, relative to each of `v1_mounts`.
     pub v1_tasks: CString,
+    /// Where the cgroup2 tree is mounted, if the run has a group in it. The init opens it
+    /// before `pivot_root`, and `v2_group` below it once the parent has made the groups, to
+    /// start the run's process there (`CLONE_INTO_CGROUP`, which takes no migration lock).
+    pub v2_mount: Option<CString>,
+    /// The run's cgroup2 group, relative to `v2_mount`.
+    pub v2_group: CString,
 }
 
 /// Most v1 hierarchies a run joins by itself (memory, pids, cpu, cpuacct, blkio).

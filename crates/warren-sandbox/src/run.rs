@@ -608,13 +608,6 @@ impl Host {
             self.runner_id,
             RUN_SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
-        // Only the group the clone goes straight into is needed before it; the v1 groups are
-        // made while the child assembles its root.
-        let cgroups = self
-            .cgroups
-            .create_clone_target(&name)
-            .map_err(|e| e.to_string())?;
-
         let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
         let (stdout_r, stdout_w) = sys::pipe().map_err(io("creating the stdout pipe"))?;
         let (stderr_r, stderr_w) = sys::pipe().map_err(io("creating the stderr pipe"))?;
@@ -674,32 +667,34 @@ impl Host {
                 .map(|mount| plan::cstring(mount.as_os_str().as_bytes()))
                 .collect::<Result<_, _>>()?,
             v1_tasks: plan::cstring(self.cgroups.tasks_below_mount(&name).as_os_str().as_bytes())?,
+            v2_mount: self
+                .cgroups
+                .v2_mount()
+                .map(|mount| plan::cstring(mount.as_os_str().as_bytes()))
+                .transpose()?,
+            v2_group: plan::cstring(self.cgroups.group_below_mount(&name).as_os_str().as_bytes())?,
         };
         let through_spawner = self
             .config
             .spawner
             .as_ref()
-            .map(|spawner| spawner.spawn(NAMESPACES, cgroups.clone_target(), &child_plan));
+            .map(|spawner| spawner.spawn(NAMESPACES, &child_plan));
         let spawned = match through_spawner {
             Some(Ok(spawned)) => spawned,
             Some(Err(SpawnError::Refused(e))) => {
                 return Err(format!("creating the sandboxed process: {e}"))
             }
             // No spawner, or one that is gone: clone from here.
-            None | Some(Err(SpawnError::Unreachable)) => sys::process::spawn(
-                NAMESPACES,
-                cgroups.clone_target(),
-                false,
-                child_main,
-                &child_plan,
-            )
-            .map_err(io("creating the sandboxed process"))?,
+            None | Some(Err(SpawnError::Unreachable)) => {
+                sys::process::spawn(NAMESPACES, false, child_main, &child_plan)
+                    .map_err(io("creating the sandboxed process"))?
+            }
         };
         drop((stdout_w, stderr_w, error_w, stdin_child, go_r, null));
         let mut prepared = Prepared {
             shape: shape.clone(),
             pidfd: spawned.pidfd,
-            cgroups,
+            cgroups: RunCgroups::default(),
             lease,
             stdout_r: Some(stdout_r),
             stderr_r: Some(stderr_r),
@@ -708,24 +703,18 @@ impl Host {
             error_r,
             launched: false,
         };
-        // The child assembles its root meanwhile, then waits for this byte before it moves into
-        // its v1 groups and enters its cgroup namespace, and runs nothing of the user's before
-        // the launch message. On an error, dropping `prepared` kills the child and removes
-        // what was made.
-        self.cgroups
-            .create_rest(&mut prepared.cgroups, &name, shape.io_limited)
-            .map_err(|e| e.to_string())?;
-        prepared
+        // The child assembles its root meanwhile, then waits for this byte before it starts
+        // the run's process in these groups, which runs nothing of the user's before the
+        // launch message. On an error, dropping `prepared` kills the child and removes what
+        // was made.
+        prepared.cgroups = self
             .cgroups
-            .attach(spawned.pid, spawned.in_cgroup)
+            .create(&name, shape.io_limited)
             .map_err(|e| e.to_string())?;
         if let Some(go) = &prepared.go_w {
             // A child that died in its setup closes the pipe; its report says why at launch.
             let _ = sys::write_all_nosigpipe(go.as_fd(), b"p");
         }
-        // The child is still assembling its root: the time for what was left of the host's
-        // set-up, before anything of the run is executed.
-        self.finish_setup();
         Ok(prepared)
     }
 
@@ -752,9 +741,9 @@ impl Host {
         // Past the tmpfs size, so a full disk is ENOSPC for the writer and never SIGXFSZ.
         rlimits.push((libc::RLIMIT_FSIZE, disk + (1 << 20)));
         if let Some(pids) = limits.pids {
-            // The uid is the run's own, so this bounds the run even without a pids controller.
-            // One more than asked: the run's init counts too.
-            rlimits.push((libc::RLIMIT_NPROC, pids + 1));
+            // The uid is the run's own (the init's is not), so this bounds the run even without
+            // a pids controller.
+            rlimits.push((libc::RLIMIT_NPROC, pids));
         }
         let mut files: Vec<LaunchFile> = Vec::new();
         for file in &spec.files {
@@ -826,14 +815,10 @@ impl Host {
         pool: Option<&Pool>,
     ) -> Result<RunResult, String> {
         // Until the message is sent, dropping `prepared` on an error kills and reaps the child.
-        // The run's init is one process of the group the program does not see as its own.
-        let group_limits = Limits {
-            pids: limits.pids.map(|p| p + 1),
-            ..limits.clone()
-        };
+        // The run's init is not in the groups: they hold the run's own processes only.
         prepared
             .cgroups
-            .set_limits(&group_limits, disks)
+            .set_limits(limits, disks)
             .map_err(|e| e.to_string())?;
         let message = launch.encode();
         let started = Instant::now();
@@ -846,6 +831,10 @@ impl Host {
             // A child that died in its setup closes the pipe; its report says why, below.
             let _ = sys::write_all_nosigpipe(go.as_fd(), &framed);
         }
+        // What was left of the host's set-up, while the child is still setting up: not
+        // earlier, in the window of the init's `pivot_root`, whose unmount of the old root
+        // measurably waits longer while this process is busy in the kernel.
+        self.finish_setup();
         let stdin_feed = match (prepared.stdin_w.take(), stdin_bytes) {
             (Some(w), Some(bytes)) if !bytes.is_empty() => Some((w, bytes)),
             _ => None, // dropping the write end gives the program end of file
@@ -886,31 +875,29 @@ impl Host {
             cpu_user_ms: cpu_user / 1000,
             cpu_sys_ms: cpu_sys / 1000,
             peak_memory_bytes: prepared.cgroups.memory_peak().unwrap_or(0),
-            // Without the run's init.
             peak_pids: prepared
                 .cgroups
                 .pids_peak()
-                .unwrap_or(supervised.sampled_peak_pids)
-                .saturating_sub(1),
+                .unwrap_or(supervised.sampled_peak_pids),
             output_bytes: supervised.output_bytes,
         };
         let oom_kills = prepared.cgroups.oom_kills();
         // Once the init has reported the program's end, nothing of the run is left but the init
-        // itself, exiting (so the usage above is final, and was read while the kernel tore the
-        // namespaces down): the pool's thread waits for it, off this path, when there is one.
-        let init_status = match (supervised.program_status, pool) {
-            (Some(_), Some(_)) => None,
-            _ => Some(
+        // itself, exiting, outside the run's groups: the usage above is final, the groups are
+        // empty and the uid is free. Otherwise (a limit, an abort, a failed setup) the run is
+        // over once the init has exited: the kernel has then taken the namespace down.
+        let init_status = match supervised.program_status {
+            Some(_) => None,
+            None => Some(
                 sys::process::wait_pidfd(prepared.pidfd.as_fd())
                     .map_err(|e| format!("waiting for the run: {e}"))?,
             ),
         };
-        // Every process but perhaps the exiting init is gone: the groups only need removing
-        // once it has exited, and the uid freeing, which the pool's thread does off this path
-        // when there is one.
         let mut cgroups = std::mem::take(&mut prepared.cgroups);
         let lease = prepared.lease.take();
         let removal = match pool {
+            // Its thread removes the groups, reaps an exiting init and frees the uid, off
+            // this path.
             Some(pool) => {
                 let init = match init_status {
                     Some(_) => None,
@@ -929,8 +916,12 @@ impl Host {
                 Ok(())
             }
             None => {
+                let removed = cgroups.remove();
                 drop(lease);
-                cgroups.remove()
+                if init_status.is_none() && !self.config.leave_exiting_inits {
+                    let _ = sys::process::wait_pidfd(prepared.pidfd.as_fd());
+                }
+                removed
             }
         };
 

@@ -11,13 +11,13 @@
 //! Runs are cloned with `CLONE_PARENT`: they are children of the runner, not of the spawner, so
 //! the runner waits for them, signals them and reads their pidfds exactly as for runs it cloned
 //! itself. Only the clone moves. The runner sends the child's plan and the descriptors the
-//! child keeps (go pipe, report pipe, stdio, the cgroup2 group) in one message; the spawner
+//! child keeps (go pipe, report pipe, stdio) in one message; the spawner
 //! answers with the pid and a pidfd, and closes its copies at once.
 
 use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,8 +31,7 @@ use crate::sys::process::Spawned;
 /// files and the seccomp filter); the input files travel in the launch message instead.
 const MAX_REQUEST: usize = 256 << 10;
 
-/// Descriptors a request carries, in this order: go pipe, report pipe, stdin, stdout, stderr,
-/// then the cgroup2 group when the request has one.
+/// Descriptors a request carries, in this order: go pipe, report pipe, stdin, stdout, stderr.
 const PLAN_FDS: usize = 5;
 
 /// A handle on a spawner process. Clones share it; the process ends when the last is dropped
@@ -108,14 +107,13 @@ impl Spawner {
     pub(crate) fn spawn(
         &self,
         namespaces: libc::c_int,
-        cgroup: Option<BorrowedFd<'_>>,
         plan: &ChildPlan,
     ) -> Result<Spawned, SpawnError> {
         if !self.is_alive() {
             return Err(SpawnError::Unreachable);
         }
         let mut message = Vec::with_capacity(8 << 10);
-        encode_request(&mut message, namespaces, cgroup.is_some(), plan);
+        encode_request(&mut message, namespaces, plan);
         if message.len() > MAX_REQUEST {
             return Err(SpawnError::Refused(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -127,7 +125,6 @@ impl Spawner {
         }
         let mut fds: Vec<RawFd> = vec![plan.go_fd, plan.error_fd];
         fds.extend_from_slice(&plan.stdio);
-        fds.extend(cgroup.map(|fd| fd.as_raw_fd()));
         let unreachable = || {
             self.inner.gone.store(true, Ordering::Relaxed);
             SpawnError::Unreachable
@@ -150,13 +147,9 @@ impl Spawner {
             Some(Reply::Refused(errno)) => {
                 Err(SpawnError::Refused(io::Error::from_raw_os_error(errno)))
             }
-            Some(Reply::Spawned { pid, in_cgroup }) if passed.len() == 1 => {
+            Some(Reply::Spawned { pid }) if passed.len() == 1 => {
                 let pidfd = passed.remove(0);
-                Ok(Spawned {
-                    pid,
-                    pidfd,
-                    in_cgroup,
-                })
+                Ok(Spawned { pid, pidfd })
             }
             _ => Err(unreachable()), // an answer that makes no sense
         }
@@ -211,13 +204,7 @@ fn serve(socket: OwnedFd, runner: u32) -> ! {
         // the clone: the run's pipes must have no other holder.
         let sent = match answer(&buffer[..len], &fds) {
             Ok(spawned) => {
-                encode_reply(
-                    &mut reply,
-                    &Reply::Spawned {
-                        pid: spawned.pid,
-                        in_cgroup: spawned.in_cgroup,
-                    },
-                );
+                encode_reply(&mut reply, &Reply::Spawned { pid: spawned.pid });
                 sys::process::send_with_fds(socket.as_fd(), &reply, &[spawned.pidfd.as_raw_fd()])
             }
             Err(errno) => {
@@ -234,15 +221,14 @@ fn serve(socket: OwnedFd, runner: u32) -> ! {
 
 /// Clones the run a request describes; the errno to answer on failure.
 fn answer(request: &[u8], fds: &[OwnedFd]) -> Result<Spawned, i32> {
-    let (namespaces, has_cgroup, mut plan) = decode_request(request).map_err(|_| libc::EINVAL)?;
-    if fds.len() != PLAN_FDS + usize::from(has_cgroup) {
+    let (namespaces, mut plan) = decode_request(request).map_err(|_| libc::EINVAL)?;
+    if fds.len() != PLAN_FDS {
         return Err(libc::EINVAL);
     }
     plan.go_fd = fds[0].as_raw_fd();
     plan.error_fd = fds[1].as_raw_fd();
     plan.stdio = [fds[2].as_raw_fd(), fds[3].as_raw_fd(), fds[4].as_raw_fd()];
-    let cgroup = has_cgroup.then(|| fds[PLAN_FDS].as_fd());
-    sys::process::spawn(namespaces, cgroup, true, child_main, &plan)
+    sys::process::spawn(namespaces, true, child_main, &plan)
         .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
 
@@ -250,33 +236,31 @@ fn answer(request: &[u8], fds: &[OwnedFd]) -> Result<Spawned, i32> {
 #[derive(Debug, PartialEq, Eq)]
 enum Reply {
     /// Cloned; the pidfd is attached.
-    Spawned { pid: libc::pid_t, in_cgroup: bool },
+    Spawned { pid: libc::pid_t },
     /// Not cloned, with this errno.
     Refused(i32),
 }
 
-const REPLY_LEN: usize = 9;
+const REPLY_LEN: usize = 8;
 
 fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
-    let (errno, pid, in_cgroup) = match reply {
-        Reply::Spawned { pid, in_cgroup } => (0, *pid, *in_cgroup),
-        Reply::Refused(errno) => (*errno, 0, false),
+    let (errno, pid) = match reply {
+        Reply::Spawned { pid } => (0, *pid),
+        Reply::Refused(errno) => (*errno, 0),
     };
     out.extend_from_slice(&errno.to_le_bytes());
     out.extend_from_slice(&pid.to_le_bytes());
-    out.push(u8::from(in_cgroup));
 }
 
 fn decode_reply(bytes: &[u8]) -> Option<Reply> {
     let mut r = Reader { bytes };
     let errno = r.u32().ok()? as i32;
     let pid = r.u32().ok()? as libc::pid_t;
-    let in_cgroup = r.u8().ok()? != 0;
     if !r.bytes.is_empty() {
         return None;
     }
     Some(match errno {
-        0 if pid > 0 => Reply::Spawned { pid, in_cgroup },
+        0 if pid > 0 => Reply::Spawned { pid },
         0 => return None,
         errno => Reply::Refused(errno),
     })
@@ -286,12 +270,11 @@ fn decode_reply(bytes: &[u8]) -> Option<Reply> {
 #[derive(Debug, PartialEq, Eq)]
 struct Malformed(&'static str);
 
-/// Encodes a request: the namespaces, whether a cgroup2 group is attached, and the plan
-/// without its descriptors (they travel as SCM_RIGHTS in [`PLAN_FDS`] order).
-fn encode_request(out: &mut Vec<u8>, namespaces: libc::c_int, cgroup: bool, plan: &ChildPlan) {
+/// Encodes a request: the namespaces and the plan without its descriptors (they travel as
+/// SCM_RIGHTS in [`PLAN_FDS`] order).
+fn encode_request(out: &mut Vec<u8>, namespaces: libc::c_int, plan: &ChildPlan) {
     let mut w = Writer { out };
     w.u32(namespaces as u32);
-    w.u8(u8::from(cgroup));
     w.bytes(plan.new_root.as_bytes());
     w.u32(plan.steps.len() as u32);
     for step in &plan.steps {
@@ -364,13 +347,14 @@ fn encode_request(out: &mut Vec<u8>, namespaces: libc::c_int, cgroup: bool, plan
         w.bytes(mount.as_bytes());
     }
     w.bytes(plan.v1_tasks.as_bytes());
+    w.opt(plan.v2_mount.as_ref());
+    w.bytes(plan.v2_group.as_bytes());
 }
 
 /// Decodes a request; the plan's descriptors are -1 until the caller sets them.
-fn decode_request(bytes: &[u8]) -> Result<(libc::c_int, bool, ChildPlan), Malformed> {
+fn decode_request(bytes: &[u8]) -> Result<(libc::c_int, ChildPlan), Malformed> {
     let mut r = Reader { bytes };
     let namespaces = r.u32()? as libc::c_int;
-    let cgroup = r.u8()? != 0;
     let new_root = r.cstring()?;
     let count = r.count(2)?;
     let mut steps = Vec::with_capacity(count);
@@ -433,12 +417,13 @@ fn decode_request(bytes: &[u8]) -> Result<(libc::c_int, bool, ChildPlan), Malfor
         v1_mounts.push(r.cstring()?);
     }
     let v1_tasks = r.cstring()?;
+    let v2_mount = r.opt_cstring()?;
+    let v2_group = r.cstring()?;
     if !r.bytes.is_empty() {
         return Err(Malformed("bytes after the plan"));
     }
     Ok((
         namespaces,
-        cgroup,
         ChildPlan {
             new_root,
             steps,
@@ -454,6 +439,8 @@ fn decode_request(bytes: &[u8]) -> Result<(libc::c_int, bool, ChildPlan), Malfor
             seccomp,
             v1_mounts,
             v1_tasks,
+            v2_mount,
+            v2_group,
         },
     ))
 }
@@ -607,6 +594,8 @@ mod tests {
                 c"/sys/fs/cgroup/pids".to_owned(),
             ],
             v1_tasks: c"warren/run-1.2-3/tasks".to_owned(),
+            v2_mount: Some(c"/sys/fs/cgroup/unified".to_owned()),
+            v2_group: c"warren/run-1.2-3".to_owned(),
         }
     }
 
@@ -614,11 +603,11 @@ mod tests {
     fn a_request_decodes_to_the_plan_it_was_made_from_without_its_descriptors() {
         let sent = plan();
         let mut bytes = Vec::new();
-        encode_request(&mut bytes, 0x2002_0000, true, &sent);
-        let Ok((namespaces, cgroup, got)) = decode_request(&bytes) else {
+        encode_request(&mut bytes, 0x2002_0000, &sent);
+        let Ok((namespaces, got)) = decode_request(&bytes) else {
             panic!("the request does not decode");
         };
-        assert_eq!((namespaces, cgroup), (0x2002_0000, true));
+        assert_eq!(namespaces, 0x2002_0000);
         let expected = ChildPlan {
             go_fd: -1,
             error_fd: -1,
@@ -631,7 +620,7 @@ mod tests {
     #[test]
     fn every_truncated_or_extended_request_is_refused_without_panicking() {
         let mut bytes = Vec::new();
-        encode_request(&mut bytes, 0, false, &plan());
+        encode_request(&mut bytes, 0, &plan());
         for len in 0..bytes.len() {
             assert!(decode_request(&bytes[..len]).is_err(), "prefix of {len}");
         }
@@ -645,9 +634,9 @@ mod tests {
     #[test]
     fn a_corrupt_count_is_refused_before_anything_is_reserved() {
         let mut bytes = Vec::new();
-        encode_request(&mut bytes, 0, false, &plan());
-        // The step count follows the namespaces (4), the cgroup flag (1) and the root (4 + 16).
-        bytes[25..29].copy_from_slice(&u32::MAX.to_le_bytes());
+        encode_request(&mut bytes, 0, &plan());
+        // The step count follows the namespaces (4) and the root (4 + 16).
+        bytes[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
             decode_request(&bytes).err(),
             Some(Malformed("count larger than the request"))
@@ -659,7 +648,7 @@ mod tests {
         let mut sent = plan();
         sent.v1_mounts = vec![c"/x".to_owned(); MAX_V1_JOINS + 1];
         let mut bytes = Vec::new();
-        encode_request(&mut bytes, 0, false, &sent);
+        encode_request(&mut bytes, 0, &sent);
         assert_eq!(
             decode_request(&bytes).err(),
             Some(Malformed("too many cgroup hierarchies"))
@@ -668,13 +657,7 @@ mod tests {
 
     #[test]
     fn replies_round_trip_and_nonsense_is_rejected() {
-        for reply in [
-            Reply::Spawned {
-                pid: 4242,
-                in_cgroup: true,
-            },
-            Reply::Refused(libc::ENOMEM),
-        ] {
+        for reply in [Reply::Spawned { pid: 4242 }, Reply::Refused(libc::ENOMEM)] {
             let mut bytes = Vec::new();
             encode_reply(&mut bytes, &reply);
             assert_eq!(bytes.len(), REPLY_LEN);

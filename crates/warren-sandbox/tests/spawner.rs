@@ -85,21 +85,28 @@ fn a_spawned_run_is_a_child_of_the_runner_not_of_the_spawner() {
     };
     let spawner = spawner_of(&sb);
     let abort = AbortHandle::new();
+    // An argument no other test's run has: other tests of this process may have runs too.
+    let marker = "29.75";
     let during = std::thread::scope(|scope| {
         let run = scope.spawn(|| {
             sb.run(
-                &RunSpec::command(["sleep", "30"]),
+                &RunSpec::command(["sleep", marker]),
                 &mut CollectOutput,
                 Some(&abort),
             )
         });
         // Wait until the run's init is there, then look at who its parent is.
         let me = std::process::id();
+        let runs_this = |init: u32| {
+            children_of(init)
+                .iter()
+                .any(|(pid, _)| host_processes_with(marker).contains(pid))
+        };
         let mut seen = Vec::new();
         for _ in 0..500 {
             seen = children_of(me)
                 .into_iter()
-                .filter(|(_, name)| name == "warren-init")
+                .filter(|(pid, name)| name == "warren-init" && runs_this(*pid))
                 .collect();
             if !seen.is_empty() {
                 break;

@@ -302,6 +302,71 @@ fn shell_fork_bomb_is_contained() {
 }
 
 #[test]
+fn the_process_limit_counts_the_run_s_own_processes_only() {
+    let Some(sb) = cold_sandbox() else { return };
+    // The shell and its two sleeps: exactly three, so three fit and two do not. The run's init
+    // is not one of them.
+    let script = "sleep 0.3 & sleep 0.3 & wait; echo done";
+    let limits = |pids| Limits {
+        pids: Some(pids),
+        ..Default::default()
+    };
+    let fits = sh(&sb, script, limits(3));
+    assert_eq!(
+        (fits.status, out(&fits).as_str()),
+        (Status::Success, "done\n"),
+        "{fits:?}"
+    );
+    assert_eq!(fits.usage.peak_pids, 3, "{fits:?}");
+    let short = sh(&sb, script, limits(2));
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("fork"),
+        "{short:?}"
+    );
+    assert_eq!(short.usage.peak_pids, 2, "{short:?}");
+}
+
+#[test]
+fn the_run_s_init_is_outside_the_run_s_cgroups() {
+    let Some(sb) = sandbox() else { return };
+    // The run's own process sees itself at the root of every hierarchy (its cgroup
+    // namespace is rooted at the run's groups); the init, pid 1, is above that root.
+    let r = sh(
+        &sb,
+        "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
+        Limits::default(),
+    );
+    let text = out(&r);
+    let Some((own, init)) = text.split_once("--\n") else {
+        panic!("unexpected output: {r:?}");
+    };
+    assert!(own.lines().all(|l| l.ends_with(":/")), "{text}");
+    assert!(init.lines().any(|l| l.contains(":/..")), "{text}");
+}
+
+#[test]
+fn a_run_that_leaves_its_exiting_init_has_no_groups_left_when_it_returns() {
+    let Some(sb) = sandbox_leaving_inits() else {
+        return;
+    };
+    let r = sh(&sb, "echo hi", Limits::default());
+    assert_eq!((r.status, out(&r).as_str()), (Status::Success, "hi\n"));
+    // At once, not when the sandbox is dropped: the init's exit is not waited for.
+    assert_no_leftovers(sb.parent());
+    // A run ended by a limit waits for its init: the kernel takes the namespace down then.
+    let timed_out = sh(
+        &sb,
+        "sleep 10",
+        Limits {
+            wall_time: ms(100),
+            ..Default::default()
+        },
+    );
+    assert_eq!(timed_out.status, Status::Timeout, "{timed_out:?}");
+    assert_no_leftovers(sb.parent());
+}
+
+#[test]
 fn c_fork_bomb_is_contained() {
     let Some(sb) = sandbox() else { return };
     let Ok(dir) = tempfile::tempdir() else { return };

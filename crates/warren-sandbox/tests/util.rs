@@ -22,6 +22,13 @@ impl std::ops::Deref for TestSandbox {
     }
 }
 
+impl TestSandbox {
+    /// The parent cgroup of its runs.
+    pub fn parent(&self) -> &str {
+        &self.parent
+    }
+}
+
 impl Drop for TestSandbox {
     fn drop(&mut self) {
         self.inner = None;
@@ -53,6 +60,12 @@ fn sandbox_with(warm_runs: usize) -> Option<TestSandbox> {
     sandbox_config(warm_runs, None, None)
 }
 
+/// A sandbox without a warm pool that returns from a run without reaping its exiting init, as
+/// `warren sandbox run` does.
+pub fn sandbox_leaving_inits() -> Option<TestSandbox> {
+    sandbox_configured(0, None, None, true)
+}
+
 /// A sandbox whose runs are cloned by a spawner process of its own, with or without a warm
 /// pool.
 pub fn sandbox_with_spawner(warm: bool) -> Option<TestSandbox> {
@@ -73,6 +86,15 @@ fn sandbox_config(
     state_dir: Option<&Path>,
     spawner: Option<Spawner>,
 ) -> Option<TestSandbox> {
+    sandbox_configured(warm_runs, state_dir, spawner, false)
+}
+
+fn sandbox_configured(
+    warm_runs: usize,
+    state_dir: Option<&Path>,
+    spawner: Option<Spawner>,
+    leave_exiting_inits: bool,
+) -> Option<TestSandbox> {
     let test = std::thread::current()
         .name()
         .unwrap_or("main")
@@ -84,6 +106,7 @@ fn sandbox_config(
         warm_runs,
         state_dir: state_dir.map_or(defaults.state_dir.clone(), Path::to_path_buf),
         spawner,
+        leave_exiting_inits,
         ..defaults
     };
     match Sandbox::new(config) {

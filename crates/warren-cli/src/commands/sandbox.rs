@@ -199,11 +199,13 @@ pub fn run_one(args: RunArgs) -> anyhow::Result<u8> {
         stdin,
         ..RunSpec::default()
     };
-    // One run: a warm pool would only prepare runs nobody takes, and the host's housekeeping
-    // is done while the run's child assembles its root.
+    // One run: a warm pool would only prepare runs nobody takes, the host's housekeeping is
+    // done while the run's child assembles its root, and the run's exiting init is left to the
+    // kernel's teardown of its namespaces once everything else of the run is gone.
     let config = SandboxConfig {
         warm_runs: 0,
         defer_host_setup: true,
+        leave_exiting_inits: true,
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::new(config).context("preparing the sandbox")?;

@@ -4,7 +4,8 @@
 //! (`v1`, one per controller; `v2`, one for the unified tree) answers only what its files can
 //! tell, and the set takes the first answer: on a hybrid host the v2 group (no controllers)
 //! provides placement by `CLONE_INTO_CGROUP`, CPU time and kill, and the v1 groups provide
-//! memory and process limits.
+//! memory and process limits. The run's process joins them by itself (see
+//! [`crate::plan::ChildPlan::v1_mounts`] and [`crate::plan::ChildPlan::v2_mount`]).
 
 pub mod detect;
 pub mod v1;
@@ -12,7 +13,6 @@ pub mod v2;
 
 use std::fmt::Debug;
 use std::io;
-use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use warren_core::limits::Limits;
@@ -24,10 +24,6 @@ pub trait Group: Send + Sync + Debug {
     /// Writes the limits this hierarchy enforces.
     /// `disks` are the block devices (`MAJ:MIN`) the IO limit applies to.
     fn set_limits(&self, limits: &Limits, disks: &[String]) -> io::Result<()>;
-    /// A cgroup2 directory to clone straight into, if this is a v2 group.
-    fn clone_target(&self) -> Option<BorrowedFd<'_>>;
-    /// Moves a process in.
-    fn attach(&self, pid: libc::pid_t) -> io::Result<()>;
     /// CPU time used: (user, system) microseconds.
     fn cpu_usec(&self) -> Option<(u64, u64)> {
         None
@@ -93,28 +89,6 @@ impl RunCgroups {
         for group in &self.groups {
             group.set_limits(limits, disks).map_err(|e| {
                 CgroupError::new(format!("setting limits in {}", group.path().display()), e)
-            })?;
-        }
-        Ok(())
-    }
-
-    /// The cgroup2 directory to clone into, if any.
-    pub fn clone_target(&self) -> Option<BorrowedFd<'_>> {
-        self.groups.iter().find_map(|g| g.clone_target())
-    }
-
-    /// Moves `pid` into the cgroup2 group, unless the clone already put it there. The process
-    /// moves itself into its v1 groups (see [`CgroupHost::v1_mounts`]).
-    pub fn attach(&self, pid: libc::pid_t, cloned_into_target: bool) -> io::Result<()> {
-        if cloned_into_target {
-            return Ok(());
-        }
-        for group in self.groups.iter().filter(|g| g.clone_target().is_some()) {
-            group.attach(pid).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("moving pid {pid} into {}: {e}", group.path().display()),
-                )
             })?;
         }
         Ok(())
@@ -366,48 +340,42 @@ impl CgroupHost {
     }
 
     /// Creates a run's groups, named `name` in every hierarchy; limits are applied later with
-    /// [`RunCgroups::set_limits`].
+    /// [`RunCgroups::set_limits`]. Made after the run's init is cloned, while it assembles the
+    /// run's root: the run's process, which the init starts once they exist, joins them.
     pub fn create(&self, name: &str, io_limited: bool) -> Result<RunCgroups, CgroupError> {
-        let mut run = self.create_clone_target(name)?;
-        self.create_rest(&mut run, name, io_limited)?;
-        Ok(run)
-    }
-
-    /// Creates the part of a run's groups a process can be cloned straight into (the cgroup2
-    /// group; nothing on a pure v1 host). [`CgroupHost::create_rest`] makes the others, which
-    /// can wait until after the clone: the process moves itself into them.
-    pub fn create_clone_target(&self, name: &str) -> Result<RunCgroups, CgroupError> {
         let mut run = RunCgroups::default();
         if let Some(v2) = &self.v2 {
             run.groups.push(Box::new(v2.create(name)?));
         }
-        Ok(run)
-    }
-
-    /// Creates the v1 groups of a run begun with [`CgroupHost::create_clone_target`].
-    pub fn create_rest(
-        &self,
-        run: &mut RunCgroups,
-        name: &str,
-        io_limited: bool,
-    ) -> Result<(), CgroupError> {
         for h in self.joined(io_limited) {
             run.groups.push(Box::new(h.create(name)?));
         }
-        Ok(())
+        Ok(run)
     }
 
     /// Where the v1 hierarchies a run has groups in are mounted, in the order of the groups
-    /// [`CgroupHost::create_rest`] makes. The run's process opens them before `pivot_root`, and
-    /// moves itself into its groups below them ([`CgroupHost::tasks_below_mount`]) once they
-    /// are made: the mount points are there before any run's group or parent group is.
+    /// [`CgroupHost::create`] makes. The run's init opens them before `pivot_root`, and the
+    /// run's process moves itself into its groups below them
+    /// ([`CgroupHost::tasks_below_mount`]): the mount points are there before any run's group
+    /// or parent group is.
     pub fn v1_mounts(&self, io_limited: bool) -> Vec<&Path> {
         self.joined(io_limited).map(v1::Hierarchy::mount).collect()
     }
 
+    /// Where the cgroup2 tree runs have a group in is mounted, if they have one there.
+    pub fn v2_mount(&self) -> Option<&Path> {
+        self.v2.as_ref().map(v2::Hierarchy::mount)
+    }
+
+    /// The run's group `name`, relative to the mount point of its hierarchy (the same below
+    /// every mount).
+    pub fn group_below_mount(&self, name: &str) -> PathBuf {
+        Path::new(&self.parent).join(name)
+    }
+
     /// The `tasks` file of the run's group `name`, relative to a v1 hierarchy's mount point.
     pub fn tasks_below_mount(&self, name: &str) -> PathBuf {
-        Path::new(&self.parent).join(name).join("tasks")
+        self.group_below_mount(name).join("tasks")
     }
 
     /// Kills and removes run groups left by runners that are no longer alive. `is_stale` gets a

@@ -1,8 +1,6 @@
 //! cgroup v1: one hierarchy per controller, each with its own files.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
-use std::os::fd::BorrowedFd;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use warren_core::limits::Limits;
@@ -236,17 +234,6 @@ impl Group for V1Group {
             self.set_controller_limits(controller, limits, disks)?;
         }
         Ok(())
-    }
-
-    fn clone_target(&self) -> Option<BorrowedFd<'_>> {
-        None
-    }
-
-    fn attach(&self, pid: libc::pid_t) -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .open(self.dir.join("cgroup.procs"))?;
-        file.write_all(pid.to_string().as_bytes())
     }
 
     fn cpu_usec(&self) -> Option<(u64, u64)> {

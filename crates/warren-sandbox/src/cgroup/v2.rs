@@ -1,9 +1,7 @@
 //! cgroup v2: one unified tree. On hybrid hosts the same code runs on a tree without
 //! controllers, where it still tracks processes, counts CPU time and kills.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use warren_core::limits::Limits;
@@ -92,6 +90,11 @@ impl Hierarchy {
         &self.controllers
     }
 
+    /// Where the tree is mounted.
+    pub fn mount(&self) -> &Path {
+        &self.root
+    }
+
     /// Removes the parent group if it is empty.
     pub fn remove_parent(&self) {
         let _ = std::fs::remove_dir(&self.parent);
@@ -107,7 +110,7 @@ impl Hierarchy {
         };
         make_run_dir(&dir, &remake)
             .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
-        V2Group::open(dir, &self.controllers)
+        Ok(V2Group::new(dir, &self.controllers))
     }
 }
 
@@ -117,31 +120,24 @@ impl Reclaim for Hierarchy {
     }
 
     fn open(&self, name: &str) -> Option<Box<dyn Group>> {
-        V2Group::open(child_path(&self.parent, name), &self.controllers)
-            .ok()
-            .map(|g| Box::new(g) as Box<dyn Group>)
+        let dir = child_path(&self.parent, name);
+        dir.is_dir()
+            .then(|| Box::new(V2Group::new(dir, &self.controllers)) as Box<dyn Group>)
     }
 }
 
-/// A run's group in the cgroup2 tree, with its directory held open for `CLONE_INTO_CGROUP`.
+/// A run's group in the cgroup2 tree.
 #[derive(Debug)]
 pub struct V2Group {
     dir: PathBuf,
-    fd: OwnedFd,
     /// Which of memory, pids, io are enabled here; files of the others are never read.
     has: [bool; 3],
 }
 
 impl V2Group {
-    fn open(dir: PathBuf, controllers: &[String]) -> Result<V2Group, CgroupError> {
-        let fd = File::open(&dir)
-            .map_err(|e| CgroupError::new(format!("opening {}", dir.display()), e))?;
+    fn new(dir: PathBuf, controllers: &[String]) -> V2Group {
         let has = ["memory", "pids", "io"].map(|c| controllers.iter().any(|e| e == c));
-        Ok(V2Group {
-            dir,
-            fd: fd.into(),
-            has,
-        })
+        V2Group { dir, has }
     }
 
     fn read_if(&self, enabled: usize, name: &str) -> Option<u64> {
@@ -190,17 +186,6 @@ impl Group for V2Group {
             }
         }
         Ok(())
-    }
-
-    fn clone_target(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
-    }
-
-    fn attach(&self, pid: libc::pid_t) -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .open(self.file("cgroup.procs"))?;
-        file.write_all(pid.to_string().as_bytes())
     }
 
     fn cpu_usec(&self) -> Option<(u64, u64)> {

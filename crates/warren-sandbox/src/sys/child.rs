@@ -339,8 +339,9 @@ pub fn drop_bounding_capability(cap: u32) -> Res {
     }
 }
 
-/// Clears the permitted, effective and inheritable capability sets.
-pub fn clear_capabilities() -> Res {
+/// Sets the effective and permitted capability sets to `low_bits` (capabilities 0 to 31; none
+/// above) and clears the inheritable set.
+fn set_capabilities(low_bits: u32) -> Res {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -358,14 +359,27 @@ pub fn clear_capabilities() -> Res {
         version: VERSION_3,
         pid: 0,
     };
-    let data = [Data {
+    let none = Data {
         effective: 0,
         permitted: 0,
         inheritable: 0,
-    }; 2];
+    };
+    let data = [
+        Data {
+            effective: low_bits,
+            permitted: low_bits,
+            inheritable: 0,
+        },
+        none,
+    ];
     // SAFETY: `header` and the two-element `data` array are what capset expects for version 3,
     // both borrowed for the call.
-    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) })?;
+    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) })
+}
+
+/// Clears the permitted, effective, inheritable and ambient capability sets.
+pub fn clear_capabilities() -> Res {
+    set_capabilities(0)?;
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments only.
     check(unsafe {
         libc::prctl(
@@ -389,18 +403,6 @@ pub fn set_name(name: &CStr) {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which the kernel
     // copies; `name` outlives the call.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
-}
-
-/// Whether the pipe whose read end is `fd` has no writer left (poll reports a hang-up).
-pub fn writers_gone(fd: RawFd) -> bool {
-    let mut pollfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pollfd` is one valid pollfd for the call; a zero timeout never blocks.
-    let ready = unsafe { libc::poll(&mut pollfd, 1, 0) };
-    ready > 0 && pollfd.revents & libc::POLLHUP != 0
 }
 
 /// Asks for SIGKILL when the thread that created this process exits.
@@ -513,83 +515,219 @@ impl SeccompProgram {
     }
 }
 
-/// What the program's process needs, shared with it through `CLONE_VM`.
+/// Opens the directory `path` below the directory `dir` for reading (a cgroup directory to
+/// clone into, or whose files to write).
+pub fn open_dir_at(dir: RawFd, path: &CStr) -> Result<RawFd, Errno> {
+    // SAFETY: `path` is NUL-terminated; `dir` is a descriptor the caller owns.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(fd)
+    }
+}
+
+/// Maps a stack of `len` bytes (rounded up to pages) with an inaccessible page below it, so
+/// that overflowing it faults instead of writing over other memory. Like [`map_anonymous`], it
+/// lives until exec or exit.
+pub fn map_stack(len: usize) -> Result<&'static mut [u8], Errno> {
+    const PAGE: usize = 4096;
+    let len = len.div_ceil(PAGE) * PAGE;
+    let whole = map_anonymous(len + PAGE)?;
+    // SAFETY: the first page of the mapping just made, which nothing uses yet.
+    let guarded = unsafe { libc::mprotect(whole.as_mut_ptr().cast(), PAGE, libc::PROT_NONE) };
+    if guarded < 0 {
+        return Err(errno());
+    }
+    Ok(&mut whole[PAGE..])
+}
+
+/// Kernel `struct clone_args`, version 2 (with `cgroup`).
 #[repr(C)]
-struct ProgramStart {
-    program: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    report_fd: RawFd,
-    exec_errno: i32,
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
 }
 
-/// The program's process: exec, or record why not and exit.
-extern "C" fn program_entry(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `ProgramStart` that `start_program` passed; with CLONE_VFORK the
-    // parent is suspended, so nothing else touches it until this process execs or exits.
-    let start = unsafe { &mut *arg.cast::<ProgramStart>() };
-    // SAFETY: the pointers were built by `start_program` from the launch message, which lives
-    // (in memory shared with the parent) until exec replaces this process.
-    unsafe { libc::execve(start.program, start.argv, start.envp) };
-    start.exec_errno = errno();
-    libc::EXIT_FAILURE
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// What [`vfork_into`]'s new process runs: `child(data)`, which never returns.
+struct Entry<T> {
+    child: fn(&mut T) -> !,
+    data: *mut T,
 }
 
-/// Starts the program as a child of this process (which stays as the run's init), with
-/// `argv`/`envp` given as byte offsets into `message` where
-/// [`crate::launch::fill_pointers`] built null-terminated pointer arrays. `stack` is memory for
-/// the moment between clone and exec. Returns the child's pid once it has executed the program,
-/// or the errno of a failed exec.
-pub fn start_program(
+extern "C" fn enter<T>(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Entry<T>` `vfork_into` passed, alive on its caller's stack, which
+    // is suspended (CLONE_VFORK) until this process execs or exits; `data` likewise.
+    let entry = unsafe { &*arg.cast::<Entry<T>>() };
+    // SAFETY: as above: nothing else touches `*data` until this process execs or exits.
+    (entry.child)(unsafe { &mut *entry.data })
+}
+
+/// clone3 with `args`, the new process running `entry(arg)` on the stack the arguments name.
+/// Written out because clone3 has no libc wrapper that takes a function, and a new process on
+/// a new stack cannot return from a system call's wrapper: it starts with nothing to return to.
+#[cfg(target_arch = "x86_64")]
+fn clone3_on_stack(
+    args: &mut CloneArgs,
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> libc::c_long {
+    let ret: libc::c_long;
+    // SAFETY: `args` is a valid clone_args of the size passed, naming a stack the caller owns
+    // (16-byte aligned top). In the parent this is an ordinary system call: rax is its result,
+    // rcx and r11 are what `syscall` clobbers, and memory is clobbered (no `nomem`). The new
+    // process starts after `syscall` with the same registers and the new stack: it calls
+    // `entry(arg)` (r12 and r13 survive the call) with the stack aligned as the ABI wants, and
+    // exits with its return value; it never reaches code after this block.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, 60", // SYS_exit
+            "syscall",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    ret
+}
+
+/// Elsewhere, clone3 on a new stack is not written out: the caller falls back to clone.
+#[cfg(not(target_arch = "x86_64"))]
+fn clone3_on_stack(
+    _args: &mut CloneArgs,
+    _entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    _arg: *mut libc::c_void,
+) -> libc::c_long {
+    -(libc::ENOSYS as libc::c_long)
+}
+
+/// Whether `errno`, from [`vfork_into`] with a cgroup, means the kernel cannot start a process
+/// in a cgroup (clone3 or its `cgroup` field unknown, or clone3 hidden by a seccomp policy),
+/// rather than a failure to create one.
+pub fn cannot_clone_into_cgroup(errno: Errno) -> bool {
+    matches!(errno, libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+}
+
+/// Starts a child sharing this process's memory (`CLONE_VM | CLONE_VFORK`) that runs
+/// `child(data)` on `stack` and never returns; this process waits until the child has executed
+/// a program or exited, then gets its pid. With `cgroup`, a cgroup2 directory, the child starts
+/// in that group (`CLONE_INTO_CGROUP`), which takes none of the locks moving a process does.
+pub fn vfork_into<T>(
     stack: &mut [u8],
-    program: &CStr,
-    message: &[u8],
-    argv_at: usize,
-    envp_at: usize,
-    report_fd: RawFd,
+    cgroup: Option<RawFd>,
+    child: fn(&mut T) -> !,
+    data: &mut T,
 ) -> Result<libc::pid_t, Errno> {
+    let entry = Entry {
+        child,
+        data: data as *mut T,
+    };
+    let arg = (&entry as *const Entry<T>)
+        .cast_mut()
+        .cast::<libc::c_void>();
+    // The stack grows down from the end of `stack`, kept 16-byte aligned as the ABI requires.
+    let base = stack.as_mut_ptr() as usize;
+    let top = (base + stack.len()) & !15;
+    if let Some(fd) = cgroup {
+        let mut args = CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: base as u64,
+            stack_size: (top - base) as u64,
+            cgroup: fd as u64,
+            ..CloneArgs::default()
+        };
+        let ret = clone3_on_stack(&mut args, enter::<T>, arg);
+        return if ret < 0 {
+            Err((-ret) as Errno)
+        } else {
+            Ok(ret as libc::pid_t)
+        };
+    }
+    // SAFETY: CLONE_VM | CLONE_VFORK: the child runs `enter::<T>` on `stack` (owned by the
+    // caller, unused by anything else) while this process is suspended until it execs or exits,
+    // so `entry` and `*data` are alive and unaliased for as long as the child uses them.
+    let pid = unsafe {
+        libc::clone(
+            enter::<T>,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        )
+    };
+    if pid < 0 {
+        Err(errno())
+    } else {
+        Ok(pid)
+    }
+}
+
+/// Executes `program` with the `argv`/`envp` arrays [`crate::launch::fill_pointers`] built at
+/// these byte offsets of `message`; returns only on failure, with the errno.
+pub fn execute(program: &CStr, message: &[u8], argv_at: usize, envp_at: usize) -> Errno {
     if !argv_at.is_multiple_of(8)
         || !envp_at.is_multiple_of(8)
         || argv_at >= message.len()
         || envp_at >= message.len()
     {
-        return Err(libc::EINVAL);
+        return libc::EINVAL;
     }
     let base = message.as_ptr();
-    // SAFETY: both offsets are inside `message` and 8-byte aligned (checked above; the message is
-    // page-aligned from mmap).
-    let (argv, envp) = unsafe { (base.add(argv_at).cast(), base.add(envp_at).cast()) };
-    let mut start = ProgramStart {
-        program: program.as_ptr(),
-        argv,
-        envp,
-        report_fd,
-        exec_errno: 0,
-    };
-    // The stack grows down from the end of `stack`, kept 16-byte aligned as the ABI requires.
-    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
-    // SAFETY: CLONE_VM | CLONE_VFORK: the child shares this memory and runs `program_entry` on
-    // `stack` (owned by this process, unused by anything else) while this process is suspended
-    // until it execs or exits, so `start` is alive and unaliased for as long as the child uses it.
-    let pid = unsafe {
-        libc::clone(
-            program_entry,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut start as *mut ProgramStart).cast(),
+    // SAFETY: both offsets are inside `message` and 8-byte aligned (checked above; the message
+    // is page-aligned from mmap), where null-terminated pointer arrays into `message` were
+    // built; `message` lives until exec replaces this process.
+    unsafe {
+        libc::execve(
+            program.as_ptr(),
+            base.add(argv_at).cast(),
+            base.add(envp_at).cast(),
         )
     };
-    if pid < 0 {
-        return Err(errno());
-    }
-    if start.exec_errno != 0 {
-        // Reap the failed child now so the caller sees only the error.
-        let mut status = 0;
-        // SAFETY: `status` is a valid int for the call.
-        unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        return Err(start.exec_errno);
-    }
-    Ok(pid)
+    errno()
+}
+
+/// Keeps only capability `cap` (below 32), effective and permitted; clears the rest. A subset
+/// of what the process had, so its parent-death signal stays (other credential changes clear it).
+pub fn keep_only_capability(cap: u32) -> Res {
+    set_capabilities(1u32.checked_shl(cap).unwrap_or(0))
+}
+
+/// Makes the process non-dumpable: no core, and `/proc/PID` files and ptrace-like access only
+/// for its own uid with CAP_SYS_PTRACE.
+pub fn set_not_dumpable() -> Res {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long)
 }
 
 /// Waits for any child; returns its pid and raw wait status.

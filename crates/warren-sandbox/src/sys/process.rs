@@ -5,25 +5,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::check;
 
-/// Kernel `struct clone_args` (linux/sched.h), version 2 (with `cgroup`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
 /// A child created by [`spawn`].
 #[derive(Debug)]
 pub struct Spawned {
@@ -31,13 +12,10 @@ pub struct Spawned {
     pub pid: libc::pid_t,
     /// A pidfd for it: readable once it has exited.
     pub pidfd: OwnedFd,
-    /// Whether it was created directly inside the requested cgroup.
-    pub in_cgroup: bool,
 }
 
-/// Creates a child process in new namespaces (`namespaces` is a set of `CLONE_NEW*` flags),
-/// directly inside the cgroup2 directory `cgroup` when given and the kernel allows it, and runs
-/// `child(data)` in it. The child never returns: `child` must end by `execve` or `_exit`.
+/// Creates a child process in new namespaces (`namespaces` is a set of `CLONE_NEW*` flags) and
+/// runs `child(data)` in it. The child never returns: `child` must end by `execve` or `_exit`.
 ///
 /// With `sibling`, the child is made a child of the caller's parent (`CLONE_PARENT`), which
 /// then waits for it and receives its exit signal: how the spawner process creates runs for
@@ -48,7 +26,6 @@ pub struct Spawned {
 /// moment of the copy.
 pub fn spawn<T>(
     namespaces: libc::c_int,
-    cgroup: Option<BorrowedFd<'_>>,
     sibling: bool,
     child: fn(&T) -> !,
     data: &T,
@@ -60,57 +37,23 @@ pub fn spawn<T>(
     } else {
         (0, libc::SIGCHLD)
     };
-    let mut args = CloneArgs {
-        flags: (namespaces | parent_flag) as u64 | libc::CLONE_PIDFD as u64,
-        pidfd: &mut pidfd as *mut RawFd as u64,
-        exit_signal: exit_signal as u64,
-        ..CloneArgs::default()
-    };
-    if let Some(fd) = cgroup {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = fd.as_raw_fd() as u64;
-    }
-    // SAFETY: `args` is a valid clone_args of the size passed; `pidfd` outlives the call and is
-    // where the kernel writes the new pidfd. Without CLONE_VM the child gets a copy of this
-    // address space and continues on a copy of this stack, exactly like fork; it only calls
-    // `child`, which never returns.
-    let mut ret = unsafe {
+    let flags = (namespaces | parent_flag) as libc::c_ulong
+        | libc::CLONE_PIDFD as libc::c_ulong
+        | exit_signal as libc::c_ulong;
+    // SAFETY: fork-like clone (no CLONE_VM, null stack so the child continues on a copy of this
+    // stack, exactly like fork); with CLONE_PIDFD the kernel writes the pidfd to the third
+    // argument, `pidfd`, which outlives the call. The child only calls `child`, which never
+    // returns.
+    let ret = unsafe {
         libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
+            libc::SYS_clone,
+            flags,
+            0usize,
+            &mut pidfd as *mut RawFd,
+            0usize,
+            0usize,
         )
     };
-    let mut in_cgroup = cgroup.is_some();
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        let errno = err.raw_os_error();
-        // clone3 missing (old kernel, or a seccomp policy hiding it), or CLONE_INTO_CGROUP
-        // refused: fall back to clone, and let the caller move the child.
-        if errno != Some(libc::ENOSYS)
-            && errno != Some(libc::EINVAL)
-            && errno != Some(libc::EOPNOTSUPP)
-        {
-            return Err(err);
-        }
-        in_cgroup = false;
-        let flags = (namespaces | parent_flag) as libc::c_ulong
-            | libc::CLONE_PIDFD as libc::c_ulong
-            | exit_signal as libc::c_ulong;
-        // SAFETY: fork-like clone (no CLONE_VM, null stack so the child continues on a copy of
-        // this stack); with CLONE_PIDFD the kernel writes the pidfd to the third argument,
-        // `pidfd`, which outlives the call.
-        ret = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                flags,
-                0usize,
-                &mut pidfd as *mut RawFd,
-                0usize,
-                0usize,
-            )
-        };
-    }
     let pid = check(ret)?;
     if pid == 0 {
         child(data);
@@ -120,7 +63,6 @@ pub fn spawn<T>(
     Ok(Spawned {
         pid: pid as libc::pid_t,
         pidfd,
-        in_cgroup,
     })
 }
 
