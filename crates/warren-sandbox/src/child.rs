@@ -208,12 +208,15 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         }
     };
     // The rest of the tree goes before the end is reported, so the report means the run is
-    // over: every other process of the namespace killed and reaped (orphans are this
-    // process's children). A process that forks meanwhile has SIGKILL pending, and the kernel
-    // refuses its fork.
-    sys::kill_all_others();
-    // Until ECHILD: nothing left.
-    while let Ok(_) | Err(libc::EINTR) = sys::wait_any() {}
+    // over: every other process of the namespace killed and reaped. Orphans are this
+    // process's children, reparented before their parent's end is reported: with no child
+    // left, nothing else of the run is alive. A process that forks meanwhile has SIGKILL
+    // pending, and the kernel refuses its fork.
+    if sys::any_child_left() {
+        sys::kill_all_others();
+        // Until ECHILD: nothing left.
+        while let Ok(_) | Err(libc::EINTR) = sys::wait_any() {}
+    }
     report(plan, Stage::ProgramExit, status);
     sys::exit(0)
 }

@@ -247,6 +247,8 @@ pub fn supervise(
                                     let now = Instant::now();
                                     out.executed = Some(now);
                                     wall_deadline = s.limits.wall_time.map(|t| now + t);
+                                    // While the program runs, not once it has ended.
+                                    s.cgroups.open_usage_files();
                                 } else if stage == Stage::ProgramExit as u32 {
                                     out.program_status = Some(value);
                                     out.ended.get_or_insert_with(Instant::now);

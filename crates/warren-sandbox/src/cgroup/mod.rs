@@ -104,6 +104,18 @@ impl RunCgroups {
         }
     }
 
+    /// Opens the files the run's final usage is read from (CPU time, peak memory and
+    /// processes, OOM kills) by reading them once: called while the program runs, so the end
+    /// of the run only re-reads them.
+    pub fn open_usage_files(&self) {
+        let _ = (
+            self.cpu_usec(),
+            self.memory_peak(),
+            self.pids_peak(),
+            self.oom_kills(),
+        );
+    }
+
     /// CPU time used so far: (user, system) microseconds, if known.
     pub fn cpu_usec(&self) -> Option<(u64, u64)> {
         self.first(|g| g.cpu_usec())
@@ -492,17 +504,66 @@ pub(crate) fn read_small(path: &Path) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
+/// A group's statistics files, each opened on its first read and kept: a control file makes its
+/// text afresh when read from offset 0, so every later read (samples, the CPU-time checks, the
+/// final usage) is one `pread`, and the opens can be done before the run ends
+/// ([`RunCgroups::open_usage_files`]) rather than on the path to its result.
+#[derive(Debug)]
+pub(crate) struct StatFiles {
+    dir: PathBuf,
+    open: std::sync::Mutex<Vec<(&'static str, std::fs::File)>>,
+}
+
+impl StatFiles {
+    pub(crate) fn new(dir: PathBuf) -> StatFiles {
+        StatFiles {
+            dir,
+            open: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The text of the control file `name` now.
+    pub(crate) fn read(&self, name: &'static str) -> io::Result<String> {
+        use std::os::unix::fs::FileExt;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let file = match open.iter().position(|(n, _)| *n == name) {
+            Some(i) => &open[i].1,
+            None => {
+                let file = std::fs::File::open(self.dir.join(name))?;
+                open.push((name, file));
+                &open[open.len() - 1].1
+            }
+        };
+        let mut buf = [0u8; 4096];
+        let mut len = 0;
+        loop {
+            let n = file.read_at(&mut buf[len..], len as u64)?;
+            len += n;
+            // The text comes whole in one read when it fits, ending with a newline.
+            if n == 0 || len == buf.len() || buf[..len].ends_with(b"\n") {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+    }
+
+    /// The number the control file `name` holds.
+    pub(crate) fn read_u64(&self, name: &'static str) -> Option<u64> {
+        self.read(name).ok()?.trim().parse().ok()
+    }
+
+    /// The value of `key` in the keyed control file `name`.
+    pub(crate) fn read_keyed(&self, name: &'static str, key: &str) -> Option<u64> {
+        keyed_value(&self.read(name).ok()?, key)
+    }
+}
+
 /// Reads a file holding one number.
 pub(crate) fn read_u64(path: &Path) -> Option<u64> {
     read_text(path).ok()?.parse().ok()
 }
 
 /// Reads `key value` lines (cpu.stat, memory.events, memory.oom_control) and returns `key`'s value.
-pub(crate) fn read_keyed(path: &Path, key: &str) -> Option<u64> {
-    let text = read_small(path).ok()?;
-    keyed_value(&text, key)
-}
-
 pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let mut parts = line.split_whitespace();
@@ -556,6 +617,34 @@ pub(crate) fn child_path(parent: &Path, name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_stat_file_is_read_afresh_each_time() {
+        let dir = std::env::temp_dir().join(format!("warren-statfiles-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            panic!("creating {}: {e}", dir.display());
+        }
+        let write = |text: &str| {
+            // In place, as the kernel regenerates a control file: the same file, new text.
+            use std::io::Write;
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .create(true)
+                .open(dir.join("pids.peak"))
+                .and_then(|mut f| f.write_all(text.as_bytes()));
+            assert!(written.is_ok(), "{written:?}");
+        };
+        let stats = StatFiles::new(dir.clone());
+        write("1\n");
+        assert_eq!(stats.read_u64("pids.peak"), Some(1));
+        write("22\n");
+        assert_eq!(stats.read_u64("pids.peak"), Some(22));
+        write("oom 0\noom_kill 3\n");
+        assert_eq!(stats.read_keyed("pids.peak", "oom_kill"), Some(3));
+        assert_eq!(stats.read_u64("missing"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn keyed_values() {

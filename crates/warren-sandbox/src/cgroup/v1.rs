@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use warren_core::limits::Limits;
 
 use super::{
-    child_path, list_dirs, make_dir, make_run_dir, read_keyed, read_u64, write_control,
-    CgroupError, Group, Reclaim,
+    child_path, list_dirs, make_dir, make_run_dir, write_control, CgroupError, Group, Reclaim,
+    StatFiles,
 };
 
 /// The v1 controllers Warren uses.
@@ -106,6 +106,8 @@ pub struct Hierarchy {
     controllers: Controllers,
     mount: PathBuf,
     parent: PathBuf,
+    /// A run of this host has had a group here: the parent is there to remove.
+    used: std::sync::atomic::AtomicBool,
 }
 
 impl Hierarchy {
@@ -118,6 +120,7 @@ impl Hierarchy {
             controllers,
             mount: mount.to_path_buf(),
             parent: child_path(mount, parent),
+            used: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -131,20 +134,21 @@ impl Hierarchy {
         &self.mount
     }
 
-    /// Removes the parent group if it is empty.
+    /// Removes the parent group if it is empty and a run of this host has used it (a hierarchy
+    /// runs never had a group in, like `blkio` without IO limits, is left alone).
     pub fn remove_parent(&self) {
-        let _ = std::fs::remove_dir(&self.parent);
+        if self.used.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::remove_dir(&self.parent);
+        }
     }
 
     /// Makes a run's group.
     pub fn create(&self, name: &str) -> Result<V1Group, CgroupError> {
         let dir = child_path(&self.parent, name);
+        self.used.store(true, std::sync::atomic::Ordering::Relaxed);
         make_run_dir(&dir, &|| make_dir(&self.parent))
             .map_err(|e| CgroupError::new(format!("creating {}", dir.display()), e))?;
-        Ok(V1Group {
-            controllers: self.controllers,
-            dir,
-        })
+        Ok(V1Group::new(self.controllers, dir))
     }
 }
 
@@ -155,12 +159,8 @@ impl Reclaim for Hierarchy {
 
     fn open(&self, name: &str) -> Option<Box<dyn Group>> {
         let dir = child_path(&self.parent, name);
-        dir.is_dir().then(|| {
-            Box::new(V1Group {
-                controllers: self.controllers,
-                dir,
-            }) as Box<dyn Group>
-        })
+        dir.is_dir()
+            .then(|| Box::new(V1Group::new(self.controllers, dir)) as Box<dyn Group>)
     }
 }
 
@@ -169,12 +169,21 @@ impl Reclaim for Hierarchy {
 pub struct V1Group {
     controllers: Controllers,
     dir: PathBuf,
+    stats: StatFiles,
 }
 
 /// CFS period used for CPU shares: 100 ms, the kernel's default.
 const CFS_PERIOD_US: u64 = 100_000;
 
 impl V1Group {
+    fn new(controllers: Controllers, dir: PathBuf) -> V1Group {
+        V1Group {
+            controllers,
+            stats: StatFiles::new(dir.clone()),
+            dir,
+        }
+    }
+
     /// Writes the limits `controller` enforces.
     fn set_controller_limits(
         &self,
@@ -238,8 +247,8 @@ impl Group for V1Group {
 
     fn cpu_usec(&self) -> Option<(u64, u64)> {
         self.controllers.has(Controller::Cpuacct).then(|| {
-            let user = read_u64(&self.dir.join("cpuacct.usage_user"))?;
-            let sys = read_u64(&self.dir.join("cpuacct.usage_sys"))?;
+            let user = self.stats.read_u64("cpuacct.usage_user")?;
+            let sys = self.stats.read_u64("cpuacct.usage_sys")?;
             Some((user / 1000, sys / 1000))
         })?
     }
@@ -247,39 +256,41 @@ impl Group for V1Group {
     fn memory_current(&self) -> Option<u64> {
         self.controllers
             .has(Controller::Memory)
-            .then(|| read_u64(&self.dir.join("memory.usage_in_bytes")))?
+            .then(|| self.stats.read_u64("memory.usage_in_bytes"))?
     }
 
     fn memory_peak(&self) -> Option<u64> {
         self.controllers
             .has(Controller::Memory)
-            .then(|| read_u64(&self.dir.join("memory.max_usage_in_bytes")))?
+            .then(|| self.stats.read_u64("memory.max_usage_in_bytes"))?
     }
 
     fn oom_kills(&self) -> Option<u64> {
         self.controllers
             .has(Controller::Memory)
-            .then(|| read_keyed(&self.dir.join("memory.oom_control"), "oom_kill"))?
+            .then(|| self.stats.read_keyed("memory.oom_control", "oom_kill"))?
     }
 
     fn pids_current(&self) -> Option<u64> {
         self.controllers
             .has(Controller::Pids)
-            .then(|| read_u64(&self.dir.join("pids.current")))?
+            .then(|| self.stats.read_u64("pids.current"))?
     }
 
     fn pids_peak(&self) -> Option<u64> {
         self.controllers
             .has(Controller::Pids)
-            .then(|| read_u64(&self.dir.join("pids.peak")))?
+            .then(|| self.stats.read_u64("pids.peak"))?
     }
 
     fn io_bytes(&self) -> Option<(u64, u64)> {
         if !self.controllers.has(Controller::Blkio) {
             return None;
         }
-        let text =
-            super::read_small(&self.dir.join("blkio.throttle.io_service_bytes_recursive")).ok()?;
+        let text = self
+            .stats
+            .read("blkio.throttle.io_service_bytes_recursive")
+            .ok()?;
         Some(parse_io_service_bytes(&text))
     }
 

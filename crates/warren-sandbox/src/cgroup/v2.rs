@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use warren_core::limits::Limits;
 
 use super::{
-    child_path, list_dirs, make_dir, make_run_dir, read_keyed, read_text, read_u64, write_control,
-    CgroupError, Group, Reclaim,
+    child_path, list_dirs, make_dir, make_run_dir, read_text, write_control, CgroupError, Group,
+    Reclaim, StatFiles,
 };
 
 /// Controllers Warren enables for its runs when the tree has them.
@@ -130,6 +130,7 @@ impl Reclaim for Hierarchy {
 #[derive(Debug)]
 pub struct V2Group {
     dir: PathBuf,
+    stats: StatFiles,
     /// Which of memory, pids, io are enabled here; files of the others are never read.
     has: [bool; 3],
 }
@@ -137,12 +138,16 @@ pub struct V2Group {
 impl V2Group {
     fn new(dir: PathBuf, controllers: &[String]) -> V2Group {
         let has = ["memory", "pids", "io"].map(|c| controllers.iter().any(|e| e == c));
-        V2Group { dir, has }
+        V2Group {
+            stats: StatFiles::new(dir.clone()),
+            dir,
+            has,
+        }
     }
 
-    fn read_if(&self, enabled: usize, name: &str) -> Option<u64> {
+    fn read_if(&self, enabled: usize, name: &'static str) -> Option<u64> {
         if self.has[enabled] {
-            read_u64(&self.file(name))
+            self.stats.read_u64(name)
         } else {
             None
         }
@@ -189,7 +194,7 @@ impl Group for V2Group {
     }
 
     fn cpu_usec(&self) -> Option<(u64, u64)> {
-        let text = super::read_small(&self.file("cpu.stat")).ok()?;
+        let text = self.stats.read("cpu.stat").ok()?;
         Some((
             super::keyed_value(&text, "user_usec")?,
             super::keyed_value(&text, "system_usec")?,
@@ -205,7 +210,7 @@ impl Group for V2Group {
     }
 
     fn oom_kills(&self) -> Option<u64> {
-        self.has[0].then(|| read_keyed(&self.file("memory.events"), "oom_kill"))?
+        self.has[0].then(|| self.stats.read_keyed("memory.events", "oom_kill"))?
     }
 
     fn pids_current(&self) -> Option<u64> {
@@ -220,7 +225,7 @@ impl Group for V2Group {
         if !self.has[2] {
             return None;
         }
-        let text = super::read_small(&self.file("io.stat")).ok()?;
+        let text = self.stats.read("io.stat").ok()?;
         Some(parse_io_stat(&text))
     }
 

@@ -742,6 +742,14 @@ pub fn wait_any() -> Result<(libc::pid_t, i32), Errno> {
     }
 }
 
+/// Whether this process has a child, alive or not yet reaped (reaps one that has ended).
+pub fn any_child_left() -> bool {
+    let mut status = 0;
+    // SAFETY: `status` is a valid int for the call; WNOHANG never blocks.
+    let ret = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
+    ret >= 0 || errno() != libc::ECHILD
+}
+
 /// Closes descriptors 0, 1 and 2 and `originals`, the ones they were copied from.
 pub fn close_stdio(originals: &[RawFd; 3]) {
     for fd in [0, 1, 2].iter().chain(originals) {
