@@ -1,23 +1,24 @@
 //! The sandbox's two processes of a run between clone and exec.
 //!
 //! The **init** ([`child_main`]), cloned into the run's namespaces but not its cgroups: it walks
-//! the prepared filesystem steps, `pivot_root`s, sets the host name and loopback; once the
-//! parent has made the run's cgroups, it starts the run's process in them and stays as the
-//! PID namespace's init: it reaps, and reports the program's end once the rest of the tree is
-//! killed and reaped.
+//! the prepared filesystem steps; once the parent has made the run's cgroups, it starts the
+//! run's process in them, then `pivot_root`s, binds `/tmp` writable and sets the host name and
+//! loopback while that process confines itself; and it stays as the PID namespace's init: it
+//! reaps, and reports the program's end once the rest of the tree is killed and reaped.
 //!
-//! The **run's process** ([`run_main`]), which becomes the program:
+//! The **run's process** ([`run_main`]), which becomes the program, shares the init's memory:
 //! 1. **prepare** (may happen ahead of time, for a warm pool): move into the v1 groups, enter a
-//!    cgroup namespace, bind `/tmp` writable, empty the capability bounding set, set
-//!    `no_new_privs`, install seccomp; then wait on the go pipe;
-//! 2. **launch**: read the launch message (argv, env, files, rlimits), write the files, set
-//!    stdio and rlimits, drop to the run's uid, execute the program.
+//!    cgroup namespace, empty the capability bounding set, set `no_new_privs`, install seccomp;
+//!    then wait on the go pipe;
+//! 2. **launch**: read the launch message (argv, env, files, rlimits); once the init says the
+//!    root is ready, write the files, set stdio and rlimits, drop to the run's uid, execute the
+//!    program.
 //!
 //! Both run in a copy of a possibly multi-threaded parent, so they only make system calls
 //! through `sys::child`, which neither allocates nor locks.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::launch::{fill_pointers, Decoded};
 use crate::plan::{ChildPlan, Stage, Step, MAX_V1_JOINS};
@@ -109,14 +110,8 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     // Modes in the plan are meant exactly; the program gets the usual 022 back before exec.
     sys::set_umask(0);
     // The cgroup hierarchies, while the host's paths are still reachable.
-    let mut start = RunStart {
-        plan,
-        v1_mounts: [-1; MAX_V1_JOINS],
-        group: -1,
-        move_into_group: false,
-        failed: AtomicBool::new(false),
-    };
-    for (slot, mount) in start.v1_mounts.iter_mut().zip(&plan.v1_mounts) {
+    let mut v1_mounts = [-1; MAX_V1_JOINS];
+    for (slot, mount) in v1_mounts.iter_mut().zip(&plan.v1_mounts) {
         match sys::open_dir(mount) {
             Ok(fd) => *slot = fd,
             Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
@@ -133,17 +128,6 @@ pub fn child_main(plan: &ChildPlan) -> ! {
             fail(plan, index as u32, e);
         }
     }
-    let pivot = sys::chdir(&plan.new_root)
-        .and_then(|()| sys::pivot_root(c".", c"."))
-        .and_then(|()| sys::umount(c".", libc::MNT_DETACH))
-        .and_then(|()| sys::chdir(c"/"))
-        .and_then(|()| seal_root());
-    if let Err(e) = pivot {
-        fail(plan, stage(Stage::PivotRoot), e);
-    }
-    if let Err(e) = sys::sethostname(&plan.hostname).and_then(|()| sys::loopback_up()) {
-        fail(plan, stage(Stage::Network), e);
-    }
 
     // Wait until the parent has made the run's cgroups, then start the run's process in them.
     // This process stays out of them, so they are empty, and can be removed, as soon as the
@@ -155,36 +139,75 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         Ok(false) => sys::exit(SETUP_FAILED),
         Err(e) => fail(plan, stage(Stage::Handover), e),
     }
+    let mut group = -1;
     if v2_mount >= 0 {
         match sys::open_dir_at(v2_mount, &plan.v2_group) {
-            Ok(fd) => start.group = fd,
+            Ok(fd) => group = fd,
             Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
         }
         sys::close(v2_mount);
     }
+    // Closed by the run's process's exec (or exit): how this process learns it happened.
+    let (executed_r, executed_w) = match sys::pipe_cloexec() {
+        Ok(pipe) => pipe,
+        Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
+    };
     let stack = match sys::map_stack(RUN_STACK) {
         Ok(s) => s,
         Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
     };
-    // With CLONE_VFORK this returns once the run's process has executed the program (or has
-    // given up): until then it prepares and waits for the launch message in this memory.
-    let group = (start.group >= 0).then_some(start.group);
-    let mut started = sys::vfork_into(stack, group, run_main, &mut start);
+    let start = RunStart {
+        plan,
+        v1_mounts,
+        group,
+        executed_r,
+        move_into_group: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
+        root_ready: AtomicU32::new(0),
+    };
+    let mut entry = None;
+    let target = (group >= 0).then_some(group);
+    let mut started = sys::clone_sharing_memory(stack, target, run_main, &start, &mut entry);
     if let Err(e) = started {
-        if group.is_some() && sys::cannot_clone_into_cgroup(e) {
-            start.move_into_group = true;
-            started = sys::vfork_into(stack, None, run_main, &mut start);
+        if target.is_some() && sys::cannot_clone_into_cgroup(e) {
+            start.move_into_group.store(true, Ordering::SeqCst);
+            started = sys::clone_sharing_memory(stack, None, run_main, &start, &mut entry);
         }
     }
     let pid = match started {
         Ok(pid) => pid,
         Err(e) => fail(plan, stage(Stage::JoinCgroups), e),
     };
+    sys::close(executed_w);
     for fd in start.v1_mounts.into_iter().chain([start.group]) {
         if fd >= 0 {
             sys::close(fd);
         }
     }
+
+    // The run's process joins its groups and confines itself meanwhile; this one makes the
+    // root the run's own. Both are a fair share of the set-up, and the other CPU is idle.
+    let pivot = sys::chdir(&plan.new_root)
+        .and_then(|()| sys::pivot_root(c".", c"."))
+        .and_then(|()| sys::umount(c".", libc::MNT_DETACH))
+        .and_then(|()| sys::chdir(c"/"))
+        .and_then(|()| seal_root());
+    if let Err(e) = pivot {
+        fail(plan, stage(Stage::PivotRoot), e);
+    }
+    if plan.disk > 0 {
+        if let Err(e) = writable_tmp() {
+            fail(plan, stage(Stage::InputFiles), e);
+        }
+    }
+    if let Err(e) = sys::sethostname(&plan.hostname).and_then(|()| sys::loopback_up()) {
+        fail(plan, stage(Stage::Network), e);
+    }
+    sys::raise(&start.root_ready);
+
+    // End of file once the run's process has executed the program or given up.
+    sys::read_to_end(start.executed_r);
+    sys::close(start.executed_r);
     if start.failed.load(Ordering::SeqCst) {
         // It reported why (or the run was given up); nothing was executed.
         let _ = sys::wait_any();
@@ -227,28 +250,34 @@ const CAP_KILL: u32 = 5;
 /// Stack for the run's process until it executes the program.
 const RUN_STACK: usize = 256 * 1024;
 
-/// What the init shares with the run's process, in their one memory (`CLONE_VM`).
+/// What the init shares with the run's process, in their one memory (`CLONE_VM`); both run at
+/// once, so what either writes is atomic.
 struct RunStart<'a> {
     plan: &'a ChildPlan,
     /// The v1 hierarchies' mount points (-1 for none).
     v1_mounts: [RawFd; MAX_V1_JOINS],
     /// The run's cgroup2 group (-1 for none).
     group: RawFd,
+    /// The init's end of the pipe the run's process closes by executing the program.
+    executed_r: RawFd,
     /// The clone could not start the process in `group`: it moves itself there.
-    move_into_group: bool,
+    move_into_group: AtomicBool,
     /// Set by the run's process before it exits without executing the program.
     failed: AtomicBool,
+    /// Raised by the init once the root, `/tmp` and the network are the run's.
+    root_ready: AtomicU32,
 }
 
 /// The run's process: in the run's cgroups, it takes everything the program must never get
 /// back while nothing of the run is known yet (that work is then done ahead of time for a warm
 /// run), waits for the launch message, and executes the program. Runs while the init waits
 /// for it (`CLONE_VFORK`), on its own stack, in the init's memory.
-fn run_main(start: &mut RunStart<'_>) -> ! {
+fn run_main(start: &RunStart<'_>) -> ! {
     let plan = start.plan;
     let stage = |s: Stage| s as u32;
     // Every way out but a successful exec is a failure: set until just before exec.
     mark_failed(start, true);
+    sys::close(start.executed_r);
     sys::set_name(c"warren-run");
     for mount in start.v1_mounts.into_iter().filter(|fd| *fd >= 0) {
         // "0": the writing thread itself, which is this whole process.
@@ -256,7 +285,7 @@ fn run_main(start: &mut RunStart<'_>) -> ! {
             fail(plan, stage(Stage::JoinCgroups), e);
         }
     }
-    if start.move_into_group {
+    if start.move_into_group.load(Ordering::SeqCst) {
         if let Err(e) = sys::write_at(start.group, c"cgroup.procs", b"0") {
             fail(plan, stage(Stage::JoinCgroups), e);
         }
@@ -264,11 +293,6 @@ fn run_main(start: &mut RunStart<'_>) -> ! {
     // Rooted at the run's own cgroup, now that the process is in it.
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
         fail(plan, stage(Stage::CgroupNamespace), e);
-    }
-    if plan.disk > 0 {
-        if let Err(e) = writable_tmp() {
-            fail(plan, stage(Stage::InputFiles), e);
-        }
     }
     let mut confined = Ok(());
     for cap in 0..=plan.last_capability {
@@ -317,6 +341,8 @@ fn run_main(start: &mut RunStart<'_>) -> ! {
         Err(e) => fail(plan, stage(Stage::Handover), e),
     };
 
+    // The files go to the run's `/tmp`, and the program runs in the run's root.
+    sys::wait_raised(&start.root_ready);
     let gid = plan.uid;
     for i in 0..launch.file_count() {
         let written = launch.file(i).and_then(|(path, mode, contents)| {

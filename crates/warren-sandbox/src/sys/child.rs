@@ -567,18 +567,19 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// What [`vfork_into`]'s new process runs: `child(data)`, which never returns.
+/// What [`clone_sharing_memory`]'s new process runs: `child(data)`, which never returns.
 struct Entry<T> {
-    child: fn(&mut T) -> !,
-    data: *mut T,
+    child: fn(&T) -> !,
+    data: *const T,
 }
 
 extern "C" fn enter<T>(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `Entry<T>` `vfork_into` passed, alive on its caller's stack, which
-    // is suspended (CLONE_VFORK) until this process execs or exits; `data` likewise.
+    // SAFETY: `arg` is the `Entry<T>` `clone_sharing_memory` made; the caller of that function
+    // keeps it and `*data` alive for as long as the child can use them (until it execs or
+    // exits), and `data` is only read through a shared reference.
     let entry = unsafe { &*arg.cast::<Entry<T>>() };
-    // SAFETY: as above: nothing else touches `*data` until this process execs or exits.
-    (entry.child)(unsafe { &mut *entry.data })
+    // SAFETY: as above.
+    (entry.child)(unsafe { &*entry.data })
 }
 
 /// clone3 with `args`, the new process running `entry(arg)` on the stack the arguments name.
@@ -632,28 +633,34 @@ fn clone3_on_stack(
     -(libc::ENOSYS as libc::c_long)
 }
 
-/// Whether `errno`, from [`vfork_into`] with a cgroup, means the kernel cannot start a process
+/// Whether `errno`, from [`clone_sharing_memory`] with a cgroup, means the kernel cannot start a process
 /// in a cgroup (clone3 or its `cgroup` field unknown, or clone3 hidden by a seccomp policy),
 /// rather than a failure to create one.
 pub fn cannot_clone_into_cgroup(errno: Errno) -> bool {
     matches!(errno, libc::ENOSYS | libc::E2BIG | libc::EINVAL)
 }
 
-/// Starts a child sharing this process's memory (`CLONE_VM | CLONE_VFORK`) that runs
-/// `child(data)` on `stack` and never returns; this process waits until the child has executed
-/// a program or exited, then gets its pid. With `cgroup`, a cgroup2 directory, the child starts
-/// in that group (`CLONE_INTO_CGROUP`), which takes none of the locks moving a process does.
-pub fn vfork_into<T>(
+/// Starts a child sharing this process's memory (`CLONE_VM`) that runs `child(data)` on `stack`
+/// and never returns, and gets its pid. Both then run at once in one memory: `data` is shared,
+/// so what either writes goes through atomics, and so is the thread-local `errno` (one
+/// thread's storage in two processes), so a failed call reads its errno at once. With
+/// `cgroup`, a cgroup2 directory, the child starts in that group (`CLONE_INTO_CGROUP`), which
+/// takes none of the locks moving a process does.
+///
+/// `entry` must stay alive, and `stack` unused by anything else, until the child has executed
+/// a program or exited: the caller waits for that before it returns or touches either.
+pub fn clone_sharing_memory<T>(
     stack: &mut [u8],
     cgroup: Option<RawFd>,
-    child: fn(&mut T) -> !,
-    data: &mut T,
+    child: fn(&T) -> !,
+    data: &T,
+    entry: &mut Option<ChildEntry<T>>,
 ) -> Result<libc::pid_t, Errno> {
-    let entry = Entry {
+    let entry = entry.insert(ChildEntry(Entry {
         child,
-        data: data as *mut T,
-    };
-    let arg = (&entry as *const Entry<T>)
+        data: data as *const T,
+    }));
+    let arg = (&entry.0 as *const Entry<T>)
         .cast_mut()
         .cast::<libc::c_void>();
     // The stack grows down from the end of `stack`, kept 16-byte aligned as the ABI requires.
@@ -661,7 +668,7 @@ pub fn vfork_into<T>(
     let top = (base + stack.len()) & !15;
     if let Some(fd) = cgroup {
         let mut args = CloneArgs {
-            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+            flags: libc::CLONE_VM as u64 | CLONE_INTO_CGROUP,
             exit_signal: libc::SIGCHLD as u64,
             stack: base as u64,
             stack_size: (top - base) as u64,
@@ -675,14 +682,13 @@ pub fn vfork_into<T>(
             Ok(ret as libc::pid_t)
         };
     }
-    // SAFETY: CLONE_VM | CLONE_VFORK: the child runs `enter::<T>` on `stack` (owned by the
-    // caller, unused by anything else) while this process is suspended until it execs or exits,
-    // so `entry` and `*data` are alive and unaliased for as long as the child uses them.
+    // SAFETY: CLONE_VM: the child runs `enter::<T>` on `stack`, which the caller owns and
+    // nothing else uses, with `entry` kept alive by the caller (see above).
     let pid = unsafe {
         libc::clone(
             enter::<T>,
             top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::SIGCHLD,
             arg,
         )
     };
@@ -690,6 +696,65 @@ pub fn vfork_into<T>(
         Err(errno())
     } else {
         Ok(pid)
+    }
+}
+
+/// Where [`clone_sharing_memory`] keeps what its child starts from; the caller holds it.
+pub struct ChildEntry<T>(Entry<T>);
+
+/// Blocks until `flag` is non-zero (set by another process of this memory with [`raise`]).
+pub fn wait_raised(flag: &std::sync::atomic::AtomicU32) {
+    use std::sync::atomic::Ordering;
+    while flag.load(Ordering::SeqCst) == 0 {
+        // SAFETY: FUTEX_WAIT on a valid, aligned u32 that outlives the call, no timeout; it
+        // returns at once if the value is no longer 0. A private futex: both processes share
+        // this memory (`CLONE_VM`), so they share its key.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                flag.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                0u32,
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+    }
+}
+
+/// Sets `flag` and wakes whoever waits on it in [`wait_raised`].
+pub fn raise(flag: &std::sync::atomic::AtomicU32) {
+    use std::sync::atomic::Ordering;
+    flag.store(1, Ordering::SeqCst);
+    // SAFETY: FUTEX_WAKE on a valid, aligned u32; it only wakes waiters.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            flag.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        )
+    };
+}
+
+/// A pipe, both ends close-on-exec: (read, write).
+pub fn pipe_cloexec() -> Result<(RawFd, RawFd), Errno> {
+    let mut fds = [-1 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(errno());
+    }
+    Ok((fds[0], fds[1]))
+}
+
+/// Reads from `fd` until end of file; the bytes read are discarded.
+pub fn read_to_end(fd: RawFd) {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length for the call.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n == 0 || (n < 0 && errno() != libc::EINTR) {
+            return;
+        }
     }
 }
 
