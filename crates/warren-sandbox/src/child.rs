@@ -106,6 +106,14 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     if let Err(e) = sys::close_all_except(&keep) {
         fail(plan, stage(Stage::Handover), e);
     }
+    // The run's streams on 0, 1 and 2 from here on (the run's process keeps them there), so
+    // that no descriptor opened below lands on one of them, to be replaced by them.
+    let stdio = sys::dup2(plan.stdio[0], 0)
+        .and_then(|()| sys::dup2(plan.stdio[1], 1))
+        .and_then(|()| sys::dup2(plan.stdio[2], 2));
+    if let Err(e) = stdio {
+        fail(plan, stage(Stage::Stdio), e);
+    }
     let _ = sys::reset_signals();
     // Modes in the plan are meant exactly; the program gets the usual 022 back before exec.
     sys::set_umask(0);
