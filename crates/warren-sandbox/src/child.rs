@@ -1,13 +1,14 @@
 //! The sandbox's two processes of a run between clone and exec.
 //!
-//! The **init** ([`child_main`]), cloned into the run's namespaces but not its cgroups: it walks
-//! the prepared filesystem steps; once the parent has made the run's cgroups, it starts the
-//! run's process in them, then `pivot_root`s, binds `/tmp` writable and sets the host name and
-//! loopback while that process confines itself; and it stays as the PID namespace's init: it
+//! The **init** ([`child_main`]), cloned into the run's namespaces but not its cgroups: it starts
+//! the run's process in the run's cgroup2 group at once, then walks the prepared filesystem
+//! steps, `pivot_root`s, binds `/tmp` writable and sets the host name and loopback while that
+//! process joins the v1 groups and confines itself; and it stays as the PID namespace's init: it
 //! reaps, and reports the program's end once the rest of the tree is killed and reaped.
 //!
 //! The **run's process** ([`run_main`]), which becomes the program, shares the init's memory:
-//! 1. **prepare** (may happen ahead of time, for a warm pool): move into the v1 groups, enter a
+//! 1. **prepare** (may happen ahead of time, for a warm pool): once the parent has made them,
+//!    move into the v1 groups, enter a
 //!    cgroup namespace, empty the capability bounding set, set `no_new_privs`, install seccomp;
 //!    then wait on the go pipe;
 //! 2. **launch**: read the launch message (argv, env, files, rlimits); once the init says the
@@ -131,22 +132,10 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         None => -1,
     };
 
-    for (index, step) in plan.steps.iter().enumerate() {
-        if let Err(e) = apply(step) {
-            fail(plan, index as u32, e);
-        }
-    }
-
-    // Wait until the parent has made the run's cgroups, then start the run's process in them.
-    // This process stays out of them, so they are empty, and can be removed, as soon as the
-    // run's processes are gone, without waiting for this one's exit, in which the kernel tears
-    // the namespaces down.
-    let mut placed = [0u8; 1];
-    match sys::read_exact(plan.go_fd, &mut placed) {
-        Ok(true) => {}
-        Ok(false) => sys::exit(SETUP_FAILED),
-        Err(e) => fail(plan, stage(Stage::Handover), e),
-    }
+    // The run's process starts at once, in the run's cgroup2 group (made before this process
+    // was cloned). This process stays out of the run's groups, so they are empty, and can be
+    // removed, as soon as the run's processes are gone, without waiting for this one's exit, in
+    // which the kernel tears the namespaces down.
     let mut group = -1;
     if v2_mount >= 0 {
         match sys::open_dir_at(v2_mount, &plan.v2_group) {
@@ -193,8 +182,13 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         }
     }
 
+    for (index, step) in plan.steps.iter().enumerate() {
+        if let Err(e) = apply(step) {
+            fail(plan, index as u32, e);
+        }
+    }
     // The run's process joins its groups and confines itself meanwhile; this one makes the
-    // root the run's own. Both are a fair share of the set-up, and the other CPU is idle.
+    // root the run's own.
     let pivot = sys::chdir(&plan.new_root)
         .and_then(|()| sys::pivot_root(c".", c"."))
         .and_then(|()| sys::umount(c".", libc::MNT_DETACH))
@@ -287,6 +281,13 @@ fn run_main(start: &RunStart<'_>) -> ! {
     mark_failed(start, true);
     sys::close(start.executed_r);
     sys::set_name(c"warren-run");
+    // Once the parent has made the v1 groups.
+    let mut placed = [0u8; 1];
+    match sys::read_exact(plan.go_fd, &mut placed) {
+        Ok(true) => {}
+        Ok(false) => sys::exit(SETUP_FAILED),
+        Err(e) => fail(plan, stage(Stage::Handover), e),
+    }
     for mount in start.v1_mounts.into_iter().filter(|fd| *fd >= 0) {
         // "0": the writing thread itself, which is this whole process.
         if let Err(e) = sys::write_at(mount, &plan.v1_tasks, b"0") {

@@ -636,6 +636,9 @@ impl Host {
         let mut steps = Vec::new();
         self.filesystem_steps(shape, identity.uid, &mut steps)
             .map_err(|e| format!("preparing the run: {e}"))?;
+        // The group the init starts the run's process in at once; the v1 groups, which the
+        // run's process moves into, are made while the init assembles the root.
+        let cgroups = self.cgroups.create_v2(&name).map_err(|e| e.to_string())?;
         let child_plan = ChildPlan {
             new_root: self.new_root.clone(),
             steps,
@@ -694,7 +697,7 @@ impl Host {
         let mut prepared = Prepared {
             shape: shape.clone(),
             pidfd: spawned.pidfd,
-            cgroups: RunCgroups::default(),
+            cgroups,
             lease,
             stdout_r: Some(stdout_r),
             stderr_r: Some(stderr_r),
@@ -703,13 +706,11 @@ impl Host {
             error_r,
             launched: false,
         };
-        // The child assembles its root meanwhile, then waits for this byte before it starts
-        // the run's process in these groups, which runs nothing of the user's before the
-        // launch message. On an error, dropping `prepared` kills the child and removes what
-        // was made.
-        prepared.cgroups = self
-            .cgroups
-            .create(&name, shape.io_limited)
+        // The child assembles its root meanwhile; the run's process waits for this byte before
+        // it moves into these groups, and runs nothing of the user's before the launch
+        // message. On an error, dropping `prepared` kills the child and removes what was made.
+        self.cgroups
+            .create_v1(&mut prepared.cgroups, &name, shape.io_limited)
             .map_err(|e| e.to_string())?;
         if let Some(go) = &prepared.go_w {
             // A child that died in its setup closes the pipe; its report says why at launch.

@@ -352,21 +352,39 @@ impl CgroupHost {
     }
 
     /// Creates a run's groups, named `name` in every hierarchy; limits are applied later with
-    /// [`RunCgroups::set_limits`]. Made after the run's init is cloned, while it assembles the
-    /// run's root: the run's process, which the init starts once they exist, joins them.
+    /// [`RunCgroups::set_limits`].
     pub fn create(&self, name: &str, io_limited: bool) -> Result<RunCgroups, CgroupError> {
+        let mut run = self.create_v2(name)?;
+        self.create_v1(&mut run, name, io_limited)?;
+        Ok(run)
+    }
+
+    /// Creates the run's group in the cgroup2 tree, if there is one: made before the run's init
+    /// is cloned, which starts the run's process in it straight away (`CLONE_INTO_CGROUP`).
+    pub fn create_v2(&self, name: &str) -> Result<RunCgroups, CgroupError> {
         let mut run = RunCgroups::default();
         if let Some(v2) = &self.v2 {
             run.groups.push(Box::new(v2.create(name)?));
         }
-        for h in self.joined(io_limited) {
-            run.groups.push(Box::new(h.create(name)?));
-        }
         Ok(run)
     }
 
+    /// Creates the run's v1 groups, after the clone, while the init assembles the root: the
+    /// run's process waits for them and moves itself in.
+    pub fn create_v1(
+        &self,
+        run: &mut RunCgroups,
+        name: &str,
+        io_limited: bool,
+    ) -> Result<(), CgroupError> {
+        for h in self.joined(io_limited) {
+            run.groups.push(Box::new(h.create(name)?));
+        }
+        Ok(())
+    }
+
     /// Where the v1 hierarchies a run has groups in are mounted, in the order of the groups
-    /// [`CgroupHost::create`] makes. The run's init opens them before `pivot_root`, and the
+    /// [`CgroupHost::create_v1`] makes. The run's init opens them before `pivot_root`, and the
     /// run's process moves itself into its groups below them
     /// ([`CgroupHost::tasks_below_mount`]): the mount points are there before any run's group
     /// or parent group is.
