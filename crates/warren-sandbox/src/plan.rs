@@ -311,6 +311,17 @@ pub fn place_entries(
             }
             RootEntry::File(name, src) => {
                 let target = under(base, name);
+                // A small file is copied (read afresh for each run): writing a few bytes costs
+                // the child less than a bind and its remount, two mount operations. The
+                // copy is in the root's tmpfs, read-only with the root.
+                if let Some((contents, mode)) = small_file(src) {
+                    steps.push(Step::File {
+                        path: target,
+                        contents,
+                        mode,
+                    });
+                    continue;
+                }
                 steps.push(Step::File {
                     path: target.clone(),
                     contents: Vec::new(),
@@ -327,6 +338,25 @@ pub fn place_entries(
         }
     }
     Ok(())
+}
+
+/// Largest file [`place_entries`] copies instead of binding.
+const COPIED_FILE: u64 = 4096;
+
+/// The contents and permission bits of `path` if it is a regular file of at most
+/// [`COPIED_FILE`] bytes that can be read.
+fn small_file(path: &Path) -> Option<(Vec<u8>, libc::mode_t)> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > COPIED_FILE {
+        return None;
+    }
+    let contents = std::fs::read(path).ok()?;
+    // Changed meanwhile: bound instead, whatever it holds now.
+    if contents.len() as u64 > COPIED_FILE {
+        return None;
+    }
+    Some((contents, meta.permissions().mode() & 0o755))
 }
 
 /// Steps that bind the host directory `scratch` read-write (nosuid, nodev) at `/tmp`, for runs
@@ -500,6 +530,43 @@ mod tests {
                 "creating directory /r/usr",
                 "mounting /usr (bind) at /r/usr",
                 "making /r/usr read-only"
+            ]
+        );
+    }
+
+    #[test]
+    fn small_files_are_copied_and_large_ones_bound() {
+        let dir = std::env::temp_dir().join(format!("warren-place-{}", std::process::id()));
+        let small = dir.join("small.conf");
+        let large = dir.join("large.cache");
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&small, b"include x\n"))
+            .and_then(|()| std::fs::write(&large, vec![0u8; COPIED_FILE as usize + 1]));
+        assert!(made.is_ok(), "{made:?}");
+        let base = CString::new("/r").unwrap_or_default();
+        let mut steps = Vec::new();
+        let entries = vec![
+            RootEntry::File("small.conf".into(), small),
+            RootEntry::File("large.cache".into(), large),
+        ];
+        assert!(place_entries(&base, &entries, &mut steps).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            matches!(&steps[0], Step::File { contents, .. } if contents.as_slice() == b"include x\n"),
+            "{:?}",
+            steps[0]
+        );
+        let described: Vec<String> = steps[1..].iter().map(Step::describe).collect();
+        let bind = format!(
+            "mounting {} (bind) at /r/large.cache",
+            dir.join("large.cache").display()
+        );
+        assert_eq!(
+            described,
+            [
+                "writing /r/large.cache",
+                bind.as_str(),
+                "making /r/large.cache read-only"
             ]
         );
     }
