@@ -161,6 +161,8 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         move_into_group: AtomicBool::new(false),
         failed: AtomicBool::new(false),
         root_ready: AtomicU32::new(0),
+        network_ready: AtomicU32::new(0),
+        gave_up: AtomicBool::new(false),
     };
     let mut entry = None;
     let target = (group >= 0).then_some(group);
@@ -202,7 +204,15 @@ pub fn child_main(plan: &ChildPlan) -> ! {
             fail(plan, stage(Stage::InputFiles), e);
         }
     }
-    if let Err(e) = sys::sethostname(&plan.hostname).and_then(|()| sys::loopback_up()) {
+    // Into the network namespace the run's process made, so that this process (whose `/proc`
+    // entries the program can read) shows nothing of the host's network.
+    sys::wait_raised(&start.network_ready);
+    if start.gave_up.load(Ordering::SeqCst) {
+        // It reported why (or the run was given up); nothing was executed.
+        let _ = sys::wait_any();
+        sys::exit(SETUP_FAILED);
+    }
+    if let Err(e) = sys::sethostname(&plan.hostname).and_then(|()| sys::join_network_of(pid)) {
         fail(plan, stage(Stage::Network), e);
     }
     sys::raise(&start.root_ready);
@@ -268,6 +278,10 @@ struct RunStart<'a> {
     failed: AtomicBool,
     /// Raised by the init once the root, `/tmp` and the network are the run's.
     root_ready: AtomicU32,
+    /// Raised by the run's process once it has made the run's network namespace, or given up.
+    network_ready: AtomicU32,
+    /// Set by the run's process when it gives up before the exec.
+    gave_up: AtomicBool,
 }
 
 /// The run's process: in the run's cgroups, it takes everything the program must never get
@@ -285,36 +299,41 @@ fn run_main(start: &RunStart<'_>) -> ! {
     let mut placed = [0u8; 1];
     match sys::read_exact(plan.go_fd, &mut placed) {
         Ok(true) => {}
-        Ok(false) => sys::exit(SETUP_FAILED),
-        Err(e) => fail(plan, stage(Stage::Handover), e),
+        Ok(false) => give_up(start, stage(Stage::Handover), 0),
+        Err(e) => give_up(start, stage(Stage::Handover), e),
     }
     for mount in start.v1_mounts.into_iter().filter(|fd| *fd >= 0) {
         // "0": the writing thread itself, which is this whole process.
         if let Err(e) = sys::write_at(mount, &plan.v1_tasks, b"0") {
-            fail(plan, stage(Stage::JoinCgroups), e);
+            give_up(start, stage(Stage::JoinCgroups), e);
         }
     }
     if start.move_into_group.load(Ordering::SeqCst) {
         if let Err(e) = sys::write_at(start.group, c"cgroup.procs", b"0") {
-            fail(plan, stage(Stage::JoinCgroups), e);
+            give_up(start, stage(Stage::JoinCgroups), e);
         }
     }
     // Rooted at the run's own cgroup, now that the process is in it.
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
-        fail(plan, stage(Stage::CgroupNamespace), e);
+        give_up(start, stage(Stage::CgroupNamespace), e);
     }
+    // The run's network: loopback only. The init joins it once this is done.
+    if let Err(e) = sys::unshare(libc::CLONE_NEWNET).and_then(|()| sys::loopback_up()) {
+        give_up(start, stage(Stage::Network), e);
+    }
+    sys::raise(&start.network_ready);
     let mut confined = Ok(());
     for cap in 0..=plan.last_capability {
         confined = confined.and_then(|()| sys::drop_bounding_capability(cap));
     }
     if let Err(e) = confined.and_then(|()| sys::set_no_new_privs()) {
-        fail(plan, stage(Stage::Privileges), e);
+        give_up(start, stage(Stage::Privileges), e);
     }
     // From here on mount, namespaces and the rest of the deny table are refused to this process
     // too; what remains to do (files, stdio, rlimits, the uid change, exec) needs none of them.
     for program in &plan.seccomp {
         if let Err(e) = program.install() {
-            fail(plan, stage(Stage::Seccomp), e);
+            give_up(start, stage(Stage::Seccomp), e);
         }
     }
 
@@ -322,32 +341,32 @@ fn run_main(start: &RunStart<'_>) -> ! {
     let mut length = [0u8; 8];
     match sys::read_exact(plan.go_fd, &mut length) {
         Ok(true) => {}
-        Ok(false) => sys::exit(SETUP_FAILED),
-        Err(e) => fail(plan, stage(Stage::Handover), e),
+        Ok(false) => give_up(start, stage(Stage::Handover), 0),
+        Err(e) => give_up(start, stage(Stage::Handover), e),
     }
     let length = u64::from_ne_bytes(length);
     if length > MAX_LAUNCH {
-        fail(plan, stage(Stage::Handover), libc::E2BIG);
+        give_up(start, stage(Stage::Handover), libc::E2BIG);
     }
     let message = match sys::map_anonymous(length as usize) {
         Ok(m) => m,
-        Err(e) => fail(plan, stage(Stage::Handover), e),
+        Err(e) => give_up(start, stage(Stage::Handover), e),
     };
     if let Err(e) =
         sys::read_exact(plan.go_fd, message)
             .and_then(|full| if full { Ok(()) } else { Err(libc::EPIPE) })
     {
-        fail(plan, stage(Stage::Handover), e);
+        give_up(start, stage(Stage::Handover), e);
     }
     let base = message.as_ptr() as usize;
     let (argv_at, envp_at) = match fill_pointers(message, base) {
         Ok(at) => at,
-        Err(e) => fail(plan, stage(Stage::Handover), e),
+        Err(e) => give_up(start, stage(Stage::Handover), e),
     };
     let message: &[u8] = message;
     let launch = match Decoded::parse(message) {
         Ok(l) => l,
-        Err(e) => fail(plan, stage(Stage::Handover), e),
+        Err(e) => give_up(start, stage(Stage::Handover), e),
     };
 
     // The files go to the run's `/tmp`, and the program runs in the run's root.
@@ -363,7 +382,7 @@ fn run_main(start: &RunStart<'_>) -> ! {
             sys::chown(path, plan.uid, gid)
         });
         if let Err(e) = written {
-            fail(plan, stage(Stage::InputFiles), e);
+            give_up(start, stage(Stage::InputFiles), e);
         }
     }
 
@@ -373,14 +392,14 @@ fn run_main(start: &RunStart<'_>) -> ! {
         .and_then(|()| sys::dup2(plan.stdio[1], 1))
         .and_then(|()| sys::dup2(plan.stdio[2], 2));
     if let Err(e) = stdio {
-        fail(plan, stage(Stage::Stdio), e);
+        give_up(start, stage(Stage::Stdio), e);
     }
     for i in 0..launch.rlimit_count() {
         if let Err(e) = launch
             .rlimit(i)
             .and_then(|(resource, value)| sys::setrlimit(resource, value))
         {
-            fail(plan, stage(Stage::Rlimits), e);
+            give_up(start, stage(Stage::Rlimits), e);
         }
     }
     // No parent-death signal is needed here: this process's parent is the init, and the
@@ -389,16 +408,29 @@ fn run_main(start: &RunStart<'_>) -> ! {
         .and_then(|()| sys::clear_capabilities())
         .and_then(|()| sys::cloexec_from(3));
     if let Err(e) = privileges {
-        fail(plan, stage(Stage::Privileges), e);
+        give_up(start, stage(Stage::Privileges), e);
     }
     let program = match launch.program() {
         Ok(p) => p,
-        Err(e) => fail(plan, stage(Stage::Exec), e),
+        Err(e) => give_up(start, stage(Stage::Exec), e),
     };
     mark_failed(start, false);
     let e = sys::execute(program, message, argv_at, envp_at);
     mark_failed(start, true);
-    fail(plan, stage(Stage::Exec), e)
+    give_up(start, stage(Stage::Exec), e)
+}
+
+/// The run's process's way out before the exec: marked failed, and the init released from
+/// waiting for it (it reaps this process and exits). `errno` 0: no report (the run was given
+/// up, or the parent is gone).
+fn give_up(start: &RunStart<'_>, stage: u32, errno: sys::Errno) -> ! {
+    mark_failed(start, true);
+    start.gave_up.store(true, Ordering::SeqCst);
+    sys::raise(&start.network_ready);
+    if errno == 0 {
+        sys::exit(SETUP_FAILED)
+    }
+    fail(start.plan, stage, errno)
 }
 
 /// Records in the memory shared with the init whether the run's process is leaving without

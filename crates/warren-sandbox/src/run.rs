@@ -251,12 +251,11 @@ impl Drop for Prepared {
 /// process share the runner id in their group names, and two runs must never share a group.
 static RUN_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// Namespaces every run gets (the cgroup namespace is entered later, once placed).
-const NAMESPACES: libc::c_int = libc::CLONE_NEWPID
-    | libc::CLONE_NEWNS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWNET;
+/// Namespaces the run's init is cloned into. The run's process makes the network namespace
+/// (the init joins it) and enters the cgroup namespace itself, while the init sets up the root:
+/// a network namespace is the dearest of them to make.
+const NAMESPACES: libc::c_int =
+    libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
 
 /// Open files allowed to a run.
 const OPEN_FILES: u64 = 4096;

@@ -328,6 +328,19 @@ fn the_process_limit_counts_the_run_s_own_processes_only() {
 }
 
 #[test]
+fn no_process_of_the_run_shows_the_host_s_network() {
+    let Some(sb) = sandbox() else { return };
+    // The init, pid 1, joins the network namespace the run's process makes; its `/proc`
+    // entries are readable by the program, so it must not be in the host's.
+    let r = sh(
+        &sb,
+        "for p in self 1; do tail -n +3 /proc/$p/net/dev | cut -d: -f1 | tr -d ' '; done",
+        Limits::default(),
+    );
+    assert_eq!(out(&r), "lo\nlo\n", "{r:?}");
+}
+
+#[test]
 fn the_run_s_init_is_outside_the_run_s_cgroups() {
     let Some(sb) = sandbox() else { return };
     // The run's own process sees itself at the root of every hierarchy (its cgroup

@@ -736,6 +736,21 @@ pub fn raise(flag: &std::sync::atomic::AtomicU32) {
     };
 }
 
+/// Moves this process into the network namespace of the process `pid` (a child of it, so
+/// the pid cannot have been reused).
+pub fn join_network_of(pid: libc::pid_t) -> Res {
+    // SAFETY: pidfd_open takes integer arguments only.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    let fd = fd as RawFd;
+    // SAFETY: setns takes integer arguments only; `fd` is the pidfd just opened.
+    let result = check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) } as libc::c_long);
+    close(fd);
+    result
+}
+
 /// A pipe, both ends close-on-exec: (read, write).
 pub fn pipe_cloexec() -> Result<(RawFd, RawFd), Errno> {
     let mut fds = [-1 as RawFd; 2];
