@@ -520,13 +520,18 @@ pub(crate) fn read_text(path: &Path) -> io::Result<String> {
 pub(crate) fn read_small(path: &Path) -> io::Result<String> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
+    read_control(|buf, _| file.read(buf))
+}
+
+/// A control file's whole text, read into a page-sized buffer by `read(buffer, offset)` from
+/// offset 0: the text comes whole in one read when it fits, ending with a newline, so there is
+/// no second read just to see the end of file.
+fn read_control(mut read: impl FnMut(&mut [u8], u64) -> io::Result<usize>) -> io::Result<String> {
     let mut buf = [0u8; 4096];
     let mut len = 0;
     loop {
-        let n = file.read(&mut buf[len..])?;
+        let n = read(&mut buf[len..], len as u64)?;
         len += n;
-        // A control file's text comes whole in one read when it fits, ending with a newline:
-        // no second read just to see the end of file.
         if n == 0 || len == buf.len() || buf[..len].ends_with(b"\n") {
             break;
         }
@@ -538,53 +543,35 @@ pub(crate) fn read_small(path: &Path) -> io::Result<String> {
 /// text afresh when read from offset 0, so every later read (samples, the CPU-time checks, the
 /// final usage) is one `pread`, and the opens can be done before the run ends
 /// ([`RunCgroups::open_usage_files`]) rather than on the path to its result.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct StatFiles {
-    dir: PathBuf,
     open: std::sync::Mutex<Vec<(&'static str, std::fs::File)>>,
 }
 
 impl StatFiles {
-    pub(crate) fn new(dir: PathBuf) -> StatFiles {
-        StatFiles {
-            dir,
-            open: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The text of the control file `name` now.
-    pub(crate) fn read(&self, name: &'static str) -> io::Result<String> {
+    /// The text of the control file `name` of the group directory `dir` now.
+    pub(crate) fn read(&self, dir: &Path, name: &'static str) -> io::Result<String> {
         use std::os::unix::fs::FileExt;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let file = match open.iter().position(|(n, _)| *n == name) {
             Some(i) => &open[i].1,
             None => {
-                let file = std::fs::File::open(self.dir.join(name))?;
+                let file = std::fs::File::open(dir.join(name))?;
                 open.push((name, file));
                 &open[open.len() - 1].1
             }
         };
-        let mut buf = [0u8; 4096];
-        let mut len = 0;
-        loop {
-            let n = file.read_at(&mut buf[len..], len as u64)?;
-            len += n;
-            // The text comes whole in one read when it fits, ending with a newline.
-            if n == 0 || len == buf.len() || buf[..len].ends_with(b"\n") {
-                break;
-            }
-        }
-        Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+        read_control(|buf, offset| file.read_at(buf, offset))
     }
 
-    /// The number the control file `name` holds.
-    pub(crate) fn read_u64(&self, name: &'static str) -> Option<u64> {
-        self.read(name).ok()?.trim().parse().ok()
+    /// The number the control file `name` of `dir` holds.
+    pub(crate) fn read_u64(&self, dir: &Path, name: &'static str) -> Option<u64> {
+        self.read(dir, name).ok()?.trim().parse().ok()
     }
 
-    /// The value of `key` in the keyed control file `name`.
-    pub(crate) fn read_keyed(&self, name: &'static str, key: &str) -> Option<u64> {
-        keyed_value(&self.read(name).ok()?, key)
+    /// The value of `key` in the keyed control file `name` of `dir`.
+    pub(crate) fn read_keyed(&self, dir: &Path, name: &'static str, key: &str) -> Option<u64> {
+        keyed_value(&self.read(dir, name).ok()?, key)
     }
 }
 
@@ -665,14 +652,14 @@ mod tests {
                 .and_then(|mut f| f.write_all(text.as_bytes()));
             assert!(written.is_ok(), "{written:?}");
         };
-        let stats = StatFiles::new(dir.clone());
+        let stats = StatFiles::default();
         write("1\n");
-        assert_eq!(stats.read_u64("pids.peak"), Some(1));
+        assert_eq!(stats.read_u64(&dir, "pids.peak"), Some(1));
         write("22\n");
-        assert_eq!(stats.read_u64("pids.peak"), Some(22));
+        assert_eq!(stats.read_u64(&dir, "pids.peak"), Some(22));
         write("oom 0\noom_kill 3\n");
-        assert_eq!(stats.read_keyed("pids.peak", "oom_kill"), Some(3));
-        assert_eq!(stats.read_u64("missing"), None);
+        assert_eq!(stats.read_keyed(&dir, "pids.peak", "oom_kill"), Some(3));
+        assert_eq!(stats.read_u64(&dir, "missing"), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

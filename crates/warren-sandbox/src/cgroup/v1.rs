@@ -179,7 +179,7 @@ impl V1Group {
     fn new(controllers: Controllers, dir: PathBuf) -> V1Group {
         V1Group {
             controllers,
-            stats: StatFiles::new(dir.clone()),
+            stats: StatFiles::default(),
             dir,
         }
     }
@@ -247,8 +247,8 @@ impl Group for V1Group {
 
     fn cpu_usec(&self) -> Option<(u64, u64)> {
         self.controllers.has(Controller::Cpuacct).then(|| {
-            let user = self.stats.read_u64("cpuacct.usage_user")?;
-            let sys = self.stats.read_u64("cpuacct.usage_sys")?;
+            let user = self.stats.read_u64(&self.dir, "cpuacct.usage_user")?;
+            let sys = self.stats.read_u64(&self.dir, "cpuacct.usage_sys")?;
             Some((user / 1000, sys / 1000))
         })?
     }
@@ -256,31 +256,32 @@ impl Group for V1Group {
     fn memory_current(&self) -> Option<u64> {
         self.controllers
             .has(Controller::Memory)
-            .then(|| self.stats.read_u64("memory.usage_in_bytes"))?
+            .then(|| self.stats.read_u64(&self.dir, "memory.usage_in_bytes"))?
     }
 
     fn memory_peak(&self) -> Option<u64> {
         self.controllers
             .has(Controller::Memory)
-            .then(|| self.stats.read_u64("memory.max_usage_in_bytes"))?
+            .then(|| self.stats.read_u64(&self.dir, "memory.max_usage_in_bytes"))?
     }
 
     fn oom_kills(&self) -> Option<u64> {
-        self.controllers
-            .has(Controller::Memory)
-            .then(|| self.stats.read_keyed("memory.oom_control", "oom_kill"))?
+        self.controllers.has(Controller::Memory).then(|| {
+            self.stats
+                .read_keyed(&self.dir, "memory.oom_control", "oom_kill")
+        })?
     }
 
     fn pids_current(&self) -> Option<u64> {
         self.controllers
             .has(Controller::Pids)
-            .then(|| self.stats.read_u64("pids.current"))?
+            .then(|| self.stats.read_u64(&self.dir, "pids.current"))?
     }
 
     fn pids_peak(&self) -> Option<u64> {
         self.controllers
             .has(Controller::Pids)
-            .then(|| self.stats.read_u64("pids.peak"))?
+            .then(|| self.stats.read_u64(&self.dir, "pids.peak"))?
     }
 
     fn io_bytes(&self) -> Option<(u64, u64)> {
@@ -289,7 +290,7 @@ impl Group for V1Group {
         }
         let text = self
             .stats
-            .read("blkio.throttle.io_service_bytes_recursive")
+            .read(&self.dir, "blkio.throttle.io_service_bytes_recursive")
             .ok()?;
         Some(parse_io_service_bytes(&text))
     }

@@ -139,7 +139,7 @@ impl V2Group {
     fn new(dir: PathBuf, controllers: &[String]) -> V2Group {
         let has = ["memory", "pids", "io"].map(|c| controllers.iter().any(|e| e == c));
         V2Group {
-            stats: StatFiles::new(dir.clone()),
+            stats: StatFiles::default(),
             dir,
             has,
         }
@@ -147,7 +147,7 @@ impl V2Group {
 
     fn read_if(&self, enabled: usize, name: &'static str) -> Option<u64> {
         if self.has[enabled] {
-            self.stats.read_u64(name)
+            self.stats.read_u64(&self.dir, name)
         } else {
             None
         }
@@ -194,7 +194,7 @@ impl Group for V2Group {
     }
 
     fn cpu_usec(&self) -> Option<(u64, u64)> {
-        let text = self.stats.read("cpu.stat").ok()?;
+        let text = self.stats.read(&self.dir, "cpu.stat").ok()?;
         Some((
             super::keyed_value(&text, "user_usec")?,
             super::keyed_value(&text, "system_usec")?,
@@ -210,7 +210,10 @@ impl Group for V2Group {
     }
 
     fn oom_kills(&self) -> Option<u64> {
-        self.has[0].then(|| self.stats.read_keyed("memory.events", "oom_kill"))?
+        self.has[0].then(|| {
+            self.stats
+                .read_keyed(&self.dir, "memory.events", "oom_kill")
+        })?
     }
 
     fn pids_current(&self) -> Option<u64> {
@@ -225,7 +228,7 @@ impl Group for V2Group {
         if !self.has[2] {
             return None;
         }
-        let text = self.stats.read("io.stat").ok()?;
+        let text = self.stats.read(&self.dir, "io.stat").ok()?;
         Some(parse_io_stat(&text))
     }
 
