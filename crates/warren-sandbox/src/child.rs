@@ -208,9 +208,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     // entries the program can read) shows nothing of the host's network.
     sys::wait_raised(&start.network_ready);
     if start.gave_up.load(Ordering::SeqCst) {
-        // It reported why (or the run was given up); nothing was executed.
-        let _ = sys::wait_any();
-        sys::exit(SETUP_FAILED);
+        end_unexecuted();
     }
     if let Err(e) = sys::sethostname(&plan.hostname).and_then(|()| sys::join_network_of(pid)) {
         fail(plan, stage(Stage::Network), e);
@@ -221,9 +219,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     sys::read_to_end(start.executed_r);
     sys::close(start.executed_r);
     if start.failed.load(Ordering::SeqCst) {
-        // It reported why (or the run was given up); nothing was executed.
-        let _ = sys::wait_any();
-        sys::exit(SETUP_FAILED);
+        end_unexecuted();
     }
     report(plan, Stage::Executed, 0);
     // The program has its own copies of the streams; without these (and the descriptors they
@@ -256,6 +252,13 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     sys::exit(0)
 }
 
+/// The init's end when the run's process left without executing the program: it reported why
+/// (or the run was given up). Reaps it and exits.
+fn end_unexecuted() -> ! {
+    let _ = sys::wait_any();
+    sys::exit(SETUP_FAILED)
+}
+
 /// The capability to signal processes of other users.
 const CAP_KILL: u32 = 5;
 
@@ -286,8 +289,8 @@ struct RunStart<'a> {
 
 /// The run's process: in the run's cgroups, it takes everything the program must never get
 /// back while nothing of the run is known yet (that work is then done ahead of time for a warm
-/// run), waits for the launch message, and executes the program. Runs while the init waits
-/// for it (`CLONE_VFORK`), on its own stack, in the init's memory.
+/// run), waits for the launch message, and executes the program. Runs on its own stack, in the
+/// init's memory, while the init sets up the root.
 fn run_main(start: &RunStart<'_>) -> ! {
     let plan = start.plan;
     let stage = |s: Stage| s as u32;
@@ -387,11 +390,8 @@ fn run_main(start: &RunStart<'_>) -> ! {
     }
 
     sys::set_umask(plan.umask);
-    let stdio = sys::chdir(c"/tmp")
-        .and_then(|()| sys::dup2(plan.stdio[0], 0))
-        .and_then(|()| sys::dup2(plan.stdio[1], 1))
-        .and_then(|()| sys::dup2(plan.stdio[2], 2));
-    if let Err(e) = stdio {
+    // The streams are on 0, 1 and 2 already: the init put them there before the clone.
+    if let Err(e) = sys::chdir(c"/tmp") {
         give_up(start, stage(Stage::Stdio), e);
     }
     for i in 0..launch.rlimit_count() {

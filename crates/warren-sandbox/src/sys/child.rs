@@ -16,10 +16,15 @@ fn errno() -> Errno {
 }
 
 fn check(ret: libc::c_long) -> Res {
+    check_value(ret).map(|_| ())
+}
+
+/// A call's non-negative result (a descriptor, a pid), or its errno.
+fn check_value(ret: libc::c_long) -> Result<libc::c_int, Errno> {
     if ret < 0 {
         Err(errno())
     } else {
-        Ok(())
+        Ok(ret as libc::c_int)
     }
 }
 
@@ -150,9 +155,7 @@ pub fn write_file(path: &CStr, contents: &[u8], mode: libc::mode_t) -> Res {
             mode,
         )
     };
-    if fd < 0 {
-        return Err(errno());
-    }
+    let fd = check_value(fd as libc::c_long)?;
     let result = write_all(fd, contents);
     // SAFETY: `fd` was opened above and is closed once.
     unsafe { libc::close(fd) };
@@ -168,20 +171,14 @@ pub fn open_dir(path: &CStr) -> Result<RawFd, Errno> {
             libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
     };
-    if fd < 0 {
-        Err(errno())
-    } else {
-        Ok(fd)
-    }
+    check_value(fd as libc::c_long)
 }
 
 /// Writes `contents` to the existing file `path` below the directory `dir`.
 pub fn write_at(dir: RawFd, path: &CStr, contents: &[u8]) -> Res {
     // SAFETY: `path` is NUL-terminated; `dir` is a descriptor the caller owns.
     let fd = unsafe { libc::openat(dir, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(errno());
-    }
+    let fd = check_value(fd as libc::c_long)?;
     let result = write_all(fd, contents);
     // SAFETY: `fd` was opened above and is closed once.
     unsafe { libc::close(fd) };
@@ -526,11 +523,7 @@ pub fn open_dir_at(dir: RawFd, path: &CStr) -> Result<RawFd, Errno> {
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
     };
-    if fd < 0 {
-        Err(errno())
-    } else {
-        Ok(fd)
-    }
+    check_value(fd as libc::c_long)
 }
 
 /// Maps a stack of `len` bytes (rounded up to pages) with an inaccessible page below it, so
@@ -692,11 +685,7 @@ pub fn clone_sharing_memory<T>(
             arg,
         )
     };
-    if pid < 0 {
-        Err(errno())
-    } else {
-        Ok(pid)
-    }
+    check_value(pid as libc::c_long)
 }
 
 /// Where [`clone_sharing_memory`] keeps what its child starts from; the caller holds it.
@@ -740,11 +729,7 @@ pub fn raise(flag: &std::sync::atomic::AtomicU32) {
 /// the pid cannot have been reused).
 pub fn join_network_of(pid: libc::pid_t) -> Res {
     // SAFETY: pidfd_open takes integer arguments only.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(errno());
-    }
-    let fd = fd as RawFd;
+    let fd = check_value(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
     // SAFETY: setns takes integer arguments only; `fd` is the pidfd just opened.
     let result = check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) } as libc::c_long);
     close(fd);
@@ -755,9 +740,7 @@ pub fn join_network_of(pid: libc::pid_t) -> Res {
 pub fn pipe_cloexec() -> Result<(RawFd, RawFd), Errno> {
     let mut fds = [-1 as RawFd; 2];
     // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(errno());
-    }
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
     Ok((fds[0], fds[1]))
 }
 
@@ -815,11 +798,7 @@ pub fn wait_any() -> Result<(libc::pid_t, i32), Errno> {
     let mut status = 0;
     // SAFETY: `status` is a valid int for the call.
     let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
-    if pid < 0 {
-        Err(errno())
-    } else {
-        Ok((pid, status))
-    }
+    Ok((check_value(pid as libc::c_long)?, status))
 }
 
 /// Whether this process has a child, alive or not yet reaped (reaps one that has ended).
