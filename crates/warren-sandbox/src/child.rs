@@ -277,13 +277,15 @@ struct RunStart<'a> {
     executed_r: RawFd,
     /// The clone could not start the process in `group`: it moves itself there.
     move_into_group: AtomicBool,
-    /// Set by the run's process before it exits without executing the program.
+    /// Set from the run's process's start until just before its exec: still set once that
+    /// process is gone means it never executed the program (it gave up, or was killed).
     failed: AtomicBool,
     /// Raised by the init once the root, `/tmp` and the network are the run's.
     root_ready: AtomicU32,
     /// Raised by the run's process once it has made the run's network namespace, or given up.
     network_ready: AtomicU32,
-    /// Set by the run's process when it gives up before the exec.
+    /// Set by the run's process when it gives up before the exec (unlike `failed`, never
+    /// set while it is still on its way to the exec).
     gave_up: AtomicBool,
 }
 
