@@ -171,9 +171,15 @@ pub fn run(options: &Options) -> Result<String, String> {
         }
     }
     let n = samples.len();
-    for _ in 0..options.runs {
-        for (i, e) in externals.iter().enumerate() {
-            samples[i].durations.push(time_external(&e.argv)?);
+    for round in 0..options.runs {
+        // Each round starts at the next variant: a sandboxed run leaves kernel work behind (its
+        // network namespace is torn down by a kernel worker afterwards), which lands on
+        // whatever runs next; rotating, each variant follows each other one equally often.
+        for k in 0..externals.len() {
+            let i = (round + k) % externals.len();
+            samples[i]
+                .durations
+                .push(time_external(&externals[i].argv)?);
         }
         samples[n - 2].durations.push(time_library(&cold, &spec)?);
         samples[n - 1]
@@ -185,7 +191,8 @@ pub fn run(options: &Options) -> Result<String, String> {
     }
     let mut report = String::new();
     report.push_str(&format!(
-        "Sandbox start-up, {} runs each, interleaved (layout: {}):\n\n",
+        "Sandbox start-up, {} runs each, interleaved, each round starting at the next command \
+         (layout: {}):\n\n",
         options.runs,
         sandbox.layout().name()
     ));

@@ -123,12 +123,6 @@ pub struct SandboxConfig {
     /// Runs kept prepared ahead of time (namespaces, cgroups and root ready) for runs with the
     /// host root and no task files; 0 prepares each run when it is asked for.
     pub warm_runs: usize,
-    /// Reclaim what crashed runners left and make the mount directories once the first run's
-    /// launch message is sent, while its child is still setting up, instead of in
-    /// `Sandbox::new`: for a runner that makes one run
-    /// and exits (`warren sandbox run`), so that work is off the run's path. Anything that needs
-    /// it earlier (an image, a session) does it first.
-    pub defer_host_setup: bool,
     /// Return from a run as soon as its init has reported the end (every process of the run
     /// killed and reaped, its cgroups removed), without reaping the init, which is then
     /// exiting: in that exit the kernel tears the run's namespaces down, which takes a few
@@ -160,7 +154,6 @@ impl Default for SandboxConfig {
             stats_interval: Duration::from_millis(100),
             max_stat_points: 100,
             warm_runs: 2,
-            defer_host_setup: false,
             leave_exiting_inits: false,
             keep_parent_groups: false,
             spawner: None,

@@ -300,13 +300,11 @@ fn run_main(start: &RunStart<'_>) -> ! {
     mark_failed(start, true);
     sys::close(start.executed_r);
     sys::set_name(c"warren-run");
-    // Once the parent has made the v1 groups.
-    let mut placed = [0u8; 1];
-    match sys::read_exact(plan.go_fd, &mut placed) {
-        Ok(true) => {}
-        Ok(false) => give_up(start, stage(Stage::Handover), 0),
-        Err(e) => give_up(start, stage(Stage::Handover), e),
+    // The run's network first, since the init waits for it: loopback only.
+    if let Err(e) = sys::unshare(libc::CLONE_NEWNET).and_then(|()| sys::loopback_up()) {
+        give_up(start, stage(Stage::Network), e);
     }
+    sys::raise(&start.network_ready);
     for mount in start.v1_mounts.into_iter().filter(|fd| *fd >= 0) {
         // "0": the writing thread itself, which is this whole process.
         if let Err(e) = sys::write_at(mount, &plan.v1_tasks, b"0") {
@@ -322,11 +320,6 @@ fn run_main(start: &RunStart<'_>) -> ! {
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
         give_up(start, stage(Stage::CgroupNamespace), e);
     }
-    // The run's network: loopback only. The init joins it once this is done.
-    if let Err(e) = sys::unshare(libc::CLONE_NEWNET).and_then(|()| sys::loopback_up()) {
-        give_up(start, stage(Stage::Network), e);
-    }
-    sys::raise(&start.network_ready);
     let mut confined = Ok(());
     for cap in 0..=plan.last_capability {
         confined = confined.and_then(|()| sys::drop_bounding_capability(cap));

@@ -118,6 +118,10 @@ fn release(mount_point: &Path) {
 /// their own bind mounts, never through this path.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o7777 == 0o700)
+    {
+        return Ok(());
+    }
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
@@ -138,6 +142,10 @@ impl HostMounts {
     pub fn prepare(&self, runner_is_gone: &dyn Fn(&str) -> bool) -> std::io::Result<()> {
         for dir in [&self.images_dir, &self.scratch_dir] {
             private_dir(dir)?;
+            // Every entry is a directory (a mount point).
+            if !crate::cgroup::has_subdirectories(dir) {
+                continue;
+            }
             for entry in std::fs::read_dir(dir)?.flatten() {
                 let name = entry.file_name();
                 if name.to_str().is_some_and(runner_is_gone) {

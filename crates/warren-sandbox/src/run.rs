@@ -153,9 +153,6 @@ pub(crate) struct Host {
     runner_id: String,
     /// Made when first asked for: a run does not need it.
     report: std::sync::OnceLock<HostReport>,
-    /// Reclaiming crashed runners' leftovers and making the mount directories, when
-    /// [`SandboxConfig::defer_host_setup`] leaves them for the first run's preparation.
-    setup_pending: AtomicBool,
 }
 
 /// The parts of a run fixed when its child is prepared: its filesystem.
@@ -446,7 +443,6 @@ impl Sandbox {
 
 impl Host {
     pub(crate) fn mounts(&self) -> &HostMounts {
-        self.finish_setup();
         &self.mounts
     }
 
@@ -494,11 +490,12 @@ impl Host {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
             })?;
         let mounts = HostMounts::new(&config.state_dir, &runner_id);
-        if !config.defer_host_setup {
-            mounts
-                .prepare(&|name| runner_is_gone(name))
-                .map_err(host("preparing the mount directories"))?;
-        }
+        // Before this runner makes any group of its own: a parent without child groups, the
+        // usual case, then costs one `statx` to check (`has_subdirectories`).
+        cgroups.reclaim(&|name| runner_is_gone(name));
+        mounts
+            .prepare(&|name| runner_is_gone(name))
+            .map_err(host("preparing the mount directories"))?;
         let built = Host {
             mounts,
             cgroups,
@@ -511,24 +508,9 @@ impl Host {
             cpus: sys::available_cpus(),
             runner_id,
             report: std::sync::OnceLock::new(),
-            setup_pending: AtomicBool::new(config.defer_host_setup),
             config,
         };
-        if !built.config.defer_host_setup {
-            built.cgroups.reclaim(&|name| runner_is_gone(name));
-        }
         Ok(built)
-    }
-
-    /// The host set-up [`SandboxConfig::defer_host_setup`] left for later, done once.
-    fn finish_setup(&self) {
-        if !self.setup_pending.swap(false, Ordering::SeqCst) {
-            return;
-        }
-        self.cgroups.reclaim(&|name| runner_is_gone(name));
-        if let Err(e) = self.mounts.prepare(&|name| runner_is_gone(name)) {
-            eprintln!("warren-sandbox: preparing the mount directories: {e}");
-        }
     }
 
     /// Whether this host can enforce `limits`; `disks` are the block devices an IO limit would
@@ -638,9 +620,14 @@ impl Host {
         let mut steps = Vec::new();
         self.filesystem_steps(shape, identity.uid, &mut steps)
             .map_err(|e| format!("preparing the run: {e}"))?;
-        // The group the init starts the run's process in at once; the v1 groups, which the
-        // run's process moves into, are made while the init assembles the root.
-        let cgroups = self.cgroups.create_v2(&name).map_err(|e| e.to_string())?;
+        // Every group before the clone: the init starts the run's process in the cgroup2 one
+        // at once, and that process moves itself into the v1 ones. Made after the clone, they
+        // were not made meanwhile: the kernel starts the new init on this CPU, so it waited
+        // for this process to block.
+        let cgroups = self
+            .cgroups
+            .create(&name, shape.io_limited)
+            .map_err(|e| e.to_string())?;
         let child_plan = ChildPlan {
             new_root: self.new_root.clone(),
             steps,
@@ -696,7 +683,10 @@ impl Host {
             }
         };
         drop((stdout_w, stderr_w, error_w, stdin_child, go_r, null));
-        let mut prepared = Prepared {
+        // The child assembles its root meanwhile, and runs nothing of the user's before the
+        // launch message. On an error, dropping the result kills the child and removes what
+        // was made.
+        Ok(Prepared {
             shape: shape.clone(),
             pidfd: spawned.pidfd,
             cgroups,
@@ -707,18 +697,7 @@ impl Host {
             go_w: Some(go_w),
             error_r,
             launched: false,
-        };
-        // The child assembles its root meanwhile; the run's process waits for this byte before
-        // it moves into these groups, and runs nothing of the user's before the launch
-        // message. On an error, dropping `prepared` kills the child and removes what was made.
-        self.cgroups
-            .create_v1(&mut prepared.cgroups, &name, shape.io_limited)
-            .map_err(|e| e.to_string())?;
-        if let Some(go) = &prepared.go_w {
-            // A child that died in its setup closes the pipe; its report says why at launch.
-            let _ = sys::write_all_nosigpipe(go.as_fd(), b"p");
-        }
-        Ok(prepared)
+        })
     }
 
     /// The launch message for `spec`.
@@ -834,10 +813,6 @@ impl Host {
             // A child that died in its setup closes the pipe; its report says why, below.
             let _ = sys::write_all_nosigpipe(go.as_fd(), &framed);
         }
-        // What was left of the host's set-up, while the child is still setting up: not
-        // earlier, in the window of the init's `pivot_root`, whose unmount of the old root
-        // measurably waits longer while this process is busy in the kernel.
-        self.finish_setup();
         let stdin_feed = match (prepared.stdin_w.take(), stdin_bytes) {
             (Some(w), Some(bytes)) if !bytes.is_empty() => Some((w, bytes)),
             _ => None, // dropping the write end gives the program end of file

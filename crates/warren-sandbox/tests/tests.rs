@@ -938,33 +938,43 @@ fn plant_stale_groups(parent: &str, stale: &str) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn a_runner_that_defers_its_set_up_reclaims_before_its_run_executes() {
+fn a_new_runner_reclaims_dead_runners_groups_beside_live_ones() {
     let Some(first) = cold_sandbox() else { return };
-    assert_eq!(
-        sh(&first, "true", Limits::default()).status,
-        Status::Success
-    );
     let parent = first.config().cgroup_parent.clone();
-    let made = plant_stale_groups(&parent, "run-999999998.1-0");
-    assert!(!made.is_empty());
-    let Ok(second) = warren_sandbox::Sandbox::new(warren_sandbox::SandboxConfig {
-        cgroup_parent: parent.clone(),
-        warm_runs: 0,
-        defer_host_setup: true,
-        ..Default::default()
-    }) else {
-        return;
-    };
-    assert!(
-        made.iter().all(|dir| dir.exists()),
-        "left for the first run"
-    );
-    let r = sh(&second, "true", Limits::default());
-    assert_eq!(r.status, Status::Success, "{r:?}");
-    for dir in &made {
-        assert!(!dir.exists(), "{} was not reclaimed", dir.display());
+    // The dead runner's group alone, then beside a group that is no run's: it is reclaimed,
+    // and only it.
+    for live in [false, true] {
+        // A run makes the parent groups (the last runner to go removes them).
+        assert_eq!(
+            sh(&first, "true", Limits::default()).status,
+            Status::Success
+        );
+        let made = plant_stale_groups(&parent, "run-999999998.1-0");
+        assert!(!made.is_empty());
+        // Not a run's name: no runner's, so never reclaimed.
+        let kept = if live {
+            plant_stale_groups(&parent, "someone-elses")
+        } else {
+            Vec::new()
+        };
+        let Ok(second) = warren_sandbox::Sandbox::new(warren_sandbox::SandboxConfig {
+            cgroup_parent: parent.clone(),
+            warm_runs: 0,
+            ..Default::default()
+        }) else {
+            return;
+        };
+        for dir in &made {
+            assert!(!dir.exists(), "{} was not reclaimed", dir.display());
+        }
+        for dir in &kept {
+            assert!(dir.exists(), "{} was removed", dir.display());
+            let _ = std::fs::remove_dir(dir);
+        }
+        let r = sh(&second, "true", Limits::default());
+        assert_eq!(r.status, Status::Success, "{r:?}");
+        drop(second);
     }
-    drop(second);
     drop(first);
 }
 

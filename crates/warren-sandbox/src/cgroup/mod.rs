@@ -360,40 +360,23 @@ impl CgroupHost {
         })
     }
 
-    /// Creates a run's groups, named `name` in every hierarchy; limits are applied later with
+    /// Creates a run's groups, named `name` in every hierarchy, before its init is cloned: the
+    /// init starts the run's process in the cgroup2 group (`CLONE_INTO_CGROUP`), and that
+    /// process moves itself into the v1 ones. Limits are applied later with
     /// [`RunCgroups::set_limits`].
     pub fn create(&self, name: &str, io_limited: bool) -> Result<RunCgroups, CgroupError> {
-        let mut run = self.create_v2(name)?;
-        self.create_v1(&mut run, name, io_limited)?;
-        Ok(run)
-    }
-
-    /// Creates the run's group in the cgroup2 tree, if there is one: made before the run's init
-    /// is cloned, which starts the run's process in it straight away (`CLONE_INTO_CGROUP`).
-    pub fn create_v2(&self, name: &str) -> Result<RunCgroups, CgroupError> {
         let mut run = RunCgroups::default();
         if let Some(v2) = &self.v2 {
             run.groups.push(Box::new(v2.create(name)?));
         }
-        Ok(run)
-    }
-
-    /// Creates the run's v1 groups, after the clone, while the init assembles the root: the
-    /// run's process waits for them and moves itself in.
-    pub fn create_v1(
-        &self,
-        run: &mut RunCgroups,
-        name: &str,
-        io_limited: bool,
-    ) -> Result<(), CgroupError> {
         for h in self.joined(io_limited) {
             run.groups.push(Box::new(h.create(name)?));
         }
-        Ok(())
+        Ok(run)
     }
 
-    /// Where the v1 hierarchies a run has groups in are mounted, in the order of the groups
-    /// [`CgroupHost::create_v1`] makes. The run's init opens them before `pivot_root`, and the
+    /// Where the v1 hierarchies a run has groups in are mounted, in the order of the v1 groups
+    /// [`CgroupHost::create`] makes. The run's init opens them before `pivot_root`, and the
     /// run's process moves itself into its groups below them
     /// ([`CgroupHost::tasks_below_mount`]): the mount points are there before any run's group
     /// or parent group is.
@@ -478,6 +461,9 @@ pub trait Reclaim {
 }
 
 pub(crate) fn list_dirs(dir: &Path) -> Vec<String> {
+    if !has_subdirectories(dir) {
+        return Vec::new();
+    }
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -487,6 +473,15 @@ pub(crate) fn list_dirs(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether `dir` may have subdirectories: false only when its link count says it has none.
+/// cgroupfs and tmpfs count a directory's subdirectories in its links (2 plus one each), so
+/// the common case, nothing below, costs one `statx` instead of opening and reading the
+/// directory; file systems that do not count them report 1, and are read.
+pub(crate) fn has_subdirectories(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).map_or(true, |m| m.nlink() != 2)
 }
 
 /// The host's block devices in use (`MAJ:MIN` of every entry of `/sys/block` with a size: disks,

@@ -112,9 +112,8 @@ pub struct Hierarchy {
 
 impl Hierarchy {
     /// The parent group `mount/parent` of a hierarchy with `controllers`, made by the first run
-    /// that needs it (its group's creation finds it missing and makes it): these groups are
-    /// only ever made after the clone, while the child assembles its root, so that is where
-    /// the parent's cost goes too.
+    /// that needs it (its group's creation finds it missing and makes it), so a host that
+    /// never runs anything makes none.
     pub fn new(controllers: Controllers, mount: &Path, parent: &str) -> Hierarchy {
         Hierarchy {
             controllers,

@@ -75,6 +75,23 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Reads from a descriptor into the spare capacity of `buf`, which it first empties, and
+/// returns the byte count (0 at end of file). Unlike [`read`] into a zeroed buffer, no page
+/// of `buf` is touched but those the kernel writes.
+pub fn read_into_spare(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is valid for writes of `spare.len()` bytes for the duration of the call;
+    // read(2) writes at most that many.
+    let n = check(
+        unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) }
+            as libc::c_long,
+    )? as usize;
+    // SAFETY: the kernel initialised the first `n` bytes, and `n` is at most the capacity.
+    unsafe { buf.set_len(n) };
+    Ok(n)
+}
+
 /// Writes `buf` to a descriptor, returning the byte count written.
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
