@@ -161,16 +161,24 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         move_into_group: AtomicBool::new(false),
         failed: AtomicBool::new(false),
         root_ready: AtomicU32::new(0),
-        network_ready: AtomicU32::new(0),
+        network: AtomicU32::new(0),
         gave_up: AtomicBool::new(false),
     };
     let mut entry = None;
     let target = (group >= 0).then_some(group);
-    let mut started = sys::clone_sharing_memory(stack, target, run_main, &start, &mut entry);
+    let mut started =
+        sys::clone_sharing_memory(stack, target, run_main, &start, &start.network, &mut entry);
     if let Err(e) = started {
         if target.is_some() && sys::cannot_clone_into_cgroup(e) {
             start.move_into_group.store(true, Ordering::SeqCst);
-            started = sys::clone_sharing_memory(stack, None, run_main, &start, &mut entry);
+            started = sys::clone_sharing_memory(
+                stack,
+                None,
+                run_main,
+                &start,
+                &start.network,
+                &mut entry,
+            );
         }
     }
     let pid = match started {
@@ -206,8 +214,10 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     }
     // Into the network namespace the run's process made, so that this process (whose `/proc`
     // entries the program can read) shows nothing of the host's network.
-    sys::wait_raised(&start.network_ready);
-    if start.gave_up.load(Ordering::SeqCst) {
+    // Killed before it got there (its memory limit, a SIGKILL of the host's), the run's
+    // process is gone without a word: the kernel clears the word then.
+    let network = sys::wait_for_change(&start.network, pid as u32);
+    if network != NETWORK_MADE || start.gave_up.load(Ordering::SeqCst) {
         end_unexecuted();
     }
     if let Err(e) = sys::sethostname(&plan.hostname).and_then(|()| sys::join_network_of(pid)) {
@@ -259,6 +269,10 @@ fn end_unexecuted() -> ! {
     sys::exit(SETUP_FAILED)
 }
 
+/// What the run's process sets [`RunStart::network`] to once the run's network namespace is
+/// made (no pid is this large).
+const NETWORK_MADE: u32 = u32::MAX;
+
 /// The capability to signal processes of other users.
 const CAP_KILL: u32 = 5;
 
@@ -282,8 +296,10 @@ struct RunStart<'a> {
     failed: AtomicBool,
     /// Raised by the init once the root, `/tmp` and the network are the run's.
     root_ready: AtomicU32,
-    /// Raised by the run's process once it has made the run's network namespace, or given up.
-    network_ready: AtomicU32,
+    /// The run's process's pid while it sets up (the kernel writes it at the clone), then
+    /// [`NETWORK_MADE`] once it has made the run's network namespace or given up; 0, written by
+    /// the kernel, once it has exited or executed the program.
+    network: AtomicU32,
     /// Set by the run's process when it gives up before the exec (unlike `failed`, never
     /// set while it is still on its way to the exec).
     gave_up: AtomicBool,
@@ -304,7 +320,7 @@ fn run_main(start: &RunStart<'_>) -> ! {
     if let Err(e) = sys::unshare(libc::CLONE_NEWNET).and_then(|()| sys::loopback_up()) {
         give_up(start, stage(Stage::Network), e);
     }
-    sys::raise(&start.network_ready);
+    sys::set_and_wake(&start.network, NETWORK_MADE);
     for mount in start.v1_mounts.into_iter().filter(|fd| *fd >= 0) {
         // "0": the writing thread itself, which is this whole process.
         if let Err(e) = sys::write_at(mount, &plan.v1_tasks, b"0") {
@@ -421,7 +437,7 @@ fn run_main(start: &RunStart<'_>) -> ! {
 fn give_up(start: &RunStart<'_>, stage: u32, errno: sys::Errno) -> ! {
     mark_failed(start, true);
     start.gave_up.store(true, Ordering::SeqCst);
-    sys::raise(&start.network_ready);
+    sys::set_and_wake(&start.network, NETWORK_MADE);
     if errno == 0 {
         sys::exit(SETUP_FAILED)
     }

@@ -640,6 +640,11 @@ pub fn cannot_clone_into_cgroup(errno: Errno) -> bool {
 /// `cgroup`, a cgroup2 directory, the child starts in that group (`CLONE_INTO_CGROUP`), which
 /// takes none of the locks moving a process does.
 ///
+/// The kernel keeps `presence` for the caller: the child's pid from before this returns until
+/// the child exits or executes a program, then 0, with a wake-up of whoever waits on it
+/// (`CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID`, what threads are joined by). The child may
+/// set it to another non-zero value meanwhile: see [`wait_for_change`].
+///
 /// `entry` must stay alive, and `stack` unused by anything else, until the child has executed
 /// a program or exited: the caller waits for that before it returns or touches either.
 pub fn clone_sharing_memory<T>(
@@ -647,6 +652,7 @@ pub fn clone_sharing_memory<T>(
     cgroup: Option<RawFd>,
     child: fn(&T) -> !,
     data: &T,
+    presence: &std::sync::atomic::AtomicU32,
     entry: &mut Option<ChildEntry<T>>,
 ) -> Result<libc::pid_t, Errno> {
     let entry = entry.insert(ChildEntry(Entry {
@@ -659,9 +665,13 @@ pub fn clone_sharing_memory<T>(
     // The stack grows down from the end of `stack`, kept 16-byte aligned as the ABI requires.
     let base = stack.as_mut_ptr() as usize;
     let top = (base + stack.len()) & !15;
+    let presence = presence.as_ptr();
+    let tracked = libc::CLONE_VM | libc::CLONE_PARENT_SETTID | libc::CLONE_CHILD_CLEARTID;
     if let Some(fd) = cgroup {
         let mut args = CloneArgs {
-            flags: libc::CLONE_VM as u64 | CLONE_INTO_CGROUP,
+            flags: tracked as u64 | CLONE_INTO_CGROUP,
+            child_tid: presence as u64,
+            parent_tid: presence as u64,
             exit_signal: libc::SIGCHLD as u64,
             stack: base as u64,
             stack_size: (top - base) as u64,
@@ -676,13 +686,17 @@ pub fn clone_sharing_memory<T>(
         };
     }
     // SAFETY: CLONE_VM: the child runs `enter::<T>` on `stack`, which the caller owns and
-    // nothing else uses, with `entry` kept alive by the caller (see above).
+    // nothing else uses, with `entry` kept alive by the caller (see above). `presence` is an
+    // aligned u32 in this memory that the caller keeps alive as long as the child lives.
     let pid = unsafe {
         libc::clone(
             enter::<T>,
             top as *mut libc::c_void,
-            libc::CLONE_VM | libc::SIGCHLD,
+            tracked | libc::SIGCHLD,
             arg,
+            presence,
+            std::ptr::null_mut::<libc::c_void>(),
+            presence,
         )
     };
     check_value(pid as libc::c_long)
@@ -690,6 +704,39 @@ pub fn clone_sharing_memory<T>(
 
 /// Where [`clone_sharing_memory`] keeps what its child starts from; the caller holds it.
 pub struct ChildEntry<T>(Entry<T>);
+
+/// Blocks while `word` holds `value`, and returns what it holds then. Waits on the shared
+/// futex, the one the kernel wakes when it clears a `presence` word (see
+/// [`clone_sharing_memory`]); whoever changes `word` otherwise wakes it with
+/// [`set_and_wake`].
+pub fn wait_for_change(word: &std::sync::atomic::AtomicU32, value: u32) -> u32 {
+    use std::sync::atomic::Ordering;
+    loop {
+        let now = word.load(Ordering::SeqCst);
+        if now != value {
+            return now;
+        }
+        // SAFETY: FUTEX_WAIT on a valid, aligned u32 that outlives the call, no timeout; it
+        // returns at once if the value is no longer `value`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                value,
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+    }
+}
+
+/// Stores `value` in `word` and wakes whoever waits on it in [`wait_for_change`].
+pub fn set_and_wake(word: &std::sync::atomic::AtomicU32, value: u32) {
+    use std::sync::atomic::Ordering;
+    word.store(value, Ordering::SeqCst);
+    // SAFETY: FUTEX_WAKE on a valid, aligned u32; it only wakes waiters.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+}
 
 /// Blocks until `flag` is non-zero (set by another process of this memory with [`raise`]).
 pub fn wait_raised(flag: &std::sync::atomic::AtomicU32) {
@@ -828,4 +875,61 @@ pub fn kill_all_others() {
 pub fn exit(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no user-space state.
     unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn exit_at_once(_: &AtomicU32) -> ! {
+        exit(0)
+    }
+
+    /// Says 5, waits for the parent's 6, exits.
+    fn answer_then_exit(word: &AtomicU32) -> ! {
+        set_and_wake(word, 5);
+        wait_for_change(word, 5);
+        exit(0)
+    }
+
+    #[test]
+    fn a_child_that_exits_without_a_word_clears_its_presence() {
+        let Ok(stack) = map_stack(64 << 10) else {
+            panic!("mapping a stack")
+        };
+        let presence = AtomicU32::new(0);
+        let mut entry = None;
+        let pid = clone_sharing_memory(stack, None, exit_at_once, &presence, &presence, &mut entry)
+            .unwrap_or_else(|e| panic!("clone: errno {e}"));
+        assert!(pid > 0);
+        assert_eq!(wait_for_change(&presence, pid as u32), 0);
+        let _ = crate::sys::process::wait_pid(pid);
+    }
+
+    #[test]
+    fn a_presence_word_carries_the_child_s_word_until_it_exits() {
+        let Ok(stack) = map_stack(64 << 10) else {
+            panic!("mapping a stack")
+        };
+        let presence = AtomicU32::new(0);
+        let mut entry = None;
+        let pid = clone_sharing_memory(
+            stack,
+            None,
+            answer_then_exit,
+            &presence,
+            &presence,
+            &mut entry,
+        )
+        .unwrap_or_else(|e| panic!("clone: errno {e}"));
+        assert_eq!(wait_for_change(&presence, pid as u32), 5);
+        set_and_wake(&presence, 6);
+        assert_eq!(
+            wait_for_change(&presence, 6),
+            0,
+            "cleared at the child's exit"
+        );
+        let _ = crate::sys::process::wait_pid(pid);
+    }
 }
