@@ -385,12 +385,15 @@ pub fn system_mounts(root: &CStr, steps: &mut Vec<Step>) {
     let s = |t: &str| Some(CString::new(t).unwrap_or_default());
     let proc = under(root, "proc");
     steps.push(Step::Mkdir(proc.clone(), 0o555));
+    // `hidepid=2`: a process of another uid is not there at all. The program sees its own
+    // processes only, not the run's init (uid 0), whose entries would tell the runner's
+    // command line and where its cgroups are on the host.
     steps.push(Step::Mount {
         source: s("proc"),
         target: proc,
         fstype: s("proc"),
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        data: None,
+        data: s("hidepid=2"),
     });
     // A directory of the root, read-only with it once set up: no tmpfs of its own to make
     // and tear down for five nodes and five links.

@@ -330,32 +330,68 @@ fn the_process_limit_counts_the_run_s_own_processes_only() {
 #[test]
 fn no_process_of_the_run_shows_the_host_s_network() {
     let Some(sb) = sandbox() else { return };
-    // The init, pid 1, joins the network namespace the run's process makes; its `/proc`
-    // entries are readable by the program, so it must not be in the host's.
+    // `/proc/net` is the reader's own namespace's; the init, pid 1, joins the network
+    // namespace the run's process makes, and its entries are hidden from the program anyway.
     let r = sh(
         &sb,
-        "for p in self 1; do tail -n +3 /proc/$p/net/dev | cut -d: -f1 | tr -d ' '; done",
+        "tail -n +3 /proc/self/net/dev | cut -d: -f1 | tr -d ' '; tail -n +3 /proc/net/dev | \
+         cut -d: -f1 | tr -d ' '; test -e /proc/1/net; echo $?",
         Limits::default(),
     );
-    assert_eq!(out(&r), "lo\nlo\n", "{r:?}");
+    assert_eq!(out(&r), "lo\nlo\n1\n", "{r:?}");
 }
 
 #[test]
 fn the_run_s_init_is_outside_the_run_s_cgroups() {
     let Some(sb) = sandbox() else { return };
-    // The run's own process sees itself at the root of every hierarchy (its cgroup
-    // namespace is rooted at the run's groups); the init, pid 1, is above that root.
-    let r = sh(
-        &sb,
-        "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
-        Limits::default(),
-    );
-    let text = out(&r);
-    let Some((own, init)) = text.split_once("--\n") else {
-        panic!("unexpected output: {r:?}");
+    // Read from the host while the run sleeps: every group of the sandbox's holds the run's
+    // own processes (and the warm pool's prepared ones), never an init.
+    let seen = std::thread::scope(|scope| {
+        let run = scope.spawn(|| sh(&sb, "sleep 1", Limits::default()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen: Vec<String> = Vec::new();
+        while !seen.iter().any(|name| name == "sleep") && Instant::now() < deadline {
+            seen = processes_in_run_groups(sb.parent());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let r = run
+            .join()
+            .unwrap_or_else(|_| panic!("the run's thread panicked"));
+        assert_eq!(r.status, Status::Success, "{r:?}");
+        seen
+    });
+    assert!(seen.iter().any(|name| name == "sleep"), "{seen:?}");
+    assert!(!seen.iter().any(|name| name == "warren-init"), "{seen:?}");
+}
+
+/// The names of the processes in the run groups below `parent`, in every hierarchy.
+fn processes_in_run_groups(parent: &str) -> Vec<String> {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Vec::new();
     };
-    assert!(own.lines().all(|l| l.ends_with(":/")), "{text}");
-    assert!(init.lines().any(|l| l.contains(":/..")), "{text}");
+    let parents = hierarchies
+        .filter_map(Result::ok)
+        .map(|e| e.path().join(parent))
+        .chain([std::path::Path::new("/sys/fs/cgroup").join(parent)]);
+    let mut names = Vec::new();
+    for dir in parents {
+        let Ok(groups) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for group in groups.filter_map(Result::ok) {
+            if !group.file_name().to_string_lossy().starts_with("run-") {
+                continue;
+            }
+            let procs =
+                std::fs::read_to_string(group.path().join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines() {
+                if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                    names.push(comm.trim_end().to_string());
+                }
+            }
+        }
+    }
+    names
 }
 
 #[test]
@@ -538,13 +574,20 @@ fn mount_ptrace_and_namespaces_are_denied() {
 #[test]
 fn proc_shows_only_the_run() {
     let Some(sb) = sandbox() else { return };
-    // The run's init (1), the shell (2) and the `ls` it runs: nothing of the host's.
+    // The shell (2), which expands the glob itself: nothing of the host's, and not the run's
+    // init (1, another uid's, hidden).
     let r = sh(&sb, "cd /proc && echo [0-9]*", Limits::default());
     let pids: Vec<u32> = out(&r)
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect();
-    assert_eq!(pids, [1, 2], "{}", out(&r));
+    assert_eq!(pids, [2], "{}", out(&r));
+    let r = sh(
+        &sb,
+        "cat /proc/1/cmdline /proc/1/cgroup; echo $?",
+        Limits::default(),
+    );
+    assert_eq!(out(&r), "1\n", "the init's entries are not there: {r:?}");
 }
 
 #[test]
