@@ -1121,19 +1121,39 @@ fn effective_env(given: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
     env
 }
 
-/// A runner process's identity: its pid and start time (`PID.START`), so a recycled pid is
-/// never taken for the runner that used it before.
+/// A runner process's identity: its pid, start time and PID namespace (`PID.START.NS`), so a
+/// recycled pid is never taken for the runner that used it before, and a runner in another PID
+/// namespace (a container sharing the host's cgroups) is never judged by a pid of this one's.
 fn runner_id(pid: u32) -> Option<String> {
     let stat = sys::read_proc_file(Path::new(&format!("/proc/{pid}/stat"))).ok()?;
     // The command name may hold spaces and parentheses: fields count from the last ')'.
     let after_name = &stat[stat.rfind(')')? + 1..];
     let start_time = after_name.split_whitespace().nth(19)?;
-    Some(format!("{pid}.{start_time}"))
+    let namespace = pid_namespace(&format!("/proc/{pid}/ns/pid"))?;
+    Some(format!("{pid}.{start_time}.{namespace}"))
+}
+
+/// The inode number that names the PID namespace behind `link` (`pid:[4026531836]`).
+fn pid_namespace(link: &str) -> Option<u64> {
+    let target = std::fs::read_link(link).ok()?;
+    target
+        .to_str()?
+        .strip_prefix("pid:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// This process's PID namespace, read once.
+fn own_pid_namespace() -> Option<u64> {
+    static OWN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| pid_namespace("/proc/self/ns/pid"))
 }
 
 /// Run cgroups are named `run-<runner id>-<sequence>`: a group whose runner process no longer
 /// exists (its pid is gone, or now belongs to a process started at another time) was left by a
-/// runner that crashed.
+/// runner that crashed. A runner of another PID namespace cannot be looked up here: its groups
+/// are left for a runner of its own namespace.
 fn runner_is_gone(name: &str) -> bool {
     let Some(id) = name
         .strip_prefix("run-")
@@ -1141,10 +1161,24 @@ fn runner_is_gone(name: &str) -> bool {
     else {
         return false;
     };
-    let Some(pid) = id.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+    let parts: Vec<&str> = id.split('.').collect();
+    let Some(pid) = parts.first().and_then(|p| p.parse::<u32>().ok()) else {
         return false;
     };
-    runner_id(pid).as_deref() != Some(id)
+    let alive = |current: &str| match parts.len() {
+        3 => current == id,
+        // From before the namespace was part of the id: a runner of this namespace.
+        2 => current.starts_with(&format!("{id}.")),
+        // No start time: whoever has the pid now is another process.
+        _ => false,
+    };
+    if let Some(namespace) = parts.get(2) {
+        match namespace.parse::<u64>() {
+            Ok(namespace) if Some(namespace) == own_pid_namespace() => {}
+            _ => return false,
+        }
+    }
+    !runner_id(pid).is_some_and(|current| alive(&current))
 }
 
 #[cfg(test)]
@@ -1154,19 +1188,38 @@ mod tests {
     #[test]
     fn stale_group_names() {
         let me = runner_id(std::process::id()).unwrap_or_default();
+        let namespace = own_pid_namespace().unwrap_or_default();
+        let pid = std::process::id();
         assert!(!runner_is_gone("something-else"));
         assert!(
             !runner_is_gone(&format!("run-{me}-3")),
             "this process is alive"
         );
         assert!(
-            runner_is_gone(&format!("run-{}.1-3", std::process::id())),
+            runner_is_gone(&format!("run-{pid}.1.{namespace}-3")),
             "same pid, other start"
         );
+        assert!(runner_is_gone(&format!("run-999999999.5.{namespace}-1")));
+        assert!(
+            !runner_is_gone(&format!("run-999999999.5.{}-1", namespace + 1)),
+            "a runner of another PID namespace is not judged by this one's pids"
+        );
+        assert!(
+            !runner_is_gone(&format!("run-{pid}.1.x-3")),
+            "not a runner id"
+        );
+        // Names from before the namespace was part of the id.
+        let (pid_and_start, _) = me.rsplit_once('.').unwrap_or_default();
+        assert!(!runner_is_gone(&format!("run-{pid_and_start}-3")));
+        assert!(runner_is_gone(&format!("run-{pid}.1-3")));
         assert!(runner_is_gone("run-999999999.5-1"));
         assert!(
             runner_is_gone("run-15240-0"),
             "a name without start time is from a dead runner"
+        );
+        assert!(
+            runner_is_gone(&format!("run-{pid}-0")),
+            "even when its pid is alive now"
         );
     }
 
