@@ -893,40 +893,35 @@ mod tests {
         exit(0)
     }
 
-    #[test]
-    fn a_child_that_exits_without_a_word_clears_its_presence() {
+    /// Starts `child` sharing this memory, with `presence` as its presence word. What it
+    /// starts from is leaked: the child may read it until it exits.
+    fn start(child: fn(&AtomicU32) -> !, presence: &'static AtomicU32) -> libc::pid_t {
         let Ok(stack) = map_stack(64 << 10) else {
             panic!("mapping a stack")
         };
-        let presence = AtomicU32::new(0);
-        let mut entry = None;
-        let pid = clone_sharing_memory(stack, None, exit_at_once, &presence, &presence, &mut entry)
+        let entry = Box::leak(Box::new(None));
+        let pid = clone_sharing_memory(stack, None, child, presence, presence, entry)
             .unwrap_or_else(|e| panic!("clone: errno {e}"));
         assert!(pid > 0);
-        assert_eq!(wait_for_change(&presence, pid as u32), 0);
+        pid
+    }
+
+    #[test]
+    fn a_child_that_exits_without_a_word_clears_its_presence() {
+        let presence = Box::leak(Box::new(AtomicU32::new(0)));
+        let pid = start(exit_at_once, presence);
+        assert_eq!(wait_for_change(presence, pid as u32), 0);
         let _ = crate::sys::process::wait_pid(pid);
     }
 
     #[test]
     fn a_presence_word_carries_the_child_s_word_until_it_exits() {
-        let Ok(stack) = map_stack(64 << 10) else {
-            panic!("mapping a stack")
-        };
-        let presence = AtomicU32::new(0);
-        let mut entry = None;
-        let pid = clone_sharing_memory(
-            stack,
-            None,
-            answer_then_exit,
-            &presence,
-            &presence,
-            &mut entry,
-        )
-        .unwrap_or_else(|e| panic!("clone: errno {e}"));
-        assert_eq!(wait_for_change(&presence, pid as u32), 5);
-        set_and_wake(&presence, 6);
+        let presence = Box::leak(Box::new(AtomicU32::new(0)));
+        let pid = start(answer_then_exit, presence);
+        assert_eq!(wait_for_change(presence, pid as u32), 5);
+        set_and_wake(presence, 6);
         assert_eq!(
-            wait_for_change(&presence, 6),
+            wait_for_change(presence, 6),
             0,
             "cleared at the child's exit"
         );
