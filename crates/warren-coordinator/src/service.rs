@@ -1828,7 +1828,7 @@ impl Service {
             view.state = w.view.state;
             (
                 w.view.state,
-                w.view.caps != view.caps,
+                w.view.offer_changes(&view),
                 w.maintenance_note.clone(),
             )
         });
@@ -1912,14 +1912,16 @@ impl Service {
             }
         }
         let register = WorkerEvent::Register {
-            caps_changed: previous.as_ref().is_some_and(|p| p.1),
+            caps_changed: previous.as_ref().is_some_and(|p| !p.1.is_empty()),
             // A plain pool (a new id on every connection) cannot wait for an operator.
             straight_to_idle: idle || !warren,
         };
         let previous_state = previous.as_ref().map(|p| p.0);
         let note = match &previous {
-            Some((_, true, _)) => Some("its capabilities changed".to_string()),
-            Some((_, false, note)) => note.clone(),
+            Some((_, changes, _)) if !changes.is_empty() => {
+                Some(format!("its {} changed", changes.join(" and ")))
+            }
+            Some((_, _, note)) => note.clone(),
             None => None,
         };
         // The rule is applied to the state it had before this registration.

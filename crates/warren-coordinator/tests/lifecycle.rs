@@ -182,6 +182,22 @@ async fn re_registration_changed_goes_to_maintenance_and_failed_unchanged_back_t
         "{view}"
     );
     assert_eq!(view["caps"]["disk"], "ssd");
+    // Taken back by an operator, then back with another capacity: the same.
+    set_state(&c, "re", r#"{"state":"IDLE"}"#).await;
+    worker_until(c.http(), "re", "IDLE", |v| v["state"] == "IDLE").await;
+    drop(_w);
+    worker_until(c.http(), "re", "FAILED", |v| v["state"] == "FAILED").await;
+    let _w = hand_worker(c.queue(), "re", 2, &[("disk", "ssd")], true, false).await;
+    let view = worker_until(c.http(), "re", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+    let reason = view["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("resources") && !reason.contains("capabilities"),
+        "{view}"
+    );
+    assert_eq!(view["capacity"], 2, "{view}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

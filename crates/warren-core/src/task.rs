@@ -718,6 +718,33 @@ pub struct WorkerView {
     pub hooks: BTreeMap<String, HookRun>,
 }
 
+impl WorkerView {
+    /// What a worker registering again as `now` offers otherwise than this view says: its
+    /// capabilities, environments (as a set) or resources (capacity, memory, CPU), by name, in
+    /// that order. A worker that comes back changed waits for an operator.
+    pub fn offer_changes(&self, now: &WorkerView) -> Vec<&'static str> {
+        let sorted = |environments: &[String]| {
+            let mut environments = environments.to_vec();
+            environments.sort();
+            environments.dedup();
+            environments
+        };
+        let mut changes = Vec::new();
+        if self.caps != now.caps {
+            changes.push("capabilities");
+        }
+        if sorted(&self.environments) != sorted(&now.environments) {
+            changes.push("environments");
+        }
+        if (self.capacity, self.memory_bytes, self.milli_cpus)
+            != (now.capacity, now.memory_bytes, now.milli_cpus)
+        {
+            changes.push("resources");
+        }
+        changes
+    }
+}
+
 /// One page of `GET /v1/workers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerPage {
@@ -959,6 +986,42 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_s_offer_changes_by_part() {
+        let before = WorkerView {
+            id: "w".into(),
+            state: WorkerState::Idle,
+            capacity: 2,
+            running: 0,
+            memory_bytes: 1 << 30,
+            milli_cpus: 2000,
+            caps: [("arch".to_string(), "x86_64".to_string())].into(),
+            environments: vec!["python".into(), "gcc".into()],
+            address: None,
+            connected_at: None,
+            last_seen: None,
+            reason: None,
+            groups: Vec::new(),
+            hooks: BTreeMap::new(),
+        };
+        let mut now = before.clone();
+        now.environments = vec!["gcc".into(), "python".into()];
+        now.running = 1;
+        now.state = WorkerState::Running;
+        assert!(
+            before.offer_changes(&now).is_empty(),
+            "order and state are no change"
+        );
+        now.capacity = 3;
+        assert_eq!(before.offer_changes(&now), ["resources"]);
+        now.caps.insert("disk".into(), "ssd".into());
+        now.environments.push("rust".into());
+        assert_eq!(
+            before.offer_changes(&now),
+            ["capabilities", "environments", "resources"]
+        );
+    }
 
     #[test]
     fn timestamps_round_trip() {

@@ -7,7 +7,7 @@
 //! task started, ended    IDLE <-> RUNNING
 //! set MAINTENANCE        any -> BUSY (no new work) -> drained, maintenance hook -> MAINTENANCE
 //! failure                any -> FAILED with its reason (reported, health check, heartbeats)
-//! registered again       other capabilities: -> BUSY -> MAINTENANCE;
+//! registered again       other capabilities, environments or resources: -> BUSY -> MAINTENANCE;
 //!                        unchanged and FAILED: -> PREPARE -> IDLE
 //! deregister             from MAINTENANCE or FAILED only
 //! ```
@@ -237,7 +237,8 @@ fn rule(state: Option<WorkerState>, event: &WorkerEvent) -> Option<WorkerTransit
         };
     };
     Some(match (event, state) {
-        // A worker that comes back with other capabilities is drained and waits for an operator.
+        // A worker that comes back offering something else (capabilities, environments,
+        // resources: `WorkerView::offer_changes`) is drained and waits for an operator.
         (
             E::Register {
                 caps_changed: true, ..
