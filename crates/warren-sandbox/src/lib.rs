@@ -30,7 +30,7 @@ mod uids;
 
 pub use api::*;
 pub use check::HostReport;
-pub use mounts::MountedImage;
+pub use mounts::{loop_devices_backed_by, MountedImage};
 pub use run::{AbortHandle, Sandbox, SandboxError, SpecError};
 pub use session::{Session, StepUser};
 pub use spawner::Spawner;

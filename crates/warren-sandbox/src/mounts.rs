@@ -100,6 +100,22 @@ impl Drop for SharedScratch {
     }
 }
 
+/// The loop devices (`/dev/loopN`) whose backing file is `file`, as `losetup -j` tells: what
+/// is still attached to an image.
+pub fn loop_devices_backed_by(file: &Path) -> Vec<PathBuf> {
+    let Ok(blocks) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    blocks
+        .flatten()
+        .filter(|block| {
+            std::fs::read_to_string(block.path().join("loop/backing_file"))
+                .is_ok_and(|backing| Path::new(backing.trim_end()) == file)
+        })
+        .map(|block| Path::new("/dev").join(block.file_name()))
+        .collect()
+}
+
 /// Unmounts `mount_point` and removes the directory, logging what fails (there is no caller to
 /// tell: this runs from `Drop`).
 fn release(mount_point: &Path) {

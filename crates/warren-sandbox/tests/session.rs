@@ -34,18 +34,8 @@ fn is_mounted(dir: &Path) -> bool {
 }
 
 /// The loop devices whose backing file is `image`.
-fn loop_devices_of(image: &Path) -> Vec<String> {
-    let Ok(blocks) = std::fs::read_dir("/sys/block") else {
-        return Vec::new();
-    };
-    blocks
-        .flatten()
-        .filter(|block| {
-            std::fs::read_to_string(block.path().join("loop/backing_file"))
-                .is_ok_and(|file| Path::new(file.trim_end()) == image)
-        })
-        .map(|block| block.file_name().to_string_lossy().into_owned())
-        .collect()
+fn loop_devices_of(image: &Path) -> Vec<std::path::PathBuf> {
+    warren_sandbox::loop_devices_backed_by(image)
 }
 
 #[test]
@@ -214,7 +204,7 @@ fn images_are_mounted_once_shared_and_unmounted_after_use() {
     assert!(!is_mounted(&mount_point), "unmounted after its last user");
     assert_eq!(
         loop_devices_of(&image),
-        Vec::<String>::new(),
+        Vec::<std::path::PathBuf>::new(),
         "loop device detached"
     );
     assert_eq!(sb.mounted_images(), 0);
@@ -247,7 +237,7 @@ fn shutdown_unmounts_images_still_held_and_mounts_no_more() {
     assert!(!mount_point.exists(), "its mount point removed");
     assert_eq!(
         loop_devices_of(&image),
-        Vec::<String>::new(),
+        Vec::<std::path::PathBuf>::new(),
         "loop device detached"
     );
     assert_eq!(sb.mounted_images(), 0);

@@ -34,16 +34,9 @@ fn wait_for_process(up: &Up, wanted: &str, limit: Duration) -> BTreeMap<u32, (St
 
 /// The loop devices backed by `image`.
 fn loop_devices_of(image: &Path) -> Vec<String> {
-    let Ok(blocks) = std::fs::read_dir("/sys/block") else {
-        return Vec::new();
-    };
-    blocks
-        .flatten()
-        .filter(|block| {
-            std::fs::read_to_string(block.path().join("loop/backing_file"))
-                .is_ok_and(|file| Path::new(file.trim_end()) == image)
-        })
-        .map(|block| format!("/dev/{}", block.file_name().to_string_lossy()))
+    warren_sandbox::loop_devices_backed_by(image)
+        .iter()
+        .map(|device| device.display().to_string())
         .collect()
 }
 
