@@ -155,6 +155,24 @@ async fn worker_state_endpoints_follow_the_lifecycle() {
     assert_eq!(status, 404);
 }
 
+/// Worker `re` gone (FAILED) and back with `capacity` and `caps`, which differ from before:
+/// its connection and its view once it is in MAINTENANCE.
+async fn back_changed(
+    c: &TestCoordinator,
+    gone: Peer,
+    capacity: u32,
+    caps: &[(&str, &str)],
+) -> (Peer, Value) {
+    drop(gone);
+    worker_until(c.http(), "re", "FAILED", |v| v["state"] == "FAILED").await;
+    let w = hand_worker(c.queue(), "re", capacity, caps, true, false).await;
+    let view = worker_until(c.http(), "re", "MAINTENANCE", |v| {
+        v["state"] == "MAINTENANCE"
+    })
+    .await;
+    (w, view)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_registration_changed_goes_to_maintenance_and_failed_unchanged_back_to_idle() {
     let c = start(|_| {}).await;
@@ -169,14 +187,8 @@ async fn re_registration_changed_goes_to_maintenance_and_failed_unchanged_back_t
     // Back unchanged: PREPARE, then IDLE.
     let w = hand_worker(c.queue(), "re", 1, &[("disk", "hdd")], false, false).await;
     worker_until(c.http(), "re", "IDLE", |v| v["state"] == "IDLE").await;
-    drop(w);
-    worker_until(c.http(), "re", "FAILED", |v| v["state"] == "FAILED").await;
     // Back with other capabilities: BUSY, then MAINTENANCE, waiting for an operator.
-    let _w = hand_worker(c.queue(), "re", 1, &[("disk", "ssd")], true, false).await;
-    let view = worker_until(c.http(), "re", "MAINTENANCE", |v| {
-        v["state"] == "MAINTENANCE"
-    })
-    .await;
+    let (w, view) = back_changed(&c, w, 1, &[("disk", "ssd")]).await;
     assert!(
         view["reason"].as_str().unwrap().contains("capabilities"),
         "{view}"
@@ -185,13 +197,7 @@ async fn re_registration_changed_goes_to_maintenance_and_failed_unchanged_back_t
     // Taken back by an operator, then back with another capacity: the same.
     set_state(&c, "re", r#"{"state":"IDLE"}"#).await;
     worker_until(c.http(), "re", "IDLE", |v| v["state"] == "IDLE").await;
-    drop(_w);
-    worker_until(c.http(), "re", "FAILED", |v| v["state"] == "FAILED").await;
-    let _w = hand_worker(c.queue(), "re", 2, &[("disk", "ssd")], true, false).await;
-    let view = worker_until(c.http(), "re", "MAINTENANCE", |v| {
-        v["state"] == "MAINTENANCE"
-    })
-    .await;
+    let (_w, view) = back_changed(&c, w, 2, &[("disk", "ssd")]).await;
     let reason = view["reason"].as_str().unwrap();
     assert!(
         reason.contains("resources") && !reason.contains("capabilities"),
