@@ -475,13 +475,17 @@ pub(crate) fn list_dirs(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether `dir` may have subdirectories: false only when its link count says it has none.
+/// Whether `dir` may have subdirectories: false when it is not there, or its link count says it
+/// has none.
 /// cgroupfs and tmpfs count a directory's subdirectories in its links (2 plus one each), so
 /// the common case, nothing below, costs one `statx` instead of opening and reading the
 /// directory; file systems that do not count them report 1, and are read.
 pub(crate) fn has_subdirectories(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).map_or(true, |m| m.nlink() != 2)
+    match std::fs::metadata(dir) {
+        Ok(meta) => meta.nlink() != 2,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 /// The host's block devices in use (`MAJ:MIN` of every entry of `/sys/block` with a size: disks,
