@@ -2,13 +2,14 @@
 //!
 //! The **init** ([`child_main`]), cloned into the run's namespaces but not its cgroups: it starts
 //! the run's process in the run's cgroup2 group at once, then walks the prepared filesystem
-//! steps, `pivot_root`s, binds `/tmp` writable and sets the host name and loopback while that
-//! process joins the v1 groups and confines itself; and it stays as the PID namespace's init: it
-//! reaps, and reports the program's end once the rest of the tree is killed and reaped.
+//! steps, `pivot_root`s and binds `/tmp` writable while that process makes the network
+//! namespace, which the init then joins, setting the host name; and it stays as the PID
+//! namespace's init: it reaps, and reports the program's end once the rest of the tree is
+//! killed and reaped.
 //!
 //! The **run's process** ([`run_main`]), which becomes the program, shares the init's memory:
-//! 1. **prepare** (may happen ahead of time, for a warm pool): once the parent has made them,
-//!    move into the v1 groups, enter a
+//! 1. **prepare** (may happen ahead of time, for a warm pool): make the network namespace with
+//!    loopback up, move into the v1 groups (all made before the init was cloned), enter a
 //!    cgroup namespace, empty the capability bounding set, set `no_new_privs`, install seccomp;
 //!    then wait on the go pipe;
 //! 2. **launch**: read the launch message (argv, env, files, rlimits); once the init says the
@@ -223,7 +224,7 @@ pub fn child_main(plan: &ChildPlan) -> ! {
     if let Err(e) = sys::sethostname(&plan.hostname).and_then(|()| sys::join_network_of(pid)) {
         fail(plan, stage(Stage::Network), e);
     }
-    sys::raise(&start.root_ready);
+    sys::set_and_wake(&start.root_ready, 1);
 
     // End of file once the run's process has executed the program or given up.
     sys::read_to_end(start.executed_r);
@@ -384,7 +385,7 @@ fn run_main(start: &RunStart<'_>) -> ! {
     };
 
     // The files go to the run's `/tmp`, and the program runs in the run's root.
-    sys::wait_raised(&start.root_ready);
+    sys::wait_for_change(&start.root_ready, 0);
     let gid = plan.uid;
     for i in 0..launch.file_count() {
         let written = launch.file(i).and_then(|(path, mode, contents)| {

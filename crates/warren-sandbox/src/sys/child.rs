@@ -705,10 +705,10 @@ pub fn clone_sharing_memory<T>(
 /// Where [`clone_sharing_memory`] keeps what its child starts from; the caller holds it.
 pub struct ChildEntry<T>(Entry<T>);
 
-/// Blocks while `word` holds `value`, and returns what it holds then. Waits on the shared
-/// futex, the one the kernel wakes when it clears a `presence` word (see
-/// [`clone_sharing_memory`]); whoever changes `word` otherwise wakes it with
-/// [`set_and_wake`].
+/// Blocks while `word` holds `value`, and returns what it holds then: how the processes of one
+/// memory wait for each other. Waits on the shared futex, the one the kernel wakes when it
+/// clears a `presence` word (see [`clone_sharing_memory`]); whoever changes `word` otherwise
+/// wakes it with [`set_and_wake`].
 pub fn wait_for_change(word: &std::sync::atomic::AtomicU32, value: u32) -> u32 {
     use std::sync::atomic::Ordering;
     loop {
@@ -736,40 +736,6 @@ pub fn set_and_wake(word: &std::sync::atomic::AtomicU32, value: u32) {
     word.store(value, Ordering::SeqCst);
     // SAFETY: FUTEX_WAKE on a valid, aligned u32; it only wakes waiters.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
-}
-
-/// Blocks until `flag` is non-zero (set by another process of this memory with [`raise`]).
-pub fn wait_raised(flag: &std::sync::atomic::AtomicU32) {
-    use std::sync::atomic::Ordering;
-    while flag.load(Ordering::SeqCst) == 0 {
-        // SAFETY: FUTEX_WAIT on a valid, aligned u32 that outlives the call, no timeout; it
-        // returns at once if the value is no longer 0. A private futex: both processes share
-        // this memory (`CLONE_VM`), so they share its key.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                flag.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                0u32,
-                std::ptr::null::<libc::timespec>(),
-            )
-        };
-    }
-}
-
-/// Sets `flag` and wakes whoever waits on it in [`wait_raised`].
-pub fn raise(flag: &std::sync::atomic::AtomicU32) {
-    use std::sync::atomic::Ordering;
-    flag.store(1, Ordering::SeqCst);
-    // SAFETY: FUTEX_WAKE on a valid, aligned u32; it only wakes waiters.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            flag.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        )
-    };
 }
 
 /// Moves this process into the network namespace of the process `pid` (a child of it, so
