@@ -131,15 +131,17 @@ fn release(mount_point: &Path) {
 }
 
 /// Makes `dir` (and its parents) accessible to root only: runs reach what is below it through
-/// their own bind mounts, never through this path.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+/// their own bind mounts, never through this path. Returns what `dir` is then.
+fn private_dir(dir: &Path) -> std::io::Result<std::fs::Metadata> {
     use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o7777 == 0o700)
-    {
-        return Ok(());
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() && meta.permissions().mode() & 0o7777 == 0o700 => Ok(meta),
+        _ => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            std::fs::metadata(dir)
+        }
     }
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 impl HostMounts {
@@ -157,9 +159,8 @@ impl HostMounts {
     /// Makes the mount directories and removes what runners that are gone left in them.
     pub fn prepare(&self, runner_is_gone: &dyn Fn(&str) -> bool) -> std::io::Result<()> {
         for dir in [&self.images_dir, &self.scratch_dir] {
-            private_dir(dir)?;
             // Every entry is a directory (a mount point).
-            if !crate::cgroup::has_subdirectories(dir) {
+            if crate::cgroup::links_show_no_subdirectories(&private_dir(dir)?) {
                 continue;
             }
             for entry in std::fs::read_dir(dir)?.flatten() {

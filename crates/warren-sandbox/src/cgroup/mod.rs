@@ -481,11 +481,16 @@ pub(crate) fn list_dirs(dir: &Path) -> Vec<String> {
 /// the common case, nothing below, costs one `statx` instead of opening and reading the
 /// directory; file systems that do not count them report 1, and are read.
 pub(crate) fn has_subdirectories(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(dir) {
-        Ok(meta) => meta.nlink() != 2,
+        Ok(meta) => !links_show_no_subdirectories(&meta),
         Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
+}
+
+/// Whether a directory's link count says it has no subdirectory (see [`has_subdirectories`]).
+pub(crate) fn links_show_no_subdirectories(dir: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    dir.nlink() == 2
 }
 
 /// The host's block devices in use (`MAJ:MIN` of every entry of `/sys/block` with a size: disks,
