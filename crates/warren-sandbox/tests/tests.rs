@@ -366,15 +366,8 @@ fn the_run_s_init_is_outside_the_run_s_cgroups() {
 
 /// The names of the processes in the run groups below `parent`, in every hierarchy.
 fn processes_in_run_groups(parent: &str) -> Vec<String> {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return Vec::new();
-    };
-    let parents = hierarchies
-        .filter_map(Result::ok)
-        .map(|e| e.path().join(parent))
-        .chain([std::path::Path::new("/sys/fs/cgroup").join(parent)]);
     let mut names = Vec::new();
-    for dir in parents {
+    for dir in parent_groups(parent) {
         let Ok(groups) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -895,23 +888,8 @@ fn leftovers_of_a_crashed_runner_are_reclaimed() {
         Status::Success
     );
     let parent = first.config().cgroup_parent.clone();
-    let stale = "run-999999999.1-0";
-    let mut made = Vec::new();
     // Wherever the first sandbox made its parent group (v1 hierarchies, the cgroup2 tree).
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let mut parents: Vec<std::path::PathBuf> = hierarchies
-        .filter_map(Result::ok)
-        .map(|e| e.path().join(&parent))
-        .collect();
-    parents.push(std::path::Path::new("/sys/fs/cgroup").join(&parent));
-    for parent_dir in parents.into_iter().filter(|p| p.is_dir()) {
-        let dir = parent_dir.join(stale);
-        if std::fs::create_dir(&dir).is_ok() {
-            made.push(dir);
-        }
-    }
+    let made = plant_stale_groups(&parent, "run-999999999.1-0");
     assert!(!made.is_empty());
     let second = cold_sandbox();
     for dir in &made {
@@ -943,14 +921,7 @@ fn parent_groups_go_with_the_last_runner_unless_kept() {
         assert_eq!(r.status, Status::Success, "{r:?}");
         drop(sb);
         assert_no_leftovers(&parent);
-        let left: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.path().join(&parent))
-            .chain([std::path::Path::new("/sys/fs/cgroup").join(&parent)])
-            .filter(|p| p.is_dir())
-            .collect();
+        let left = parent_groups(&parent);
         for dir in &left {
             let _ = std::fs::remove_dir(dir);
         }
@@ -967,57 +938,44 @@ fn parent_groups_go_with_the_last_runner_unless_kept() {
 
 /// Makes a group named like a dead runner's under every parent group `parent` has.
 fn plant_stale_groups(parent: &str, stale: &str) -> Vec<std::path::PathBuf> {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return Vec::new();
-    };
-    hierarchies
-        .filter_map(Result::ok)
-        .map(|e| e.path().join(parent))
-        .chain([std::path::Path::new("/sys/fs/cgroup").join(parent)])
-        .filter(|p| p.is_dir())
+    parent_groups(parent)
+        .into_iter()
         .map(|p| p.join(stale))
         .filter(|dir| std::fs::create_dir(dir).is_ok())
         .collect()
 }
 
 #[test]
-fn a_new_runner_reclaims_dead_runners_groups_beside_live_ones() {
+fn a_new_runner_reclaims_a_dead_runner_s_groups_beside_others() {
     let Some(first) = cold_sandbox() else { return };
+    // A run makes the parent groups; below them, then, a dead runner's group and one that is
+    // no run's (not a runner's name, so never reclaimed): the parents are read, not told
+    // empty by their link count, and only the dead runner's group goes.
+    assert_eq!(
+        sh(&first, "true", Limits::default()).status,
+        Status::Success
+    );
     let parent = first.config().cgroup_parent.clone();
-    // The dead runner's group alone, then beside a group that is no run's: it is reclaimed,
-    // and only it.
-    for live in [false, true] {
-        // A run makes the parent groups (the last runner to go removes them).
-        assert_eq!(
-            sh(&first, "true", Limits::default()).status,
-            Status::Success
-        );
-        let made = plant_stale_groups(&parent, "run-999999998.1-0");
-        assert!(!made.is_empty());
-        // Not a run's name: no runner's, so never reclaimed.
-        let kept = if live {
-            plant_stale_groups(&parent, "someone-elses")
-        } else {
-            Vec::new()
-        };
-        let Ok(second) = warren_sandbox::Sandbox::new(warren_sandbox::SandboxConfig {
-            cgroup_parent: parent.clone(),
-            warm_runs: 0,
-            ..Default::default()
-        }) else {
-            return;
-        };
-        for dir in &made {
-            assert!(!dir.exists(), "{} was not reclaimed", dir.display());
-        }
-        for dir in &kept {
-            assert!(dir.exists(), "{} was removed", dir.display());
-            let _ = std::fs::remove_dir(dir);
-        }
-        let r = sh(&second, "true", Limits::default());
-        assert_eq!(r.status, Status::Success, "{r:?}");
-        drop(second);
+    let made = plant_stale_groups(&parent, "run-999999998.1-0");
+    assert!(!made.is_empty());
+    let kept = plant_stale_groups(&parent, "someone-elses");
+    let Ok(second) = warren_sandbox::Sandbox::new(warren_sandbox::SandboxConfig {
+        cgroup_parent: parent.clone(),
+        warm_runs: 0,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    for dir in &made {
+        assert!(!dir.exists(), "{} was not reclaimed", dir.display());
     }
+    for dir in &kept {
+        assert!(dir.exists(), "{} was removed", dir.display());
+        let _ = std::fs::remove_dir(dir);
+    }
+    let r = sh(&second, "true", Limits::default());
+    assert_eq!(r.status, Status::Success, "{r:?}");
+    drop(second);
     drop(first);
 }
 
@@ -1153,22 +1111,16 @@ fn two_sandboxes_in_one_process_never_share_a_group() {
     for sb in [&first, &second] {
         assert!(sb.wait_until_warm(Duration::from_secs(10 * slowdown())));
     }
-    let groups = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|hierarchies| {
-            hierarchies
+    let groups = parent_groups(&parent)
+        .into_iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .map(|entries| {
+            entries
                 .filter_map(Result::ok)
-                .map(|h| h.path().join(&parent))
-                .chain([std::path::Path::new("/sys/fs/cgroup").join(&parent)])
-                .filter_map(|dir| std::fs::read_dir(dir).ok())
-                .map(|entries| {
-                    entries
-                        .filter_map(Result::ok)
-                        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
-                        .count()
-                })
-                .max()
-                .unwrap_or(0)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+                .count()
         })
+        .max()
         .unwrap_or(0);
     assert_eq!(groups, 4, "prepared runs share cgroups");
     std::thread::scope(|scope| {

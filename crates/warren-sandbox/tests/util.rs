@@ -154,17 +154,23 @@ pub fn ms(n: u64) -> Option<Duration> {
     Some(Duration::from_millis(n))
 }
 
-/// No run's cgroup is left under `parent`, in any hierarchy.
-pub fn assert_no_leftovers(parent: &str) {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let mut dirs: Vec<std::path::PathBuf> = hierarchies
+/// The parent group `parent` wherever it is: in each v1 hierarchy under `/sys/fs/cgroup`, and
+/// in a cgroup2 tree mounted there itself.
+pub fn parent_groups(parent: &str) -> Vec<std::path::PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
         .filter_map(Result::ok)
         .map(|e| e.path().join(parent))
-        .collect();
-    dirs.push(Path::new("/sys/fs/cgroup").join(parent));
-    for dir in dirs {
+        .chain([root.join(parent)])
+        .filter(|dir| dir.is_dir())
+        .collect()
+}
+
+/// No run's cgroup is left under `parent`, in any hierarchy.
+pub fn assert_no_leftovers(parent: &str) {
+    for dir in parent_groups(parent) {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.filter_map(Result::ok) {
                 let name = entry.file_name().to_string_lossy().into_owned();
