@@ -130,12 +130,6 @@ pub struct SandboxConfig {
     /// run`): the exiting init is reaped by whoever inherits it. Without it (and without a warm
     /// pool, whose thread reaps), the run waits for the init.
     pub leave_exiting_inits: bool,
-    /// Leave the parent group (`cgroup_parent`) in each hierarchy in place when the sandbox is
-    /// dropped, empty, for the next runner, as service managers leave theirs: for runners
-    /// that each make one run (`warren sandbox run`), which would otherwise make and remove
-    /// the parents every time, a directory and an `rmdir` per hierarchy on every run's path.
-    /// Without it the last runner to leave a parent empty removes it.
-    pub keep_parent_groups: bool,
     /// A spawner process to clone runs from ([`crate::Spawner::start`], called early): for a
     /// runner that is a large multi-threaded process, so cloning a run does not copy its page
     /// tables nor make its memory copy-on-write. `None` clones from this process, which suits
@@ -155,7 +149,6 @@ impl Default for SandboxConfig {
             max_stat_points: 100,
             warm_runs: 2,
             leave_exiting_inits: false,
-            keep_parent_groups: false,
             spawner: None,
         }
     }

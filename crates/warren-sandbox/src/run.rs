@@ -463,10 +463,7 @@ impl Host {
             runner_id(std::process::id()).unwrap_or_else(|| std::process::id().to_string());
         let mounts = crate::cgroup::find_mounts(&config.cgroup_root)
             .map_err(host("finding the cgroup mounts"))?;
-        let mut cgroups = CgroupHost::new(&mounts, &config.cgroup_parent)?;
-        if config.keep_parent_groups {
-            cgroups.keep_parents();
-        }
+        let cgroups = CgroupHost::new(&mounts, &config.cgroup_parent)?;
         let root_dir = config.state_dir.join("root");
         std::fs::create_dir_all(&root_dir)
             .map_err(host(&format!("creating {}", root_dir.display())))?;

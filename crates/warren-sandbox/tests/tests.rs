@@ -900,40 +900,33 @@ fn leftovers_of_a_crashed_runner_are_reclaimed() {
 }
 
 #[test]
-fn parent_groups_go_with_the_last_runner_unless_kept() {
-    // The parent groups a sandbox of this configuration made, after it is dropped.
-    let parents_left = |keep: bool| {
-        let parent = format!("warren-test-parents-{keep}-{}", std::process::id());
-        let config = SandboxConfig {
-            cgroup_parent: parent.clone(),
-            warm_runs: 0,
-            keep_parent_groups: keep,
-            ..SandboxConfig::default()
-        };
-        let sb = match Sandbox::new(config) {
-            Ok(sb) => sb,
-            Err(e) => {
-                eprintln!("SKIPPED: {e}");
-                return None;
-            }
-        };
-        let r = sh(&sb, "true", Limits::default());
-        assert_eq!(r.status, Status::Success, "{r:?}");
-        drop(sb);
-        assert_no_leftovers(&parent);
-        let left = parent_groups(&parent);
-        for dir in &left {
-            let _ = std::fs::remove_dir(dir);
+fn parent_groups_go_with_the_last_runner() {
+    let parent = format!("warren-test-parents-{}", std::process::id());
+    let config = SandboxConfig {
+        cgroup_parent: parent.clone(),
+        warm_runs: 0,
+        ..SandboxConfig::default()
+    };
+    let sb = match Sandbox::new(config) {
+        Ok(sb) => sb,
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            return;
         }
-        Some(left)
     };
-    let Some(removed) = parents_left(false) else {
-        return;
-    };
-    assert_eq!(removed, Vec::<std::path::PathBuf>::new());
-    let kept = parents_left(true).unwrap_or_default();
-    // At least the cgroup2 tree's (or, without one, the v1 memory hierarchy's).
-    assert!(!kept.is_empty(), "no parent group was kept");
+    let r = sh(&sb, "true", Limits::default());
+    assert_eq!(r.status, Status::Success, "{r:?}");
+    assert!(
+        !parent_groups(&parent).is_empty(),
+        "the run made its parents"
+    );
+    drop(sb);
+    assert_no_leftovers(&parent);
+    let left = parent_groups(&parent);
+    for dir in &left {
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert_eq!(left, Vec::<std::path::PathBuf>::new());
 }
 
 /// Makes a group named like a dead runner's under every parent group `parent` has.

@@ -199,13 +199,11 @@ pub fn run_one(args: RunArgs) -> anyhow::Result<u8> {
         stdin,
         ..RunSpec::default()
     };
-    // One run: a warm pool would only prepare runs nobody takes, the run's exiting init is left to the
-    // kernel's teardown of its namespaces once everything else of the run is gone, and the
-    // parent cgroups stay for the next run.
+    // One run: a warm pool would only prepare runs nobody takes, and the run's exiting init is
+    // left to the kernel's teardown of its namespaces once everything else of the run is gone.
     let config = SandboxConfig {
         warm_runs: 0,
         leave_exiting_inits: true,
-        keep_parent_groups: true,
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::new(config).context("preparing the sandbox")?;

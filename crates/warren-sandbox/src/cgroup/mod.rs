@@ -232,8 +232,6 @@ pub fn mounts_from_mountinfo(cgroup_root: &Path) -> io::Result<CgroupMounts> {
 pub struct CgroupHost {
     /// The parent group's name, the same in every hierarchy.
     parent: String,
-    /// Leave the parent groups in place when this host is dropped.
-    keep_parents: bool,
     layout: Layout,
     v2: Option<v2::Hierarchy>,
     v1: Vec<v1::Hierarchy>,
@@ -284,17 +282,10 @@ impl CgroupHost {
             .collect();
         Ok(CgroupHost {
             parent: parent.to_string(),
-            keep_parents: false,
             layout,
             v2,
             v1,
         })
-    }
-
-    /// Leaves the parent groups in place when this host is dropped, for the next runner (see
-    /// [`crate::SandboxConfig::keep_parent_groups`]).
-    pub fn keep_parents(&mut self) {
-        self.keep_parents = true;
     }
 
     /// The layout found.
@@ -440,9 +431,6 @@ impl Drop for CgroupHost {
     /// Removes the parent groups when no run of any runner is left in them (rmdir fails with
     /// EBUSY otherwise, which is the wanted outcome while another runner is alive).
     fn drop(&mut self) {
-        if self.keep_parents {
-            return;
-        }
         if let Some(v2) = &self.v2 {
             v2.remove_parent();
         }
